@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import pytest
+
+from vae_search.config import (
+    STUDIES_DIR,
+    ConfigError,
+    StudyConfig,
+    config_diff,
+    load_config,
+    parse_config,
+)
+
+
+def test_shipped_studies_are_valid():
+    names = sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
+    assert {"digits", "synthetic"} <= set(names)
+    for name in names:
+        config = load_config(name)
+        assert config.name == name
+
+
+def test_defaults_match_digits_toml():
+    assert load_config("digits").comparable() == StudyConfig().comparable()
+
+
+def test_name_defaults_to_file_stem(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text("[train]\nepochs = 40\n")
+    config = load_config(path)
+    assert config.name == "mine" and config.train.epochs == 40
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"train": {"epoch": 3}}, "train.epoch"),
+        ({"train": {"epochs": "30"}}, "train.epochs"),
+        ({"train": {"epochs": 3.5}}, "train.epochs"),
+        ({"train": {"epochs": True}}, "train.epochs"),
+        ({"train": {"epochs": 0}}, "train.epochs"),
+        ({"train": {"learning_rate": "fast"}}, "train.learning_rate"),
+        ({"search": {"klstart": [5, 2]}}, "search.klstart"),
+        ({"search": {"klstart": [0]}}, "search.klstart"),
+        ({"search": {"klstart": [-1, 3]}}, "search.klstart"),
+        ({"search": {"klstart": [0, 20], "annealtime": [0, 15]}}, "search.klstart"),
+        ({"search": {"latent_dim": [0, 4]}}, "search.latent_dim"),
+        ({"search": {"latent_dim": []}}, "search.latent_dim"),
+        ({"search": {"reduction": ["sum", "avg"]}}, "search.reduction"),
+        ({"search": {"schedule": ["sigmoidal"]}}, "search.schedule"),
+        ({"data": {"dataset": "cifar"}}, "data.dataset"),
+        ({"data": {"dataset": "file"}}, "data.path"),
+        ({"data": {"val_fraction": 1.0}}, "data.val_fraction"),
+        ({"model": {"likelihood": "poisson"}}, "model.likelihood"),
+        ({"model": {"hidden": [64, 0]}}, "model.hidden"),
+        ({"sampler": {"name": "cmaes"}}, "sampler.name"),
+        ({"pruner": {"name": "always"}}, "pruner.name"),
+        ({"train": 5}, "train"),
+        ({"run": {"grace_period": 5, "heartbeat_interval": 10}}, "run.grace_period"),
+    ],
+)
+def test_invalid_configs_name_the_key(raw, key):
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert str(info.value).startswith(key), str(info.value)
+
+
+def test_missing_file_lists_builtin_studies(tmp_path):
+    with pytest.raises(ConfigError, match="not found.*digits"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no_such_study")
+
+
+def test_toml_syntax_error_reports_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[train]\nepochs = 30\nbatch_size = = 3\n")
+    with pytest.raises(ConfigError, match="invalid TOML.*line 3"):
+        load_config(path)
+
+
+def test_overrides_are_validated():
+    config = StudyConfig().with_overrides(**{"train.epochs": 40})
+    assert config.train.epochs == 40
+    with pytest.raises(ConfigError, match="search.klstart"):
+        StudyConfig().with_overrides(**{"train.epochs": 10})
+
+
+def test_config_diff_names_changed_keys():
+    a = StudyConfig().comparable()
+    b = StudyConfig().with_overrides(**{"train.epochs": 40, "seed": 3}).comparable()
+    assert config_diff(a, b) == ["seed: 0 -> 3", "train.epochs: 30 -> 40"]
+    assert config_diff(a, a) == []

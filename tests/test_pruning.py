@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import optuna
+
+from vae_search.config import PrunerConfig
+from vae_search.keys import ATTR_PRUNE_FROM_EPOCH
+from vae_search.pruning import AnnealingAwarePruner, make_pruner
+
+
+def _study():
+    return optuna.create_study(
+        direction="maximize",
+        pruner=AnnealingAwarePruner(optuna.pruners.MedianPruner(n_startup_trials=2)),
+    )
+
+
+def _finish_good_trials(study, n=3, steps=10):
+    for _ in range(n):
+        t = study.ask()
+        for step in range(steps):
+            t.report(-10.0, step)
+        study.tell(t, -10.0)
+
+
+def test_bad_trial_is_not_pruned_during_warmup_but_is_after():
+    study = _study()
+    _finish_good_trials(study)
+    t = study.ask()
+    t.set_user_attr(ATTR_PRUNE_FROM_EPOCH, 6)
+    for step in range(6):
+        t.report(-1000.0, step)  # far worse than the median: a plain pruner would stop it
+        assert not t.should_prune(), step
+    t.report(-1000.0, 6)
+    assert t.should_prune()
+
+
+def test_trial_without_annealing_info_is_never_pruned():
+    study = _study()
+    _finish_good_trials(study)
+    t = study.ask()
+    for step in range(10):
+        t.report(-1000.0, step)
+    assert not t.should_prune()
+
+
+def test_plain_median_would_have_pruned_during_warmup():
+    # the control: without the wrapper, the same warm-up trial is killed at once
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=2)
+    )
+    _finish_good_trials(study)
+    t = study.ask()
+    t.report(-1000.0, 0)
+    assert t.should_prune()
+
+
+def test_make_pruner_kinds():
+    assert isinstance(make_pruner(PrunerConfig(name="none"), 10), optuna.pruners.NopPruner)
+    median = make_pruner(PrunerConfig(name="median"), 10)
+    assert isinstance(median, AnnealingAwarePruner)
+    assert isinstance(median.inner, optuna.pruners.MedianPruner)
+    hyper = make_pruner(PrunerConfig(name="hyperband"), 10)
+    assert isinstance(hyper.inner, optuna.pruners.HyperbandPruner)

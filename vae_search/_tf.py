@@ -1,0 +1,38 @@
+"""Import TensorFlow once, without its C++ start-up banner on stderr.
+
+TensorFlow's native code prints oneDNN/absl notices before any Python logging is configured and
+ignores ``TF_CPP_MIN_LOG_LEVEL`` for them, so stderr is pointed at /dev/null at the file
+descriptor level for the import only. Import errors still surface as Python exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _import_quietly():  # type: ignore[no-untyped-def]
+    if "tensorflow" in sys.modules or os.environ.get("VAE_SEARCH_TF_VERBOSE"):
+        import tensorflow
+
+        return tensorflow
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tensorflow
+
+
+tf = _import_quietly()
+
+import keras  # noqa: E402  (after TensorFlow, which it uses as backend)
+
+__all__ = ["keras", "tf"]

@@ -1,0 +1,394 @@
+"""Study configuration: frozen dataclasses loaded from ``studies/*.toml`` and validated.
+
+Every study is described by one TOML file. Defaults are plain values with a short comment each;
+an unknown key, a wrong type or an impossible range is a :class:`ConfigError` whose message names
+the key. This module must not import TensorFlow (``--help`` and validation are instant).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CollapseConfig",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "PrunerConfig",
+    "RunConfig",
+    "SamplerConfig",
+    "SearchConfig",
+    "StudyConfig",
+    "TrainConfig",
+    "config_diff",
+    "load_config",
+    "parse_config",
+    "resolve_study_path",
+    "STUDIES_DIR",
+]
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+DATASETS = ("digits", "synthetic", "file", "mnist")
+LIKELIHOODS = ("bernoulli", "gaussian")
+BINARIZE = ("fixed", "dynamic")
+REDUCTIONS = ("sum", "mean")
+SCHEDULES = ("linear", "cyclical")
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "none")
+
+
+class ConfigError(ValueError):
+    """A study configuration is invalid; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"  # digits | synthetic | file | mnist
+    path: str = ""  # dataset = "file": a .npz, .npy or .csv array (rows = examples)
+    val_fraction: float = 0.2  # held-out share for the validation ELBO (fixed, seeded split)
+    binarize: str = "fixed"  # bernoulli only: "fixed" (sampled once) or "dynamic" (every epoch)
+    n_samples: int = 4000  # synthetic: number of examples
+    n_features: int = 64  # synthetic: data dimension N
+    true_latent_dim: int = 4  # synthetic: number of true generative factors k
+    noise: float = 0.05  # synthetic + gaussian: observation noise std
+    max_examples: int = 0  # use at most this many rows (0 = all); handy for large files
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    likelihood: str = "bernoulli"  # bernoulli (binarized data) | gaussian (learned variance)
+    hidden: tuple[int, ...] = (128, 64)  # encoder widths; the decoder mirrors them
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30  # every trial trains exactly this many epochs unless pruned
+    batch_size: int = 64
+    learning_rate: float = 1e-3  # Adam
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    klstart: tuple[int, int] = (0, 15)  # epochs of pure reconstruction before the KL is on
+    annealtime: tuple[int, int] = (0, 15)  # epochs to raise beta from 0 to 1 (0 = a step)
+    latent_dim: tuple[int, ...] = (2, 4, 8, 16)
+    reduction: tuple[str, ...] = ("sum", "mean")
+    schedule: tuple[str, ...] = ("linear",)  # add "cyclical" (Fu et al. 2019) to search it
+    cycles: tuple[int, int] = (2, 4)  # cyclical: number of cycles M after klstart
+    ratio: tuple[float, float] = (0.5, 0.9)  # cyclical: share R of each cycle spent ramping
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "tpe"  # tpe | random
+    n_startup_trials: int = 10  # random trials before TPE starts modelling
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    name: str = "median"  # median | hyperband | none
+    patience: int = 2  # epochs at beta = 1 before a trial may be pruned
+    n_startup_trials: int = 5  # median: trials that finish before any pruning
+
+
+@dataclass(frozen=True)
+class CollapseConfig:
+    active_threshold: float = 0.01  # unit u is active if Var_x(E_q[z_u|x]) > this
+    kl_threshold: float = 0.01  # a latent dim with mean KL below this (nats) is collapsed
+    min_active_units: int = 1  # fewer active units than this = posterior collapse
+    min_mutual_info: float = 0.05  # I(x;z) below this (nats) = posterior collapse
+    mi_batch_size: int = 256  # B of the aggregate-posterior estimator (MI <= log B)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    heartbeat_interval: int = 10  # seconds between a running trial's heartbeats (RDB storage)
+    grace_period: int = 120  # a trial silent this long is stale (must exceed any epoch)
+    max_retry: int = 2  # stale trials are re-queued at most this many times
+    refresh_every: int = 5  # refresh the study's figures every N finished trials (0 = end only)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "digits"  # default study name
+    seed: int = 0  # seeds the split, the sampler and every trial's initialisation
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration as plain JSON-compatible data."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def comparable(self) -> dict[str, Any]:
+        """The parts that change trial results (stored in the study and compared on resume)."""
+        d = self.to_dict()
+        d.pop("name")
+        d.pop("run")  # heartbeat and refresh settings do not change results
+        return d
+
+    def with_overrides(self, **overrides: Any) -> StudyConfig:
+        """Return a validated copy with dotted-key overrides, e.g. ``{"train.epochs": 5}``."""
+        raw = self.to_dict()
+        for dotted, value in overrides.items():
+            section, _, key = dotted.rpartition(".")
+            target = raw[section] if section else raw
+            target[key] = value
+        return parse_config(raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing: generic over the dataclasses above, so a new field needs no parser code.
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} {_type_name(args[0])}"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            if not value:
+                raise ConfigError(f"{key}: must not be empty")
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {_type_name(tp)} [low, high], got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a boolean, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be finite, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r}")  # pragma: no cover - programming error
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a table, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"{where}{unknown[0]}: unknown key (known keys{' in [' + prefix + ']' if prefix else ''}: "
+            f"{', '.join(names)})"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw[name], key)
+        else:
+            kwargs[name] = _coerce(raw[name], tp, key)
+    return cls(**kwargs)
+
+
+def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: unknown value {value!r} (choose from {', '.join(allowed)})")
+
+
+def _range(lo_hi: tuple[float, float], key: str, *, minimum: float) -> None:
+    lo, hi = lo_hi
+    if lo > hi:
+        raise ConfigError(f"{key}: inverted range [{lo}, {hi}] (low must be <= high)")
+    if lo < minimum:
+        raise ConfigError(f"{key}: low end {lo} is below the minimum {minimum}")
+
+
+def _validate(c: StudyConfig) -> None:
+    d, m, t, s = c.data, c.model, c.train, c.search
+    if not c.name or any(ch.isspace() for ch in c.name):
+        raise ConfigError(f"name: must be a non-empty name without spaces, got {c.name!r}")
+    _choice(d.dataset, DATASETS, "data.dataset")
+    _choice(d.binarize, BINARIZE, "data.binarize")
+    if d.dataset == "file" and not d.path:
+        raise ConfigError("data.path: required when data.dataset = 'file'")
+    if not 0.0 < d.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction: must be in (0, 1), got {d.val_fraction}")
+    if d.n_samples < 10:
+        raise ConfigError(f"data.n_samples: must be >= 10, got {d.n_samples}")
+    if d.n_features < 1:
+        raise ConfigError(f"data.n_features: must be >= 1, got {d.n_features}")
+    if not 1 <= d.true_latent_dim <= d.n_features:
+        raise ConfigError(
+            f"data.true_latent_dim: must be in [1, data.n_features={d.n_features}], "
+            f"got {d.true_latent_dim}"
+        )
+    if d.noise <= 0:
+        raise ConfigError(f"data.noise: must be > 0, got {d.noise}")
+    if d.max_examples < 0:
+        raise ConfigError(f"data.max_examples: must be >= 0, got {d.max_examples}")
+
+    _choice(m.likelihood, LIKELIHOODS, "model.likelihood")
+    if any(h < 1 for h in m.hidden):
+        raise ConfigError(f"model.hidden: every width must be >= 1, got {list(m.hidden)}")
+
+    if t.epochs < 1:
+        raise ConfigError(f"train.epochs: must be >= 1, got {t.epochs}")
+    if t.batch_size < 1:
+        raise ConfigError(f"train.batch_size: must be >= 1, got {t.batch_size}")
+    if not 0 < t.learning_rate < 1:
+        raise ConfigError(f"train.learning_rate: must be in (0, 1), got {t.learning_rate}")
+
+    _range(s.klstart, "search.klstart", minimum=0)
+    _range(s.annealtime, "search.annealtime", minimum=0)
+    if s.klstart[1] + s.annealtime[1] > t.epochs:
+        raise ConfigError(
+            f"search.klstart: klstart + annealtime can reach {s.klstart[1]} + {s.annealtime[1]} "
+            f"= {s.klstart[1] + s.annealtime[1]} > train.epochs = {t.epochs}; every trial must "
+            "end at beta = 1 (lower the highs or raise train.epochs)"
+        )
+    if s.klstart[1] >= t.epochs:
+        raise ConfigError(
+            f"search.klstart: high end {s.klstart[1]} must be < train.epochs = {t.epochs}"
+        )
+    if any(k < 1 for k in s.latent_dim):
+        raise ConfigError(f"search.latent_dim: every choice must be >= 1, got {list(s.latent_dim)}")
+    for r in s.reduction:
+        _choice(r, REDUCTIONS, "search.reduction")
+    for sch in s.schedule:
+        _choice(sch, SCHEDULES, "search.schedule")
+    for key, values in (
+        ("search.latent_dim", s.latent_dim),
+        ("search.reduction", s.reduction),
+        ("search.schedule", s.schedule),
+    ):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{key}: duplicate choices in {list(values)}")
+    _range(s.cycles, "search.cycles", minimum=1)
+    _range(s.ratio, "search.ratio", minimum=0)
+    if s.ratio[0] <= 0 or s.ratio[1] > 1:
+        raise ConfigError(f"search.ratio: must lie in (0, 1], got {list(s.ratio)}")
+
+    _choice(c.sampler.name, SAMPLERS, "sampler.name")
+    if c.sampler.n_startup_trials < 0:
+        raise ConfigError("sampler.n_startup_trials: must be >= 0")
+    _choice(c.pruner.name, PRUNERS, "pruner.name")
+    if c.pruner.patience < 0:
+        raise ConfigError(f"pruner.patience: must be >= 0, got {c.pruner.patience}")
+    if c.pruner.n_startup_trials < 0:
+        raise ConfigError("pruner.n_startup_trials: must be >= 0")
+
+    k = c.collapse
+    for key in ("active_threshold", "kl_threshold", "min_mutual_info"):
+        if getattr(k, key) < 0:
+            raise ConfigError(f"collapse.{key}: must be >= 0, got {getattr(k, key)}")
+    if k.min_active_units < 0:
+        raise ConfigError("collapse.min_active_units: must be >= 0")
+    if k.mi_batch_size < 2:
+        raise ConfigError(f"collapse.mi_batch_size: must be >= 2, got {k.mi_batch_size}")
+
+    r = c.run
+    if r.heartbeat_interval < 1:
+        raise ConfigError("run.heartbeat_interval: must be >= 1 second")
+    if r.grace_period <= r.heartbeat_interval:
+        raise ConfigError(
+            f"run.grace_period: must exceed run.heartbeat_interval ({r.heartbeat_interval} s)"
+        )
+    if r.max_retry < 0 or r.refresh_every < 0:
+        raise ConfigError("run.max_retry and run.refresh_every: must be >= 0")
+
+
+def parse_config(raw: dict[str, Any]) -> StudyConfig:
+    """Build and validate a :class:`StudyConfig` from parsed TOML data.
+
+    Args:
+        raw: The TOML document as a dict (missing keys take their defaults).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: on an unknown key, a wrong type or an impossible value.
+    """
+    config = _build(StudyConfig, raw, "")
+    _validate(config)
+    return config
+
+
+def resolve_study_path(study: str | Path) -> Path:
+    """A study argument is either a path to a TOML file or a name under ``studies/``."""
+    path = Path(study)
+    if path.suffix == ".toml" or path.exists() or len(path.parts) > 1:
+        return path
+    return STUDIES_DIR / f"{study}.toml"
+
+
+def load_config(study: str | Path) -> StudyConfig:
+    """Load and validate a study configuration.
+
+    Args:
+        study: A TOML path, or the name of a file under ``studies/`` (``"digits"``).
+
+    Returns:
+        The validated configuration; ``name`` defaults to the file's stem.
+
+    Raises:
+        ConfigError: the file is missing, is not valid TOML, or fails validation.
+    """
+    path = resolve_study_path(study)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.toml")))
+        raise ConfigError(f"study config not found: {path} (built-in studies: {known})")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    raw.setdefault("name", path.stem)
+    return parse_config(raw)
+
+
+def config_diff(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Human-readable differences between two ``comparable()`` dicts (``key: old -> new``)."""
+    diffs: list[str] = []
+    for key in sorted(set(stored) | set(current)):
+        a, b = stored.get(key, "<missing>"), current.get(key, "<missing>")
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs.extend(config_diff(a, b, f"{name}."))
+        elif a != b:
+            diffs.append(f"{name}: {json.dumps(a)} -> {json.dumps(b)}")
+    return diffs
+

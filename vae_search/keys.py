@@ -1,0 +1,58 @@
+"""Names shared across modules: user-attr keys, metric names, figure ids (defined once).
+
+Pure constants: importing this module is free (no TensorFlow, no Optuna).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ATTR_ACTIVE_UNITS",
+    "ATTR_COLLAPSED",
+    "ATTR_COLLAPSED_DIMS",
+    "ATTR_FAIL_REASON",
+    "ATTR_FULL_BETA_EPOCH",
+    "ATTR_HISTORY",
+    "ATTR_KL_PER_DIM",
+    "ATTR_KL_TOTAL",
+    "ATTR_MUTUAL_INFO",
+    "ATTR_PRUNE_FROM_EPOCH",
+    "ATTR_RECON",
+    "ATTR_SEED",
+    "ATTR_UNIT_VARIANCES",
+    "ATTR_WORKER",
+    "CONSTRAINT_ACTIVE_UNITS",
+    "CONSTRAINT_MUTUAL_INFO",
+    "HISTORY_FIELDS",
+    "OBJECTIVE_NAME",
+    "STUDY_ATTR_CONFIG",
+    "STUDY_ATTR_VERSION",
+]
+
+OBJECTIVE_NAME = "val_elbo"  # the study's single value: validation ELBO, nats/example (maximize)
+
+# Trial user attrs (diagnostics on the validation split, at the end or at the point of pruning).
+ATTR_ACTIVE_UNITS = "active_units"
+ATTR_UNIT_VARIANCES = "unit_variances"
+ATTR_KL_PER_DIM = "kl_per_dim"
+ATTR_KL_TOTAL = "kl_total"
+ATTR_COLLAPSED_DIMS = "collapsed_dims"
+ATTR_MUTUAL_INFO = "mutual_info"
+ATTR_RECON = "recon"
+ATTR_COLLAPSED = "collapsed"
+ATTR_HISTORY = "history"
+ATTR_FAIL_REASON = "fail_reason"
+ATTR_FULL_BETA_EPOCH = "full_beta_epoch"  # first epoch from which beta stays at 1
+ATTR_PRUNE_FROM_EPOCH = "prune_from_epoch"  # first epoch at which the pruner may act
+ATTR_SEED = "seed"
+ATTR_WORKER = "worker"
+
+# Per-epoch history: a dict of equally long lists under ATTR_HISTORY.
+HISTORY_FIELDS = ("epoch", "beta", "train_loss", "val_elbo", "val_kl", "active_units")
+
+# Optuna 5 constraints (feasible when <= 0): a collapsed trial is infeasible.
+CONSTRAINT_ACTIVE_UNITS = "min_active_units"  # min_active_units - active_units
+CONSTRAINT_MUTUAL_INFO = "min_mutual_info"  # min_mutual_info - I(x; z)
+
+# Study user attrs.
+STUDY_ATTR_CONFIG = "vae_search_config"  # the resolved configuration (comparable part)
+STUDY_ATTR_VERSION = "vae_search_version"

@@ -1,0 +1,176 @@
+"""One trial: sample a schedule, train the annealed VAE epoch by epoch, report, prune, diagnose.
+
+The value returned (and reported every epoch) is the validation ELBO at beta = 1 with ``sum``
+reduction, in nats per example, whatever beta and reduction the trial trained with: that is what
+makes trials comparable. Higher is better (the study maximizes it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+
+from vae_search import keys
+from vae_search._tf import tf
+from vae_search.config import StudyConfig
+from vae_search.data import Dataset, load_dataset
+from vae_search.metrics import Diagnostics, diagnose
+from vae_search.model import Trainer, TrainerSpec, get_trainer
+from vae_search.schedule import full_beta_epoch
+from vae_search.space import TrialParams, suggest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Objective", "TrainingDiverged", "trial_seed"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the ELBO became NaN or infinite; the trial fails, the study goes on."""
+
+
+def trial_seed(study_seed: int, trial_number: int) -> int:
+    """A per-trial seed: the same study seed and trial number give the same trial."""
+    return (study_seed * 1_000_003 + trial_number) % (2**31 - 1)
+
+
+class Objective:
+    """The Optuna objective of a vae_search study.
+
+    Args:
+        config: The study configuration.
+        dataset: The loaded dataset (loaded from ``config`` when omitted).
+        worker: An identity recorded in each trial's user attrs (host:pid by the runner).
+        on_epoch: Called after each epoch with ``(trial, epoch, record)`` (progress display).
+    """
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        dataset: Dataset | None = None,
+        *,
+        worker: str = "",
+        on_epoch: Callable[[optuna.Trial, int, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.dataset = dataset if dataset is not None else load_dataset(config)
+        self.worker = worker
+        self.on_epoch = on_epoch
+        self.x_train = tf.constant(self.dataset.x_train)
+        self.x_val = tf.constant(self.dataset.x_val)
+
+    def spec(self, params: TrialParams) -> TrainerSpec:
+        c = self.config
+        return TrainerSpec(
+            n_features=self.dataset.n_features,
+            hidden=c.model.hidden,
+            latent_dim=params.latent_dim,
+            likelihood=c.model.likelihood,
+            reduction=params.reduction,
+            batch_size=c.train.batch_size,
+            learning_rate=c.train.learning_rate,
+            dynamic_binarization=self.dataset.dynamic_binarization,
+        )
+
+    def diagnostics(self, trainer: Trainer, recon: float, seed: int) -> Diagnostics:
+        k = self.config.collapse
+        mu, logvar = trainer.encode(self.x_val)
+        return diagnose(
+            mu,
+            logvar,
+            recon,
+            active_threshold=k.active_threshold,
+            kl_threshold=k.kl_threshold,
+            min_active_units=k.min_active_units,
+            min_mutual_info=k.min_mutual_info,
+            mi_batch_size=k.mi_batch_size,
+            seed=seed,
+        )
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        c = self.config
+        epochs = c.train.epochs
+        params = suggest(trial, c.search, epochs)
+        schedule = params.make_schedule(epochs)
+        full_epoch = full_beta_epoch(schedule, epochs)
+        seed = trial_seed(c.seed, trial.number)
+        prune_from = full_epoch + c.pruner.patience
+        trial.set_user_attr(keys.ATTR_FULL_BETA_EPOCH, full_epoch)
+        trial.set_user_attr(keys.ATTR_PRUNE_FROM_EPOCH, prune_from)
+        trial.set_user_attr(keys.ATTR_SEED, seed)
+        if self.worker:
+            trial.set_user_attr(keys.ATTR_WORKER, self.worker)
+
+        trainer = get_trainer(self.spec(params))
+        trainer.reset(seed)
+        history: dict[str, list[Any]] = {name: [] for name in keys.HISTORY_FIELDS}
+        active_threshold = c.collapse.active_threshold
+        elbo = float("nan")
+        recon = float("nan")
+        for epoch in range(epochs):
+            beta = schedule(epoch)
+            trainer.set_beta(beta)
+            loss, _, _ = trainer.train_epoch(self.x_train)
+            result = trainer.evaluate(self.x_val, seed=c.seed)
+            elbo, recon = -result.neg_elbo, result.recon
+            if not (math.isfinite(loss) and math.isfinite(elbo)):
+                reason = (
+                    f"training diverged at epoch {epoch} (beta={beta:.3g}): "
+                    f"train loss {loss}, validation ELBO {elbo}"
+                )
+                trial.set_user_attr(keys.ATTR_FAIL_REASON, reason)
+                trial.set_user_attr(keys.ATTR_HISTORY, history)
+                raise TrainingDiverged(reason)
+            mu, _ = trainer.encode(self.x_val)
+            n_active = int(np.sum(np.var(mu, axis=0) > active_threshold))
+            record = {
+                "epoch": epoch,
+                "beta": beta,
+                "train_loss": loss,
+                "val_elbo": elbo,
+                "val_kl": result.kl,
+                "active_units": n_active,
+            }
+            for name in keys.HISTORY_FIELDS:
+                history[name].append(record[name])
+            trial.report(elbo, step=epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(trial, epoch, record)
+            # The pruner refuses before prune_from anyway; not asking saves a storage read.
+            if epoch >= prune_from and trial.should_prune():
+                self._finish(trial, trainer, recon, seed, history)
+                raise optuna.TrialPruned(f"pruned at epoch {epoch} (ELBO {elbo:.2f})")
+        self._finish(trial, trainer, recon, seed, history)
+        return elbo
+
+    def _finish(
+        self,
+        trial: optuna.Trial,
+        trainer: Trainer,
+        recon: float,
+        seed: int,
+        history: dict[str, list[Any]],
+    ) -> None:
+        diag = self.diagnostics(trainer, recon, seed)
+        d = asdict(diag)
+        for key, attr in (
+            ("active_units", keys.ATTR_ACTIVE_UNITS),
+            ("unit_variances", keys.ATTR_UNIT_VARIANCES),
+            ("kl_per_dim", keys.ATTR_KL_PER_DIM),
+            ("kl_total", keys.ATTR_KL_TOTAL),
+            ("collapsed_dims", keys.ATTR_COLLAPSED_DIMS),
+            ("mutual_info", keys.ATTR_MUTUAL_INFO),
+            ("recon", keys.ATTR_RECON),
+            ("collapsed", keys.ATTR_COLLAPSED),
+        ):
+            trial.set_user_attr(attr, d[key])
+        trial.set_user_attr(keys.ATTR_HISTORY, history)
+        k = self.config.collapse
+        trial.set_constraint(
+            keys.CONSTRAINT_ACTIVE_UNITS, float(k.min_active_units - diag.active_units)
+        )
+        trial.set_constraint(keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.mutual_info))

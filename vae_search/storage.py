@@ -1,0 +1,168 @@
+"""Storage URL -> Optuna RDB storage (SQLite by default, PostgreSQL for many workers).
+
+* SQLite: WAL journal and a long busy timeout, so several local workers share one file.
+* PostgreSQL (or any server): ``pool_pre_ping`` and a small pool per process.
+* Heartbeats on every RDB storage: a trial whose worker died is failed after the grace period
+  and re-queued (bounded) by :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`.
+
+Passwords in URLs are never printed: use :func:`mask_url` for anything shown to a user.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vae_search.config import RunConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "SQLITE_BUSY_TIMEOUT",
+    "StorageError",
+    "make_storage",
+    "mask_url",
+    "sqlite_path",
+]
+
+DEFAULT_STORAGE = "sqlite:///vae_search.db"  # a file in the working directory
+SQLITE_BUSY_TIMEOUT = 60.0  # seconds a writer waits for the file lock before "database is locked"
+CONNECT_ATTEMPTS = 4  # first try + retries with exponential backoff for a transient outage
+CONNECT_BACKOFF = 1.0  # seconds before the first retry (doubles each time)
+
+
+class StorageError(RuntimeError):
+    """The storage URL is invalid or the database cannot be used."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe to print or log)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        # Unparseable: still hide anything between "://user:" and "@".
+        head, sep, rest = url.partition("://")
+        if sep and "@" in rest:
+            creds, _, host = rest.rpartition("@")
+            user = creds.split(":", 1)[0]
+            return f"{head}://{user}:***@{host}"
+        return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (``None`` for other backends or in-memory)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _prepare_sqlite(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise StorageError(f"cannot create SQLite file {path}: directory {parent} does not exist")
+    target = path if path.exists() else parent
+    import os
+
+    if not os.access(target, os.W_OK):
+        raise StorageError(f"cannot write SQLite file {path}: {target} is read-only")
+    try:
+        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT) as conn:
+            # WAL lets readers (the dashboard, other workers) run beside one writer. It is a
+            # property of the file, so setting it once here covers every later connection.
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"{path} is not a usable SQLite database: {exc}") from None
+
+
+def make_storage(
+    url: str, *, run: RunConfig | None = None, heartbeat: bool = True
+) -> optuna.storages.RDBStorage:
+    """Open (creating tables if needed) the Optuna storage behind ``url``.
+
+    Args:
+        url: Any SQLAlchemy URL, e.g. ``sqlite:///vae_search.db`` or
+            ``postgresql+psycopg://user@host/db``.
+        run: Heartbeat and retry settings (defaults when omitted).
+        heartbeat: Turn heartbeats and stale-trial retries on.
+
+    Returns:
+        The storage.
+
+    Raises:
+        StorageError: malformed URL, unknown driver, unreachable server (after bounded retries),
+            unwritable SQLite location, or a schema from an incompatible Optuna.
+    """
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    run = run or RunConfig()
+    shown = mask_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise StorageError(
+            f"malformed storage URL {shown!r} (expected e.g. sqlite:///vae_search.db or "
+            "postgresql+psycopg://user@host/db)"
+        ) from None
+    backend = parsed.get_backend_name()
+    engine_kwargs: dict = {}
+    if backend == "sqlite":
+        path = sqlite_path(url)
+        if path is not None:
+            _prepare_sqlite(path)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
+    else:
+        engine_kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=2, pool_recycle=1800)
+        if backend == "postgresql":
+            engine_kwargs["connect_args"] = {"connect_timeout": 10}
+
+    kwargs: dict = {}
+    if heartbeat:
+        kwargs = dict(
+            heartbeat_interval=run.heartbeat_interval,
+            grace_period=run.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=run.max_retry
+            ),
+        )
+    delay = CONNECT_BACKOFF
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except NoSuchModuleError:
+            raise StorageError(
+                f"unknown database driver in {shown!r} (use sqlite:/// or postgresql+psycopg://)"
+            ) from None
+        except ModuleNotFoundError as exc:
+            raise StorageError(f"database driver for {shown!r} is not installed: {exc}") from None
+        except OperationalError as exc:
+            if attempt == CONNECT_ATTEMPTS:
+                reason = str(exc.orig or exc).strip().splitlines()[0]
+                raise StorageError(
+                    f"cannot connect to {shown} after {attempt} attempts: {reason}"
+                ) from None
+            time.sleep(delay)
+            delay *= 2
+        except RuntimeError as exc:
+            if "schema" in str(exc).lower() or "compatible" in str(exc).lower():
+                raise StorageError(
+                    f"{shown} was written by an incompatible Optuna version "
+                    f"({str(exc).splitlines()[0]}); run 'optuna storage upgrade --storage URL'"
+                ) from None
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover

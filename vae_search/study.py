@@ -1,0 +1,95 @@
+"""Create or join a vae_search study: sampler, pruner, stored configuration, mismatch checks."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+
+from vae_search import __version__, keys
+from vae_search.config import StudyConfig, config_diff
+from vae_search.pruning import make_pruner
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
+__all__ = ["DIRECTION", "StudyMismatch", "make_sampler", "open_study"]
+
+DIRECTION = "maximize"  # the validation ELBO
+
+
+class StudyMismatch(RuntimeError):
+    """The stored study was made with another configuration or direction."""
+
+
+def make_sampler(config: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """The configured sampler (multivariate, grouped TPE by default), seeded."""
+    if config.sampler.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=config.sampler.n_startup_trials,
+            multivariate=True,
+            group=True,  # the cyclical schedule's parameters are conditional
+            constant_liar=True,  # parallel workers do not all sample the same point
+        )
+
+
+def open_study(
+    config: StudyConfig,
+    storage: str | BaseStorage,
+    *,
+    study_name: str | None = None,
+    sampler_seed: int | None = None,
+) -> optuna.Study:
+    """Create the study, or join it if it exists with the same configuration.
+
+    Args:
+        config: The resolved study configuration (stored in the study on creation).
+        storage: An Optuna storage or URL.
+        study_name: Defaults to ``config.name``.
+        sampler_seed: Defaults to ``config.seed`` (workers pass distinct seeds).
+
+    Raises:
+        StudyMismatch: the study exists with another configuration or direction.
+    """
+    name = study_name or config.name
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        sampler=make_sampler(config, config.seed if sampler_seed is None else sampler_seed),
+        pruner=make_pruner(config.pruner, config.train.epochs),
+        direction=DIRECTION,
+        load_if_exists=True,
+    )
+    if len(study.directions) != 1 or study.direction.name.lower() != DIRECTION:
+        shown = ", ".join(d.name.lower() for d in study.directions)
+        raise StudyMismatch(
+            f"study {name!r} exists with direction {shown}, not {DIRECTION}; it was not made by "
+            "vae_search (choose another --study-name)"
+        )
+    current = config.comparable()
+    stored = study.user_attrs.get(keys.STUDY_ATTR_CONFIG)
+    if stored is None:
+        if study.trials and keys.STUDY_ATTR_CONFIG not in study.user_attrs:
+            raise StudyMismatch(
+                f"study {name!r} already has trials but no vae_search configuration; "
+                "choose another --study-name"
+            )
+        study.set_user_attr(keys.STUDY_ATTR_CONFIG, current)
+        study.set_user_attr(keys.STUDY_ATTR_VERSION, __version__)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            study.set_metric_names([keys.OBJECTIVE_NAME])
+    elif stored != current:
+        diffs = config_diff(stored, current)
+        more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise StudyMismatch(
+            f"study {name!r} was created with a different configuration: "
+            f"{'; '.join(diffs[:3])}{more}. Use the same config, or a new --study-name"
+        )
+    return study
