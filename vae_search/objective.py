@@ -46,6 +46,8 @@ class Objective:
         dataset: The loaded dataset (loaded from ``config`` when omitted).
         worker: An identity recorded in each trial's user attrs (host:pid by the runner).
         on_epoch: Called after each epoch with ``(trial, epoch, record)`` (progress display).
+        on_finish: Called once the diagnostics are stored (complete or pruned) with
+            ``(trial, trainer, dataset)``; the trained model is still loaded (artifacts).
     """
 
     def __init__(
@@ -55,11 +57,13 @@ class Objective:
         *,
         worker: str = "",
         on_epoch: Callable[[optuna.Trial, int, dict[str, Any]], None] | None = None,
+        on_finish: Callable[[optuna.Trial, Trainer, Dataset], None] | None = None,
     ) -> None:
         self.config = config
         self.dataset = dataset if dataset is not None else load_dataset(config)
         self.worker = worker
         self.on_epoch = on_epoch
+        self.on_finish = on_finish
         self.x_train = tf.constant(self.dataset.x_train)
         self.x_val = tf.constant(self.dataset.x_val)
 
@@ -174,3 +178,5 @@ class Objective:
             keys.CONSTRAINT_ACTIVE_UNITS, float(k.min_active_units - diag.active_units)
         )
         trial.set_constraint(keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.mutual_info))
+        if self.on_finish is not None:
+            self.on_finish(trial, trainer, self.dataset)

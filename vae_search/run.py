@@ -274,21 +274,36 @@ def run(args: argparse.Namespace) -> int:
                 objective,
                 timeout=args.timeout,
                 catch=(TrainingDiverged,),
-                callbacks=[
-                    optuna.study.MaxTrialsCallback(
-                        args.trials,
-                        states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED),
-                    ),
-                    progress,
-                ],
+                callbacks=study_callbacks(study, config, args, progress),
             )
         finally:
             progress.close()
         say(f"ran for {time.monotonic() - started:.1f} s")
+    finalize(study, config, args)
+    return 0
+
+
+def study_callbacks(
+    study: optuna.Study, config: StudyConfig, args: argparse.Namespace, progress: Progress
+) -> list[Any]:
+    """Callbacks run after every trial of this worker: the budget, then the progress display."""
+    import optuna
+
+    return [
+        optuna.study.MaxTrialsCallback(
+            args.trials,
+            states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED),
+        ),
+        progress,
+    ]
+
+
+def finalize(study: optuna.Study, config: StudyConfig, args: argparse.Namespace) -> None:
+    """What a worker does at the end: the summary table and how to browse the study."""
+    shown_url = mask_url(args.storage)
     print(summary_table(study))
     print(f"\nbrowse: optuna-dashboard {shown_url}" +
-          ("   (password hidden)" if shown_url != args.storage and "***" in shown_url else ""))
-    return 0
+          ("   (password hidden)" if "***" in shown_url else ""))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
