@@ -205,8 +205,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     unknown = sorted(set(raw) - set(names))
     if unknown:
         where = f"{prefix}." if prefix else ""
+        shown = unknown[0] if unknown[0].isidentifier() else repr(unknown[0])
         raise ConfigError(
-            f"{where}{unknown[0]}: unknown key (known keys{' in [' + prefix + ']' if prefix else ''}: "
+            f"{where}{shown}: unknown key (known keys{' in [' + prefix + ']' if prefix else ''}: "
             f"{', '.join(names)})"
         )
     kwargs = {}
