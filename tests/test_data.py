@@ -106,3 +106,21 @@ def test_bernoulli_range_batch_size_and_rows_checked(tmp_path):
     with pytest.raises(DataError, match="too few"):
         load_dataset(tiny_config(data={"dataset": "file", "path": str(one)},
                                  train={"batch_size": 1}))
+
+
+def test_mnist_without_cache_or_network_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "from vae_search.config import parse_config\n"
+        "from vae_search.data import load_dataset, DataError\n"
+        "try:\n"
+        "    load_dataset(parse_config({'data': {'dataset': 'mnist'}}))\n"
+        "except DataError as e:\n"
+        "    print('DataError:', e)\n"
+    )
+    env = {"HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / ".keras"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert "DataError: mnist is not cached" in proc.stdout, proc.stdout + proc.stderr
