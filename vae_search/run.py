@@ -8,16 +8,20 @@ never wipes results. ``--help`` does not import TensorFlow.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
+import signal
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vae_search import keys
 from vae_search.config import ConfigError, StudyConfig, load_config
-from vae_search.storage import DEFAULT_STORAGE, StorageError, mask_url
+from vae_search.storage import DEFAULT_STORAGE, StorageError, mask_url, worker_seed
 
 if TYPE_CHECKING:
     import optuna
@@ -25,9 +29,16 @@ if TYPE_CHECKING:
 __all__ = ["EXIT_USAGE", "build_parser", "main", "summary_table"]
 
 EXIT_USAGE = 2  # bad input: config, flags, storage, data, study mismatch
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 DEFAULT_STUDY = "digits"
 DEFAULT_TRIALS = 20
+DEFAULT_WORKERS = 1
+STORAGE_ENV = "VAE_SEARCH_STORAGE"  # default for --storage (keeps passwords off command lines)
+BUDGET_POLL = 2.0  # seconds between budget checks while other workers' trials decide it
+POOL_POLL = 1.0  # seconds between the --workers parent's looks at its children and the study
+FAIL_INTERRUPTED = "interrupted"  # fail_reason of a trial stopped by SIGINT/SIGTERM
+FAIL_SURPLUS = "surplus"  # fail_reason prefix of a trial not run because the budget was met
 MAX_CONSECUTIVE_FAILURES = 10  # a worker stops when this many trials in a row fail
 SUMMARY_ROWS = 10
 
@@ -89,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_STUDY})",
     )
     parser.add_argument(
-        "--storage", default=DEFAULT_STORAGE,
-        help=f"SQLAlchemy URL of the study database (default {DEFAULT_STORAGE})",
+        "--storage", default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,
+        help=f"SQLAlchemy URL of the study database (default: ${STORAGE_ENV}, else "
+        f"{DEFAULT_STORAGE})",
     )
     parser.add_argument("--study-name", default=None, help="default: the config's name")
     parser.add_argument(
@@ -98,6 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--epochs", type=_positive_int, default=None, help="override train.epochs"
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, default=DEFAULT_WORKERS,
+        help="local worker processes sharing the study and its --trials budget "
+        f"(default {DEFAULT_WORKERS}); more machines can join with the same --storage",
+    )
+    parser.add_argument(
+        "--threads", type=_positive_int, default=None,
+        help="TensorFlow threads per worker process (default: TensorFlow's choice for one "
+        "worker, CPU cores / --workers for several)",
+    )
+    parser.add_argument(  # set by the --workers parent for its children
+        "--worker-index", type=_nonneg_int, default=None, help=argparse.SUPPRESS
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, summary only")
     parser.add_argument(
@@ -183,6 +208,12 @@ class Progress:
         self._refresh_postfix(study)
         self.bar.refresh()
 
+    def refresh(self, study: optuna.Study) -> None:
+        """Redraw from the storage (the ``--workers`` parent polls instead of running trials)."""
+        self.bar.n = min(finished_count(study), self.total)
+        self._refresh_postfix(study)
+        self.bar.refresh()
+
     def close(self) -> None:
         self.bar.close()
 
@@ -238,56 +269,366 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run one worker until the study's budget is met (or the timeout). Returns the exit code."""
-    import warnings
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; carries the exit status (128 + signal number)."""
 
-    config = resolve_config(args)
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` in the main thread.
+
+    The exception unwinds the running trial like Ctrl-C does (Optuna marks it FAIL; the runner
+    records ``fail_reason = "interrupted"``) instead of the default SIGTERM action, which would
+    leave the trial RUNNING until its heartbeat goes stale. A second signal during the clean-up
+    exits at once with the same status.
+    """
+    fired: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if fired:
+            os._exit(128 + fired[0])
+        fired.append(signum)
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+class BudgetReached(Exception):
+    """This worker's trial is surplus: the study's budget is met (or the timeout passed)."""
+
+
+class _QuietTrials(logging.Filter):
+    """Drop Optuna's "Trial N failed" warnings (with tracebacks) for trials we ended on purpose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbers: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = re.match(r"Trial (\d+) failed", record.getMessage())
+        return not (match and int(match.group(1)) in self.numbers)
+
+
+class BudgetGate:
+    """Makes ``--trials`` an exact, study-wide budget across any number of workers.
+
+    Optuna's ``MaxTrialsCallback`` only checks *after* a trial, so K workers that each start a
+    trial while the study is one short of the budget end with up to K - 1 extra trials. The gate
+    adds two checks that read the shared storage:
+
+    * **Before asking** for a trial (at start and after each of this worker's trials): if
+      ``finished + running >= budget`` the trials already in flight can fill the budget, so the
+      worker waits (polling every ``BUDGET_POLL`` s, failing stale trials of dead workers) until
+      either the budget is met (stop) or a running trial failed and a slot opened (ask).
+    * **At trial start** (a reservation, since two workers can pass the first check at the same
+      instant): trial ``n`` runs only if ``finished + (running trials numbered below n) <
+      budget``. Trials are numbered in the order they were asked, so the lowest-numbered running
+      trial never waits and there is no deadlock. While the answer depends on trials ahead that
+      may still fail, the trial waits (its heartbeat keeps beating). If the budget is met first,
+      the trial is *surplus*: it is failed before training, with ``fail_reason`` starting with
+      ``"surplus"``, and the worker stops.
+
+    Finished (complete + pruned) trials therefore never exceed the budget; surplus trials are
+    only possible when workers ask at the same instant near the end of the budget, and are never
+    trained. Waiting workers also run Optuna's stale-trial check, so a dead worker's trial is
+    failed and re-queued (``RetryHeartbeatStaleTrialCallback``) even while the surviving workers
+    have nothing left to start.
+
+    Args:
+        budget: The study's total number of finished trials (``--trials``).
+        deadline: ``time.monotonic()`` after which no new trial starts (``--timeout``).
+        quiet: Filter that hides Optuna's failure warnings for trials the gate ended.
+    """
+
+    def __init__(
+        self, budget: int, *, deadline: float | None = None, quiet: _QuietTrials | None = None
+    ) -> None:
+        self.budget = budget
+        self.deadline = deadline
+        self.quiet = quiet or _QuietTrials()
+        self.current: optuna.Trial | None = None  # this worker's running trial
+
+    def _counts(self, study: optuna.Study, below: int | None) -> tuple[int, int]:
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        )
+        finished = sum(1 for t in trials if t.state != TrialState.RUNNING)
+        running = sum(
+            1 for t in trials
+            if t.state == TrialState.RUNNING and (below is None or t.number < below)
+        )
+        return finished, running
+
+    def _timed_out(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    @staticmethod
+    def _reap(study: optuna.Study) -> None:
+        import warnings
+
+        import optuna
+        from optuna.exceptions import ExperimentalWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+
+    def slot_free(self, study: optuna.Study) -> bool:
+        """Wait until a new trial may be asked for (True) or the budget is met (False)."""
+        while True:
+            finished, running = self._counts(study, below=None)
+            if finished >= self.budget or self._timed_out():
+                return False
+            if finished + running < self.budget:
+                return True
+            self._reap(study)
+            time.sleep(BUDGET_POLL)
+
+    def admit(self, trial: optuna.Trial) -> None:
+        """The reservation check at trial start; raises :class:`BudgetReached` if surplus."""
+        while True:
+            finished, ahead = self._counts(trial.study, below=trial.number)
+            if finished >= self.budget or self._timed_out():
+                why = (f"the study's budget of {self.budget} finished trials was met by other "
+                       "workers" if finished >= self.budget else "--timeout passed")
+                reason = f"{FAIL_SURPLUS}: {why} before this trial started; it was not run"
+                trial.set_user_attr(keys.ATTR_FAIL_REASON, reason)
+                self.quiet.numbers.add(trial.number)
+                raise BudgetReached(reason)
+            if finished + ahead < self.budget:
+                return
+            self._reap(trial.study)
+            time.sleep(BUDGET_POLL)
+
+    def wrap(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+        """The objective behind the reservation check, recording interruptions."""
+
+        def gated(trial: optuna.Trial) -> float:
+            self.current = trial
+            try:
+                self.admit(trial)
+                return objective(trial)
+            except Interrupted:
+                self.quiet.numbers.add(trial.number)
+                trial.set_user_attr(keys.ATTR_FAIL_REASON, FAIL_INTERRUPTED)
+                raise
+
+        return gated
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Callback after each of this worker's trials: stop unless a slot is (or becomes) free."""
+        self.current = None
+        if not self.slot_free(study):
+            study.stop()
+
+    def close_interrupted(self, study: optuna.Study) -> None:
+        """Fail this worker's trial if an interruption left it RUNNING (outside the objective)."""
+        from optuna.trial import TrialState
+
+        trial, self.current = self.current, None
+        if trial is None:
+            return
+        storage = study._storage
+        storage.remove_session()  # the interrupted transaction, if any, is gone
+        if storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            storage.set_trial_user_attr(trial._trial_id, keys.ATTR_FAIL_REASON, FAIL_INTERRUPTED)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def sampler_identity(args: argparse.Namespace) -> str:
+    """What makes this worker's sampler seed distinct: host and pool index, else host:pid."""
+    if args.worker_index is None:
+        return worker_identity()
+    return f"{socket.gethostname()}#{args.worker_index}"  # reproducible per host and index
+
+
+def open_worker_study(args: argparse.Namespace, config: StudyConfig) -> optuna.Study:
+    """Open the storage and create or join the study with this worker's own sampler seed."""
+    from vae_search.storage import make_storage
+    from vae_search.study import open_study
+
+    storage = make_storage(args.storage, run=config.run)
+    return open_study(
+        config, storage, study_name=args.study_name,
+        sampler_seed=worker_seed(config.seed, sampler_identity(args)),
+    )
+
+
+def _setup_optuna() -> _QuietTrials:
+    import warnings
 
     import optuna
     from optuna.exceptions import ExperimentalWarning
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet = _QuietTrials()
+    logging.getLogger("optuna").addFilter(quiet)
+    return quiet
 
-    from vae_search.storage import make_storage
-    from vae_search.study import open_study
+
+def run(args: argparse.Namespace) -> int:
+    """Run one worker until the study's budget is met (or the timeout). Returns the exit code."""
+    if args.workers > 1:
+        return run_pool(args)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    child = args.worker_index is not None
+    config = resolve_config(args)
+    quiet = _setup_optuna()
 
     shown_url = mask_url(args.storage)
-    storage = make_storage(args.storage, run=config.run)
-    study = open_study(config, storage, study_name=args.study_name)
+    study = open_worker_study(args, config)
     done = finished_count(study)
     say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    gate = BudgetGate(args.trials, deadline=deadline, quiet=quiet)
     if done >= args.trials:
-        print(f"study {study.study_name!r} already has {done} finished trials "
-              f"(budget --trials {args.trials}); raise --trials to add more")
+        if not child:
+            print(f"study {study.study_name!r} already has {done} finished trials "
+                  f"(budget --trials {args.trials}); raise --trials to add more")
     else:
         say(f"study {study.study_name!r} on {shown_url}: {done}/{args.trials} trials finished; "
             "loading TensorFlow and the data...")
+        from vae_search.model import configure_threads
+
+        configure_threads(args.threads)  # before any TensorFlow op
         from vae_search.objective import Objective, TrainingDiverged
 
-        objective = Objective(config, worker=worker_identity())
+        from vae_search.artifacts import artifact_hook
+
+        objective = Objective(
+            config, worker=worker_identity(), on_finish=artifact_hook(args.storage)
+        )
         progress = Progress(study, args.trials, enabled=not args.quiet)
         started = time.monotonic()
         try:
-            study.optimize(
-                objective,
-                timeout=args.timeout,
-                catch=(TrainingDiverged,),
-                callbacks=study_callbacks(study, config, args, progress),
-            )
+            if gate.slot_free(study):
+                study.optimize(
+                    gate.wrap(objective),
+                    timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
+                    catch=(TrainingDiverged,),
+                    callbacks=[*study_callbacks(study, config, args, progress), gate],
+                )
+        except BudgetReached:
+            pass
+        except Interrupted:
+            gate.close_interrupted(study)
+            raise
         finally:
             progress.close()
         say(f"ran for {time.monotonic() - started:.1f} s")
-    finalize(study, config, args)
+    if not child:
+        finalize(study, config, args)
     return 0
+
+
+def _child_command(args: argparse.Namespace, index: int, threads: int) -> list[str]:
+    argv = [sys.executable, "-m", "vae_search.run", "--workers", "1", "--worker-index",
+            str(index), "--threads", str(threads), "--trials", str(args.trials),
+            "--study", str(args.study), "--quiet"]
+    for flag, value in (("--timeout", args.timeout), ("--study-name", args.study_name),
+                        ("--seed", args.seed), ("--epochs", args.epochs)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.debug:
+        argv.append("--debug")
+    return argv
+
+
+def _die_with_parent() -> None:  # pragma: no cover (runs in the child before exec)
+    """Linux: a child gets SIGTERM if the --workers parent dies (no orphaned workers)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_pool(args: argparse.Namespace) -> int:
+    """``--workers K``: K worker processes on the same storage; this process only watches.
+
+    The parent creates (or joins and checks) the study once, so a bad config or storage is
+    one error, then starts K copies of the single-worker command, each with the storage URL in
+    ``$VAE_SEARCH_STORAGE`` (never on a command line), ``--threads`` = cores / K, and its own
+    process group: Ctrl-C reaches only the parent, which forwards SIGINT/SIGTERM exactly once
+    to every child and waits for them to close their trials. The exit status is 130 (SIGINT)
+    or 143 (SIGTERM); otherwise the first non-zero child status, or 0.
+    """
+    config = resolve_config(args)
+    _setup_optuna()
+    study = open_worker_study(args, config)
+    done = finished_count(study)
+    if done >= args.trials:
+        print(f"study {study.study_name!r} already has {done} finished trials "
+              f"(budget --trials {args.trials}); raise --trials to add more")
+        finalize(study, config, args)
+        return 0
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    if not args.quiet:
+        print(f"study {study.study_name!r} on {mask_url(args.storage)}: {done}/{args.trials} "
+              f"trials finished; starting {args.workers} workers ({threads} TensorFlow "
+              "thread(s) each)...", file=sys.stderr)
+    env = {**os.environ, STORAGE_ENV: args.storage}
+    # The children import this very package, installed or not (e.g. run from a checkout).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    received: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        if not received:
+            received.append(signum)
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+
+    procs: list[subprocess.Popen[bytes]] = []
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for index in range(args.workers):
+        procs.append(subprocess.Popen(
+            _child_command(args, index, threads), env=env, start_new_session=True,
+            preexec_fn=_die_with_parent,
+        ))
+        if received:  # a signal arrived while starting them
+            procs[-1].send_signal(received[0])
+    progress = Progress(study, args.trials, enabled=not args.quiet)
+    try:
+        while any(proc.poll() is None for proc in procs):
+            time.sleep(POOL_POLL)
+            if not received:
+                progress.refresh(study)
+        progress.refresh(study)
+    finally:
+        progress.close()
+    codes = [proc.returncode for proc in procs]
+    if received:
+        print("interrupted: finished trials are kept; re-run the same command to resume",
+              file=sys.stderr)
+        return 128 + received[0]
+    failed = [code for code in codes if code != 0]
+    if failed:
+        print(f"vae_search: {len(failed)} of {args.workers} workers exited with status "
+              f"{failed[0]}{' (rerun with --debug for tracebacks)' if not args.debug else ''}",
+              file=sys.stderr)
+    finalize(study, config, args)
+    return failed[0] if failed else 0
 
 
 def study_callbacks(
     study: optuna.Study, config: StudyConfig, args: argparse.Namespace, progress: Progress
 ) -> list[Any]:
-    """Callbacks run after every trial of this worker: the budget, then the progress display."""
+    """Callbacks run after every trial of this worker: the budget, the progress display, and
+    the dashboard figures (refreshed every ``run.refresh_every`` finished trials)."""
     import optuna
+
+    from vae_search.report import FigureRefresher
 
     return [
         optuna.study.MaxTrialsCallback(
@@ -295,11 +636,15 @@ def study_callbacks(
             states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED),
         ),
         progress,
+        FigureRefresher(config.run.refresh_every),
     ]
 
 
 def finalize(study: optuna.Study, config: StudyConfig, args: argparse.Namespace) -> None:
-    """What a worker does at the end: the summary table and how to browse the study."""
+    """What a worker does at the end: refresh the figures, the summary table, how to browse."""
+    from vae_search.report import FigureRefresher
+
+    FigureRefresher(0).refresh(study)
     shown_url = mask_url(args.storage)
     print(summary_table(study))
     print(f"\nbrowse: optuna-dashboard {shown_url}" +
@@ -311,17 +656,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vae_search.data import DataError
     from vae_search.study import StudyMismatch
 
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    install_signal_handlers()
     try:
         return run(args)
-    except KeyboardInterrupt:
-        print("interrupted: finished trials are kept; re-run the same command to resume",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        if args.worker_index is None:
+            print("interrupted: finished trials are kept; re-run the same command to resume",
+                  file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Interrupted) else EXIT_INTERRUPTED
     except (ConfigError, DataError, StorageError, StudyMismatch) as exc:
         if args.debug:
             raise
         print(f"vae_search: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        for sig, previous in saved.items():  # main() may run inside another program (tests)
+            signal.signal(sig, previous)
 
 
 if __name__ == "__main__":

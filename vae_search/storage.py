@@ -10,6 +10,8 @@ Passwords in URLs are never printed: use :func:`mask_url` for anything shown to 
 
 from __future__ import annotations
 
+import hashlib
+import random
 import sqlite3
 import time
 import warnings
@@ -28,12 +30,15 @@ __all__ = [
     "make_storage",
     "mask_url",
     "sqlite_path",
+    "worker_seed",
 ]
 
 DEFAULT_STORAGE = "sqlite:///vae_search.db"  # a file in the working directory
 SQLITE_BUSY_TIMEOUT = 60.0  # seconds a writer waits for the file lock before "database is locked"
 CONNECT_ATTEMPTS = 4  # first try + retries with exponential backoff for a transient outage
 CONNECT_BACKOFF = 1.0  # seconds before the first retry (doubles each time)
+CREATE_ATTEMPTS = 8  # table creation racing other workers on a fresh database: retries
+CREATE_BACKOFF = 0.2  # seconds (times a random factor in [1, 2)) between those retries
 
 
 class StorageError(RuntimeError):
@@ -106,7 +111,13 @@ def make_storage(
     import optuna
     from optuna.exceptions import ExperimentalWarning
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+    from sqlalchemy.exc import (
+        ArgumentError,
+        IntegrityError,
+        NoSuchModuleError,
+        OperationalError,
+        ProgrammingError,
+    )
 
     run = run or RunConfig()
     shown = mask_url(url)
@@ -139,7 +150,9 @@ def make_storage(
             ),
         )
     delay = CONNECT_BACKOFF
-    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+    attempt = create_attempt = 0
+    while True:
+        attempt += 1
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
@@ -150,8 +163,19 @@ def make_storage(
             ) from None
         except ModuleNotFoundError as exc:
             raise StorageError(f"database driver for {shown!r} is not installed: {exc}") from None
+        except (IntegrityError, ProgrammingError) as exc:
+            # Several workers creating Optuna's tables on a fresh PostgreSQL database at once:
+            # CREATE TABLE / the version row collide ("duplicate key value violates unique
+            # constraint pg_type_typname_nsp_index", "relation ... already exists"). The loser
+            # retries and then finds the tables made by the winner.
+            create_attempt += 1
+            attempt -= 1
+            if create_attempt >= CREATE_ATTEMPTS:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                raise StorageError(f"cannot create the Optuna tables in {shown}: {reason}") from None
+            time.sleep(CREATE_BACKOFF * (1.0 + random.random()))
         except OperationalError as exc:
-            if attempt == CONNECT_ATTEMPTS:
+            if attempt >= CONNECT_ATTEMPTS:
                 reason = str(exc.orig or exc).strip().splitlines()[0]
                 raise StorageError(
                     f"cannot connect to {shown} after {attempt} attempts: {reason}"
@@ -165,4 +189,21 @@ def make_storage(
                     f"({str(exc).splitlines()[0]}); run 'optuna storage upgrade --storage URL'"
                 ) from None
             raise
-    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def worker_seed(study_seed: int, identity: str) -> int:
+    """A sampler seed for one worker: stable for a (study seed, worker identity) pair.
+
+    Workers on one study must not share a sampler seed, or the random start-up phase would
+    propose the same points in every worker. The identity is the pool index for ``--workers``
+    children and ``host:pid`` for an independently started worker.
+
+    Args:
+        study_seed: The configuration's seed.
+        identity: Any string unique among the study's workers.
+
+    Returns:
+        A seed in ``[0, 2**31 - 1)``.
+    """
+    digest = hashlib.sha256(f"{study_seed}:{identity}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (2**31 - 1)

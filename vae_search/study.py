@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,18 @@ if TYPE_CHECKING:
 __all__ = ["DIRECTION", "StudyMismatch", "make_sampler", "open_study"]
 
 DIRECTION = "maximize"  # the validation ELBO
+CONFIG_WAIT = 30.0  # seconds a joining worker waits for the creator to store the configuration
+CONFIG_POLL = 0.2  # seconds between those checks
+
+
+def _wait_for_config(study: optuna.Study, timeout: float) -> dict | None:
+    """The stored configuration once the study's creator has written it (``None`` on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = study._storage.get_study_user_attrs(study._study_id).get(keys.STUDY_ATTR_CONFIG)
+        if stored is not None or time.monotonic() >= deadline:
+            return stored
+        time.sleep(CONFIG_POLL)
 
 
 class StudyMismatch(RuntimeError):
@@ -48,6 +61,10 @@ def open_study(
 ) -> optuna.Study:
     """Create the study, or join it if it exists with the same configuration.
 
+    Race-free: when many workers start at once, exactly one creates the study and stores the
+    configuration; the others wait (up to ``CONFIG_WAIT`` seconds) for it and compare. A study
+    whose configuration differs is refused and left unchanged.
+
     Args:
         config: The resolved study configuration (stored in the study on creation).
         storage: An Optuna storage or URL.
@@ -58,13 +75,22 @@ def open_study(
         StudyMismatch: the study exists with another configuration or direction.
     """
     name = study_name or config.name
-    study = optuna.create_study(
-        storage=storage,
+    if isinstance(storage, str):
+        storage = optuna.storages.get_storage(storage)
+    # Exactly one worker creates the study: creation is one INSERT on a unique name, so among
+    # workers starting at once on a fresh database one wins and the others load its study.
+    try:
+        storage.create_new_study(
+            directions=[optuna.study.StudyDirection.MAXIMIZE], study_name=name
+        )
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        created = False
+    study = optuna.load_study(
         study_name=name,
+        storage=storage,
         sampler=make_sampler(config, config.seed if sampler_seed is None else sampler_seed),
         pruner=make_pruner(config.pruner, config.train.epochs),
-        direction=DIRECTION,
-        load_if_exists=True,
     )
     if len(study.directions) != 1 or study.direction.name.lower() != DIRECTION:
         shown = ", ".join(d.name.lower() for d in study.directions)
@@ -74,8 +100,12 @@ def open_study(
         )
     current = config.comparable()
     stored = study.user_attrs.get(keys.STUDY_ATTR_CONFIG)
+    if stored is None and not created and not study.trials:
+        # The creator writes the configuration right after creating the study; a worker that
+        # lost the creation race waits for it rather than writing its own (which could differ).
+        stored = _wait_for_config(study, CONFIG_WAIT)
     if stored is None:
-        if study.trials and keys.STUDY_ATTR_CONFIG not in study.user_attrs:
+        if study.trials:
             raise StudyMismatch(
                 f"study {name!r} already has trials but no vae_search configuration; "
                 "choose another --study-name"
