@@ -22,6 +22,12 @@ __all__ = [
     "ATTR_WORKER",
     "CONSTRAINT_ACTIVE_UNITS",
     "CONSTRAINT_MUTUAL_INFO",
+    "FIG_ACTIVE_UNITS",
+    "FIG_COLLAPSE_MAP",
+    "FIG_IDS",
+    "FIG_KL_PER_DIM",
+    "FIG_SCHEDULES",
+    "FIG_TRAINING_CURVES",
     "HISTORY_FIELDS",
     "OBJECTIVE_NAME",
     "STUDY_ATTR_CONFIG",
@@ -56,3 +62,12 @@ CONSTRAINT_MUTUAL_INFO = "min_mutual_info"  # min_mutual_info - I(x; z)
 # Study user attrs.
 STUDY_ATTR_CONFIG = "vae_search_config"  # the resolved configuration (comparable part)
 STUDY_ATTR_VERSION = "vae_search_version"
+
+# Plotly figure ids saved into the study (optuna-dashboard graph object ids: a refresh with the
+# same id replaces the figure). Also the element ids of the standalone report.
+FIG_COLLAPSE_MAP = "vae-collapse-map"
+FIG_SCHEDULES = "vae-schedules-by-outcome"
+FIG_TRAINING_CURVES = "vae-training-curves"
+FIG_ACTIVE_UNITS = "vae-active-units"
+FIG_KL_PER_DIM = "vae-kl-per-dim"
+FIG_IDS = (FIG_COLLAPSE_MAP, FIG_SCHEDULES, FIG_TRAINING_CURVES, FIG_ACTIVE_UNITS, FIG_KL_PER_DIM)

@@ -1,0 +1,352 @@
+"""Figures, findings, the standalone report and the runner hooks, on real SQLite studies."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+from PIL import Image
+
+from tests.conftest import tiny_config
+from vae_search import keys, report
+from vae_search.artifacts import (
+    ARTIFACT_DIR_SUFFIX,
+    DEFAULT_ARTIFACT_DIR,
+    artifact_hook,
+    default_artifact_dir,
+    sample_grid,
+)
+from vae_search.schedule import LinearSchedule, full_beta_epoch
+
+EPOCHS = 6  # tiny_config's train.epochs
+DISTRIBUTIONS = {
+    "klstart": IntDistribution(0, 3),
+    "annealtime": IntDistribution(0, 3),
+    "latent_dim": CategoricalDistribution([2, 4]),
+    "reduction": CategoricalDistribution(["sum", "mean"]),
+}
+
+
+def _history(n_epochs: int, schedule: LinearSchedule, *, active: int, elbo_end: float) -> dict:
+    return {
+        "epoch": list(range(n_epochs)),
+        "beta": [schedule(e) for e in range(n_epochs)],
+        "train_loss": [30.0 - e for e in range(n_epochs)],
+        "val_elbo": [elbo_end - 40.0 / (e + 1) for e in range(n_epochs)],
+        "val_kl": [5.0 / (e + 1) for e in range(n_epochs)],
+        "active_units": [active] * n_epochs,
+    }
+
+
+def make_trial(number: int, *, state: TrialState, klstart: int, annealtime: int,
+               latent_dim: int, reduction: str, active: int | None = None,
+               elbo: float = -30.0, stop: int = EPOCHS) -> optuna.trial.FrozenTrial:
+    """A finished trial with the user attrs the Objective records (``active=None``: failed
+    before any diagnostics)."""
+    schedule = LinearSchedule(klstart, annealtime)
+    attrs: dict = {keys.ATTR_FULL_BETA_EPOCH: full_beta_epoch(schedule, EPOCHS)}
+    if active is not None:
+        kl = [0.8 * (i + 1) if i < active else 0.001 for i in range(latent_dim)]
+        attrs.update({
+            keys.ATTR_ACTIVE_UNITS: active,
+            keys.ATTR_UNIT_VARIANCES: [0.5 if i < active else 0.0 for i in range(latent_dim)],
+            keys.ATTR_KL_PER_DIM: kl,
+            keys.ATTR_KL_TOTAL: sum(kl),
+            keys.ATTR_COLLAPSED_DIMS: latent_dim - active,
+            keys.ATTR_MUTUAL_INFO: 0.6 * active if active else -0.01,
+            keys.ATTR_RECON: -elbo - sum(kl),
+            keys.ATTR_COLLAPSED: active == 0,
+            keys.ATTR_HISTORY: _history(stop, schedule, active=active, elbo_end=elbo),
+        })
+    else:
+        attrs[keys.ATTR_FAIL_REASON] = "training diverged at epoch 2 (beta=0.5): train loss nan"
+        attrs[keys.ATTR_HISTORY] = _history(2, schedule, active=0, elbo_end=elbo)
+    steps = attrs.get(keys.ATTR_HISTORY, {}).get("val_elbo", [])
+    return create_trial(
+        state=state,
+        value=elbo if state == TrialState.COMPLETE else None,
+        params={"klstart": klstart, "annealtime": annealtime, "latent_dim": latent_dim,
+                "reduction": reduction},
+        distributions=DISTRIBUTIONS,
+        user_attrs=attrs,
+        intermediate_values=dict(enumerate(steps)) if state != TrialState.FAIL else {},
+    )
+
+
+# (state, klstart, annealtime, latent_dim, reduction, active units, ELBO, epochs run)
+MIXED = [
+    (TrialState.COMPLETE, 2, 3, 4, "sum", 4, -25.0, EPOCHS),
+    (TrialState.COMPLETE, 0, 0, 2, "sum", 2, -27.0, EPOCHS),
+    (TrialState.COMPLETE, 1, 2, 4, "mean", 0, -29.0, EPOCHS),
+    (TrialState.COMPLETE, 3, 3, 2, "mean", 1, -28.0, EPOCHS),
+    (TrialState.PRUNED, 0, 1, 4, "mean", 0, -33.0, 4),
+    (TrialState.FAIL, 1, 1, 2, "sum", None, -40.0, 2),
+]
+
+
+def new_study(tmp_path, name: str = "mixed") -> optuna.Study:
+    """A study on a real SQLite file carrying the stored config, like the runner makes."""
+    study = optuna.create_study(study_name=name, storage=f"sqlite:///{tmp_path / 's.db'}",
+                                direction="maximize")
+    study.set_user_attr(keys.STUDY_ATTR_CONFIG, tiny_config().comparable())
+    return study
+
+
+@pytest.fixture
+def mixed(tmp_path) -> optuna.Study:
+    study = new_study(tmp_path)
+    for i, (state, ks, at, d, red, active, elbo, stop) in enumerate(MIXED):
+        study.add_trial(make_trial(i, state=state, klstart=ks, annealtime=at, latent_dim=d,
+                                   reduction=red, active=active, elbo=elbo, stop=stop))
+    return study
+
+
+def _annotations(fig) -> str:
+    return " ".join(a.text or "" for a in fig.layout.annotations)
+
+
+def test_collapse_map_shows_every_finished_trial_by_state_and_reduction(mixed):
+    fig = report.collapse_map(mixed)
+    # one panel per reduction mode, in the configured order
+    assert "reduction = sum" in _annotations(fig) and "reduction = mean" in _annotations(fig)
+    points = {}
+    for trace in fig.data:
+        for text in trace.text:
+            number = int(re.search(r"trial #(\d+)", text).group(1))
+            points[number] = (trace.name, trace.marker.symbol, trace.xaxis)
+    assert sorted(points) == list(range(len(MIXED)))  # complete, pruned and failed all shown
+    assert points[4][:2] == ("pruned", "x")
+    assert points[5][:2] == ("fail", "diamond-open")
+    assert points[0][2] != points[2][2]  # sum and mean trials sit in different panels
+    complete_sum = next(t for t in fig.data if t.name == "complete" and t.xaxis == "x")
+    assert list(complete_sum.marker.color) == [4, 2]  # colour = active units
+    assert "klstart" in fig.layout.xaxis.title.text
+    assert "annealtime" in fig.layout.yaxis.title.text
+    hover = " ".join(t for trace in fig.data for t in trace.text)
+    assert "klstart=2, annealtime=3, latent_dim=4, reduction=sum" in hover
+    assert "COLLAPSED" in hover and "training diverged" in hover
+
+
+def test_schedules_follow_each_trials_beta_and_colour_by_active_units(mixed):
+    fig = report.schedules_figure(mixed)
+    lines = [t for t in fig.data if t.mode == "lines"]
+    assert len(lines) == 5  # failed trial has no final active units: not coloured, not drawn
+    by_trial = {int(re.search(r"#(\d+)", t.text).group(1)): t for t in lines}
+    assert list(by_trial[0].y) == [LinearSchedule(2, 3)(e) for e in range(EPOCHS)]
+    assert by_trial[4].line.dash == "dot"  # pruned
+    assert by_trial[0].line.color != by_trial[2].line.color  # 4 active vs 0 active
+    assert fig.layout.yaxis.title.text.startswith("beta")
+
+
+def test_training_curves_mark_pruned_and_failed_and_shade_the_best_window(mixed):
+    fig = report.training_curves_figure(mixed)
+    elbo = [t for t in fig.data if t.mode == "lines" and t.yaxis == "y"]
+    assert len(elbo) == len(MIXED)
+    dashes = {int(re.search(r"#(\d+)", t.text).group(1)): t.line.dash for t in elbo}
+    assert dashes[4] == "dash" and dashes[5] == "dot" and dashes[0] == "solid"
+    assert any(t.mode == "markers" and "pruned here" in t.hovertemplate for t in fig.data)
+    # the shaded annealing window is the best trial's (#0: klstart 2, full beta from epoch 4)
+    rects = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert rects and (rects[0].x0, rects[0].x1) == (1.5, 3.5)
+    assert "best trial #0" in _annotations(fig)
+    assert "nats" in fig.layout.yaxis.title.text and "nats" in fig.layout.yaxis2.title.text
+
+
+def test_active_units_per_reduction_with_the_collapse_threshold(mixed):
+    fig = report.active_units_figure(mixed)
+    boxes = {t.name: t for t in fig.data if t.type == "box"}
+    assert set(boxes) == {"reduction = sum", "reduction = mean"}
+    assert sorted(boxes["reduction = mean"].y) == [0, 0, 1]
+    threshold = [s for s in fig.layout.shapes if s.type == "line"]
+    assert len(threshold) == 1 and threshold[0].y0 == pytest.approx(0.5)
+    assert "collapse" in _annotations(fig)
+
+
+def test_kl_heat_strip_ranks_the_best_complete_trials(mixed):
+    fig = report.kl_per_dim_figure(mixed, n=2)
+    (heat,) = fig.data
+    assert [label.split()[0] for label in heat.y] == ["#0", "#1"]  # by ELBO
+    assert list(heat.z[0]) == sorted(heat.z[0], reverse=True)
+    assert list(heat.z[1][2:]) == [None, None]  # a 2-dim trial padded to the 4-dim width
+
+
+def test_empty_study_gives_a_message_not_a_crash(tmp_path):
+    study = new_study(tmp_path, "empty")
+    figs = report.build_figures(study)
+    assert list(figs) == list(keys.FIG_IDS)
+    for fig in figs.values():
+        assert not fig.data
+        assert "No " in _annotations(fig) and "'empty'" in _annotations(fig)
+    f = report.findings(study)
+    assert f.counts["diagnosed"] == 0 and f.best[1] == [] and f.by_reduction[1] == []
+    html = report.report_html(study)
+    assert "none yet" in html
+
+
+def test_only_failed_trials_and_no_stored_config(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'f.db'}", study_name="raw")
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={}))  # failed before params
+    study.add_trial(make_trial(1, state=TrialState.FAIL, klstart=1, annealtime=1,
+                               latent_dim=2, reduction="sum"))
+    figs = report.build_figures(study)
+    assert len(figs[keys.FIG_COLLAPSE_MAP].data) == 1  # the failed trial with params
+    assert not figs[keys.FIG_ACTIVE_UNITS].data  # nothing diagnosed: message figure
+    assert report.findings(study).counts["fail"] == 2
+
+
+def test_findings_count_collapse_by_reduction_and_region(mixed):
+    f = report.findings(mixed)
+    assert f.counts == {"complete": 4, "pruned": 1, "fail": 1, "diagnosed": 5, "collapsed": 2}
+    by_red = {row[0]: row for row in f.by_reduction[1]}
+    assert by_red["sum"][1:4] == ("2", "0", "0%")
+    assert by_red["mean"][1:4] == ("3", "2", "67%")
+    regions = {(r[0], r[1]): r[2:5] for r in f.by_region[1]}
+    assert regions[("sum", report.WARMUP_BINS[0][2])] == ("1", "0", "0%")  # klstart=0, step
+    assert regions[("mean", report.WARMUP_BINS[0][2])] == ("1", "1", "100%")  # pruned #4
+    assert regions[("mean", report.WARMUP_BINS[1][2])] == ("2", "1", "50%")  # full beta 2, 5
+    assert [row[0] for row in f.best[1]] == ["0", "1", "3", "2"]
+    text = report.findings_text(mixed)
+    assert "collapse rate by reduction mode" in text and "67%" in text
+
+
+def test_save_figures_uses_stable_ids_and_a_second_save_replaces(mixed):
+    assert report.save_figures(mixed) == list(keys.FIG_IDS)
+    first = get_plotly_graph_objects(mixed._storage.get_study_system_attrs(mixed._study_id))
+    assert set(first) == set(keys.FIG_IDS)
+    mixed.add_trial(make_trial(6, state=TrialState.COMPLETE, klstart=3, annealtime=2,
+                               latent_dim=4, reduction="sum", active=3, elbo=-24.0))
+    report.save_figures(mixed)
+    second = get_plotly_graph_objects(mixed._storage.get_study_system_attrs(mixed._study_id))
+    assert set(second) == set(keys.FIG_IDS)  # replaced, not duplicated
+    assert "trial #6" in second[keys.FIG_COLLAPSE_MAP]
+    assert "trial #6" not in first[keys.FIG_COLLAPSE_MAP]
+
+
+def test_report_html_is_self_contained(mixed, tmp_path):
+    out = report.write_report(mixed, tmp_path / "report.html")
+    html = out.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>")
+    assert not re.search(r"<script[^>]*\bsrc=", html, flags=re.I)  # no external scripts
+    assert not re.search(r"<link[^>]*\bhref=", html, flags=re.I)  # no external styles
+    assert "plotly.js v" in html or "Plotly" in html[:5_000_000]  # the library is inlined
+    for fid in keys.FIG_IDS:
+        assert f'id="{fid}"' in html
+    assert "Collapse rate by reduction mode" in html and "67%" in html
+
+
+def test_cli_writes_report_and_bad_input_is_one_line_exit_2(mixed, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    ok = subprocess.run([sys.executable, "-m", "vae_search.report", "--storage", url,
+                         "--out", str(tmp_path / "r.html")],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "collapse rate by reduction mode" in ok.stdout and (tmp_path / "r.html").is_file()
+    for argv, message in (
+        (["--storage", url, "--study-name", "nope"], "no study 'nope'"),
+        (["--storage", f"sqlite:///{tmp_path / 'missing.db'}"], "does not exist"),
+        (["--storage", "postgresql://u:hunter2@127.0.0.1:1/db"], "u:***@"),
+        (["--storage", "not a url"], "invalid storage URL"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "vae_search.report", *argv, "--out",
+             str(tmp_path / "x.html")], capture_output=True, text=True, timeout=120)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+        assert "hunter2" not in proc.stderr + proc.stdout
+
+
+def test_report_and_dashboard_do_not_import_tensorflow(mixed, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    code = (
+        "import sys\n"
+        "from vae_search import report, dashboard, artifacts\n"
+        "for parser in (report.build_parser(), dashboard.build_parser()):\n"
+        "    try: parser.parse_args(['--help'])\n"
+        "    except SystemExit: pass\n"
+        f"study = report.load_study({url!r}, 'mixed')\n"
+        "report.save_figures(study); report.report_html(study)\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
+
+
+# ---------------------------------------------------------------------------------------------
+# Artifacts.
+
+
+def test_default_artifact_dir_sits_beside_the_sqlite_file(tmp_path):
+    assert default_artifact_dir(f"sqlite:///{tmp_path / 'vae_search.db'}") == (
+        tmp_path / f"vae_search{ARTIFACT_DIR_SUFFIX}")
+    assert default_artifact_dir("postgresql://u:p@db:5432/x") == DEFAULT_ARTIFACT_DIR
+
+
+def test_grid_is_square_images_for_square_feature_counts_and_strips_otherwise():
+    rng = np.random.default_rng(0)
+    digits = sample_grid([rng.random((8, 64)) for _ in range(3)])
+    assert digits.mode == "L" and digits.width > 4 * digits.height // 3  # 3 rows x 8 images
+    arr = np.asarray(digits)
+    assert arr.std() > 10  # random pixels, not a flat image
+    strips = sample_grid([rng.random((8, 10)) for _ in range(3)])
+    assert strips.height > strips.width // 4  # 24 strips stacked
+    flat = sample_grid([np.zeros((2, 9)), np.full((2, 9), np.nan)])  # no range, NaN: no crash
+    assert flat.size[0] > 0
+
+
+def _tiny_study(tmp_path, config):
+    from vae_search.study import open_study
+
+    url = f"sqlite:///{tmp_path / 'tiny.db'}"
+    return url, open_study(config, optuna.storages.RDBStorage(url))
+
+
+def test_real_objective_trials_give_figures_and_png_artifacts(tmp_path):
+    """Through the real Objective: figures refreshed by the callback, one PNG per trial."""
+    from optuna.artifacts import download_artifact, get_all_artifact_meta
+
+    from vae_search.objective import Objective
+
+    config = tiny_config()
+    url, study = _tiny_study(tmp_path, config)
+    hook = artifact_hook(url)
+    refresher = report.FigureRefresher(every=2)
+    study.optimize(Objective(config, on_finish=hook), n_trials=3, callbacks=[refresher])
+    assert refresher.finished == 3 and not refresher.warned
+    stored = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
+    assert set(stored) == set(keys.FIG_IDS)  # saved at the 2nd trial
+    figs = report.build_figures(study)
+    assert len({int(n) for n in re.findall(r"trial #(\d+)",
+                                            figs[keys.FIG_COLLAPSE_MAP].to_json())}) == 3
+    assert (tmp_path / f"tiny{ARTIFACT_DIR_SUFFIX}").is_dir()
+    for trial in study.trials:
+        (meta,) = get_all_artifact_meta(trial, storage=study._storage)
+        assert meta.mimetype == "image/png"
+        path = tmp_path / f"{trial.number}.png"
+        download_artifact(artifact_store=hook.artifact_store, artifact_id=meta.artifact_id,
+                          file_path=str(path))
+        with Image.open(path) as img:
+            # 3 rows (validation, reconstructions, prior samples) of 8 images, 8x8 upscaled
+            assert img.size == (2 + 8 * (64 + 2), 2 + 3 * (64 + 2))
+
+
+def test_runner_refreshes_figures_and_writes_artifacts(tmp_path, capsys):
+    from vae_search.run import main
+
+    toml = tmp_path / "tiny.toml"
+    toml.write_text('name = "tiny"\n[model]\nhidden = [32]\n[train]\nepochs = 4\n'
+                    'batch_size = 128\n[search]\nklstart = [0, 2]\nannealtime = [0, 2]\n'
+                    'latent_dim = [2]\n[sampler]\nname = "random"\n[pruner]\nname = "none"\n'
+                    '[collapse]\nmi_batch_size = 64\n[run]\nrefresh_every = 1\n')
+    db = tmp_path / "run.db"
+    assert main(["--study", str(toml), "--storage", f"sqlite:///{db}", "--trials", "2",
+                 "--quiet"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
+    stored = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
+    assert set(stored) == set(keys.FIG_IDS)
+    assert len(list((tmp_path / f"run{ARTIFACT_DIR_SUFFIX}").iterdir())) == 2

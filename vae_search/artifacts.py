@@ -1,0 +1,169 @@
+"""Per-trial artifacts: a PNG of validation reconstructions and prior samples.
+
+Stored with Optuna's artifact API (:class:`optuna.artifacts.FileSystemArtifactStore`) so the
+optuna-dashboard trial page shows what a collapsed posterior looks like (every reconstruction the
+same blurry average) next to a healthy one. The default store is a directory beside the SQLite
+file (``vae_search.db`` -> ``vae_search-artifacts/``), or ``./vae_search-artifacts`` for a
+database server. The image code is NumPy + Pillow only (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vae_search.storage import sqlite_path
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts._protocol import ArtifactStore
+
+__all__ = [
+    "ARTIFACT_DIR_SUFFIX",
+    "DEFAULT_ARTIFACT_DIR",
+    "ReconstructionArtifacts",
+    "artifact_hook",
+    "default_artifact_dir",
+    "make_artifact_store",
+    "sample_grid",
+]
+
+ARTIFACT_DIR_SUFFIX = "-artifacts"  # vae_search.db -> vae_search-artifacts/
+DEFAULT_ARTIFACT_DIR = Path("vae_search-artifacts")  # for server URLs (PostgreSQL...)
+N_EXAMPLES = 8  # columns: validation examples reconstructed, and prior samples drawn
+CELL_PIXELS = 64  # each image (or bar strip) is scaled to about this many pixels high
+STRIP_HEIGHT = 12  # pixels of a non-square example drawn as a one-row strip
+PAD = 2  # pixels between cells
+ARTIFACT_FILENAME = "trial-{number:05d}-reconstructions.png"
+
+
+def default_artifact_dir(storage_url: str) -> Path:
+    """The artifact directory for a storage URL: beside a SQLite file, else the default."""
+    path = sqlite_path(storage_url)
+    if path is None:
+        return DEFAULT_ARTIFACT_DIR
+    return path.with_name(path.stem + ARTIFACT_DIR_SUFFIX)
+
+
+def make_artifact_store(
+    storage_url: str, artifact_dir: str | Path | None = None
+) -> ArtifactStore:
+    """A file-system artifact store (the directory is created)."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    directory = Path(artifact_dir) if artifact_dir is not None else default_artifact_dir(
+        storage_url)
+    directory.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(directory))
+
+
+def _image_shape(n_features: int) -> tuple[int, int]:
+    side = math.isqrt(n_features)
+    if side * side == n_features:
+        return side, side
+    return 1, n_features  # not square: draw each example as a strip
+
+
+def sample_grid(rows: list[np.ndarray], *, lo: float | None = None,
+                hi: float | None = None) -> Any:
+    """A grayscale Pillow image: one row of cells per array in ``rows``.
+
+    Args:
+        rows: Arrays of shape ``(n, n_features)``; square feature counts become ``s x s``
+            images, others a one-pixel-high strip scaled to a bar.
+        lo: Value drawn black (default: the minimum over all rows).
+        hi: Value drawn white (default: the maximum over all rows).
+
+    Returns:
+        A ``PIL.Image.Image`` in mode ``"L"``.
+    """
+    from PIL import Image
+
+    arrays = [np.asarray(r, dtype=np.float64) for r in rows]
+    n_features = arrays[0].shape[1]
+    h, w = _image_shape(n_features)
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays])
+    if lo is None:
+        lo = float(finite.min()) if finite.size else 0.0
+    if hi is None:
+        hi = float(finite.max()) if finite.size else 1.0
+    span = hi - lo if hi > lo else 1.0
+    if h == w:
+        scale = max(1, CELL_PIXELS // h)
+        cell_h, cell_w = h * scale, w * scale
+    else:
+        scale = max(1, (CELL_PIXELS * 4) // w)  # strips: about 4 cells' width
+        cell_h, cell_w = STRIP_HEIGHT, w * scale
+    n_cols = max(a.shape[0] for a in arrays)
+    if h != w:  # strips stack vertically: one column, rows of strips
+        width = cell_w + 2 * PAD
+        height = len(arrays) * (n_cols * (cell_h + PAD) + PAD * 3) + PAD
+    else:
+        width = n_cols * (cell_w + PAD) + PAD
+        height = len(arrays) * (cell_h + PAD) + PAD
+    canvas = Image.new("L", (width, height), color=128)
+    y = PAD
+    for a in arrays:
+        for i, example in enumerate(a):
+            pixels = np.nan_to_num((example - lo) / span, nan=0.0).clip(0.0, 1.0)
+            img = Image.fromarray((pixels.reshape(h, w) * 255).astype(np.uint8), mode="L")
+            img = img.resize((cell_w, cell_h), Image.NEAREST)
+            if h == w:
+                canvas.paste(img, (PAD + i * (cell_w + PAD), y))
+            else:
+                canvas.paste(img, (PAD, y))
+                y += cell_h + PAD
+        y += cell_h + PAD if h == w else PAD * 3
+    return canvas
+
+
+class ReconstructionArtifacts:
+    """``Objective(on_finish=...)`` hook: upload a reconstructions + prior-samples PNG.
+
+    Rows of the image: validation examples, their reconstructions (decoder mean at ``E[z|x]``),
+    and decoded prior samples ``z ~ N(0, I)`` (seeded by the trial seed).
+
+    Args:
+        artifact_store: Where the PNGs go.
+        n_examples: Examples per row.
+    """
+
+    def __init__(self, artifact_store: ArtifactStore, *, n_examples: int = N_EXAMPLES) -> None:
+        self.artifact_store = artifact_store
+        self.n_examples = n_examples
+
+    def images(self, trainer: Any, x_val: np.ndarray, *, seed: int) -> list[np.ndarray]:
+        """The three rows of the grid as arrays (for tests and the upload)."""
+        x = np.asarray(x_val[: self.n_examples], dtype=np.float32)
+        mu, _ = trainer.encode(x)
+        recon = trainer.decode(mu)
+        z = np.random.default_rng(seed).standard_normal((len(x), mu.shape[1])).astype(np.float32)
+        return [x, np.asarray(recon), np.asarray(trainer.decode(z))]
+
+    def __call__(self, trial: optuna.Trial, trainer: Any, dataset: Any) -> str:
+        """Render and upload the PNG; returns the artifact id."""
+        from optuna.artifacts import upload_artifact
+
+        rows = self.images(trainer, dataset.x_val, seed=trial.number)
+        image = sample_grid(rows)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / ARTIFACT_FILENAME.format(number=trial.number)
+                image.save(path, format="PNG")
+                return upload_artifact(artifact_store=self.artifact_store, file_path=str(path),
+                                       study_or_trial=trial, mimetype="image/png")
+        except OSError as exc:  # a full or read-only artifact disk must not cost the trial
+            print(f"warning: trial {trial.number}: artifact not saved: {exc}", file=sys.stderr)
+            return ""
+
+
+def artifact_hook(
+    storage_url: str, artifact_dir: str | Path | None = None
+) -> ReconstructionArtifacts:
+    """The runner's ``Objective(on_finish=...)``: PNGs into the storage's artifact directory."""
+    return ReconstructionArtifacts(make_artifact_store(storage_url, artifact_dir))
