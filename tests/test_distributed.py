@@ -1,0 +1,338 @@
+"""Many workers on one shared database: the real PostgreSQL server, real processes, real signals.
+
+The server URL comes from ``VAE_SEARCH_TEST_PG_URL`` (default: database ``test`` on
+127.0.0.1:5432). Without a server these tests skip locally and fail in CI (``CI=true``). Each
+test uses its own study name (or a scratch database) and removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from vae_search import keys
+from vae_search.run import FAIL_INTERRUPTED, FAIL_SURPLUS
+from vae_search.storage import worker_seed
+
+PG_URL_ENV = "VAE_SEARCH_TEST_PG_URL"
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REPO = Path(__file__).resolve().parents[1]
+WORKER_TIMEOUT = 240  # seconds any group of worker processes may take
+
+TOML = """
+name = "dist"
+[model]
+hidden = [32]
+[train]
+epochs = {epochs}
+batch_size = {batch_size}
+[search]
+klstart = [0, 2]
+annealtime = [0, 3]
+latent_dim = [2, 4]
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[collapse]
+mi_batch_size = 64
+[run]
+heartbeat_interval = 1
+grace_period = {grace}
+max_retry = 2
+"""
+
+
+def _pg_url() -> str:
+    return os.environ.get(PG_URL_ENV, DEFAULT_PG_URL)
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    import sqlalchemy
+
+    url = _pg_url()
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 (any failure to reach the server)
+        message = f"PostgreSQL at {url} is not usable: {str(exc).splitlines()[0]}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def study_name(pg_url):
+    name = f"dist_{uuid.uuid4().hex[:12]}"
+    yield name
+    try:
+        optuna.delete_study(study_name=name, storage=pg_url)
+    except KeyError:
+        pass
+
+
+def _toml(tmp_path: Path, *, epochs: int = 5, batch_size: int = 128, grace: int = 30) -> Path:
+    path = tmp_path / "dist.toml"
+    path.write_text(TOML.format(epochs=epochs, batch_size=batch_size, grace=grace))
+    return path
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("VAE_SEARCH_STORAGE", None)
+    return env
+
+
+def _worker(toml: Path, url: str, name: str, trials: int, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
+         "--study-name", name, "--trials", str(trials), "--quiet", *extra],
+        cwd=toml.parent, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_all(procs: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=WORKER_TIMEOUT)
+        results.append((proc.returncode, out, err))
+    return results
+
+
+def _finished(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def _assert_intact(trial: optuna.trial.FrozenTrial) -> None:
+    """Params, per-epoch reports and the stored history agree (nothing lost or mixed up)."""
+    assert {"klstart", "annealtime", "latent_dim", "reduction"} <= set(trial.params)
+    steps = sorted(trial.intermediate_values)
+    assert steps == list(range(len(steps))) and steps, trial.number
+    history = trial.user_attrs[keys.ATTR_HISTORY]
+    assert history["epoch"] == steps
+    assert history["val_elbo"] == pytest.approx([trial.intermediate_values[s] for s in steps])
+    if trial.state == TrialState.COMPLETE:
+        assert trial.value == pytest.approx(trial.intermediate_values[steps[-1]])
+
+
+def _assert_only_surplus_failures(trials: list[optuna.trial.FrozenTrial]) -> None:
+    for t in trials:
+        assert t.state != TrialState.RUNNING, f"trial {t.number} left RUNNING"
+        if t.state == TrialState.FAIL:
+            reason = str(t.user_attrs.get(keys.ATTR_FAIL_REASON, ""))
+            assert reason.startswith(FAIL_SURPLUS), (t.number, reason)
+            assert not t.intermediate_values, "a surplus trial must not have trained"
+
+
+def test_worker_seeds_are_distinct_and_stable():
+    seeds = {worker_seed(0, f"host#{i}") for i in range(64)}
+    assert len(seeds) == 64
+    assert worker_seed(0, "host#1") == worker_seed(0, "host#1") != worker_seed(1, "host#1")
+
+
+@pytest.mark.postgres
+def test_three_workers_share_an_exact_budget(tmp_path, pg_url, study_name):
+    toml = _toml(tmp_path)
+    budget = 7
+    procs = [_worker(toml, pg_url, study_name, budget) for _ in range(3)]
+    for code, _, err in _wait_all(procs):
+        assert code == 0, err
+        assert "Traceback" not in err, err
+
+    trials = optuna.load_study(study_name=study_name, storage=pg_url).trials
+    finished = _finished(trials)
+    assert len(finished) == budget
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)) == max(numbers) + 1
+    for t in finished:
+        _assert_intact(t)
+    _assert_only_surplus_failures(trials)
+    assert len({t.user_attrs[keys.ATTR_WORKER] for t in finished}) >= 2  # the work was shared
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_killed_worker_trial_fails_and_is_retried_elsewhere(tmp_path, pg_url, study_name):
+    # ~40 epochs of batch 32: several seconds per trial, so the kill lands mid-trial.
+    toml = _toml(tmp_path, epochs=40, batch_size=32, grace=4)
+    budget = 6
+    procs = [_worker(toml, pg_url, study_name, budget) for _ in range(3)]
+    pids = {p.pid for p in procs}
+    victim, deadline = None, time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name=study_name, storage=pg_url)
+        except KeyError:
+            continue
+        for t in study.get_trials(states=(TrialState.RUNNING,)):
+            pid = int(str(t.user_attrs.get(keys.ATTR_WORKER, ":0")).rsplit(":", 1)[1])
+            if pid in pids and len(t.intermediate_values) >= 2:
+                victim, victim_pid = t, pid
+                os.kill(pid, signal.SIGKILL)
+                break
+    assert victim is not None, "no trial reached its second epoch in time"
+    results = _wait_all(procs)
+    for proc, (code, _, err) in zip(procs, results):
+        if proc.pid == victim_pid:
+            assert code == -signal.SIGKILL
+        else:
+            assert code == 0, err
+
+    trials = optuna.load_study(study_name=study_name, storage=pg_url).trials
+    killed = trials[victim.number]
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1
+    retry = retries[0]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == killed.params
+    assert retry.user_attrs[keys.ATTR_WORKER] != killed.user_attrs[keys.ATTR_WORKER]
+    finished = _finished(trials)
+    assert len(finished) == budget
+    for t in finished:
+        _assert_intact(t)
+    for t in trials:
+        if t.number != victim.number:
+            assert t.state != TrialState.RUNNING
+            if t.state == TrialState.FAIL:
+                assert str(t.user_attrs.get(keys.ATTR_FAIL_REASON)).startswith(FAIL_SURPLUS)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_eight_workers_on_a_fresh_database_create_one_study(tmp_path, pg_url):
+    import sqlalchemy
+
+    scratch = f"vae_search_fresh_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{scratch}"'))
+    url = sqlalchemy.make_url(pg_url).set(database=scratch).render_as_string(
+        hide_password=False
+    )
+    toml = _toml(tmp_path)
+    start_at = time.time() + 6.0  # every process has imported Optuna by then
+    code = (
+        "import sys, time\n"
+        "from vae_search.run import build_parser, open_worker_study, resolve_config\n"
+        "args = build_parser().parse_args(sys.argv[1:])\n"
+        "config = resolve_config(args)\n"
+        f"time.sleep(max(0.0, {start_at} - time.time()))\n"
+        "study = open_worker_study(args, config)\n"
+        "print(study._study_id)\n"
+    )
+    try:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, "--study", str(toml), "--storage", url],
+                cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        results = _wait_all(procs)
+        for rc, _, err in results:
+            assert rc == 0, err
+        assert len({out.strip() for _, out, _ in results}) == 1
+        summaries = optuna.get_all_study_summaries(storage=url)
+        assert [s.study_name for s in summaries] == ["dist"]
+        assert keys.STUDY_ATTR_CONFIG in summaries[0].user_attrs
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_worker_with_another_config_is_refused_and_study_unchanged(tmp_path, pg_url, study_name):
+    toml = _toml(tmp_path)
+    (code, _, err), = _wait_all([_worker(toml, pg_url, study_name, 1)])
+    assert code == 0, err
+    study = optuna.load_study(study_name=study_name, storage=pg_url)
+    before = (study.user_attrs, [(t.number, t.state, t.params) for t in study.trials])
+
+    proc = _worker(toml, pg_url, study_name, 3, "--epochs", "4")
+    (code, out, err), = _wait_all([proc])
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "different configuration: train.epochs: 5 -> 4" in lines[0], err
+
+    study = optuna.load_study(study_name=study_name, storage=pg_url)
+    assert (study.user_attrs, [(t.number, t.state, t.params) for t in study.trials]) == before
+
+
+def test_two_local_workers_on_a_sqlite_file(tmp_path):
+    toml = _toml(tmp_path)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
+         "--trials", "8", "--workers", "2", "--quiet"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=WORKER_TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "locked" not in proc.stderr.lower(), proc.stderr
+    trials = optuna.load_study(study_name="dist", storage=url).trials
+    assert len(_finished(trials)) == 8
+    _assert_only_surplus_failures(trials)
+    assert len({t.user_attrs[keys.ATTR_WORKER] for t in _finished(trials)}) == 2
+    assert "best" in proc.stdout  # one summary, from the parent
+    assert proc.stdout.count("study 'dist'") == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_all_local_workers_cleanly(tmp_path, pg_url, study_name, signum):
+    toml = _toml(tmp_path, epochs=40, batch_size=32)
+    budget = 20
+    parent = _worker(toml, pg_url, study_name, budget, "--workers", "2")
+    deadline = time.monotonic() + 120
+    running: list[optuna.trial.FrozenTrial] = []
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name=study_name, storage=pg_url)
+        except KeyError:
+            continue
+        running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
+                   if t.intermediate_values]
+        if len(_finished(study.trials)) >= 1 and running:
+            break
+    assert running, "no trial was running"
+    parent.send_signal(signum)
+    _, err = parent.communicate(timeout=60)
+    assert parent.returncode == 128 + signum, err
+    assert "interrupted" in err and "Traceback" not in err, err
+
+    trials = optuna.load_study(study_name=study_name, storage=pg_url).trials
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in trials
+                   if t.user_attrs.get(keys.ATTR_FAIL_REASON) == FAIL_INTERRUPTED]
+    assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
+    kept = _finished(trials)
+    assert 1 <= len(kept) < budget
+    for t in kept:
+        _assert_intact(t)
+
+    # re-running resumes: the finished trials are kept, the budget is met exactly
+    small = _toml(tmp_path, epochs=40, batch_size=32)
+    resumed = _worker(small, pg_url, study_name, len(kept) + 1)
+    (code, _, err), = _wait_all([resumed])
+    assert code == 0, err
+    after = optuna.load_study(study_name=study_name, storage=pg_url).trials
+    assert len(_finished(after)) == len(kept) + 1
+    assert {t.number for t in kept} <= {t.number for t in _finished(after)}
