@@ -55,6 +55,7 @@ EXIT_USAGE = 2  # bad input: storage URL, missing study
 BEST_ROWS = 10  # rows of the best-trials table
 KL_STRIP_TRIALS = 5  # trials in the KL-per-dim heat strip
 ELBO_CLIP_QUANTILE = 0.05  # training-curve ELBO axis starts here: warm-up ELBOs go far lower
+FIG_HEIGHT = 450  # px: optuna-dashboard draws user figures in 450 px boxes (taller is cut off)
 COLORSCALE = "Viridis"
 STATE_SYMBOLS = {"COMPLETE": "circle", "PRUNED": "x", "FAIL": "diamond-open"}
 REDUCTION_COLORS = {"sum": "#1f77b4", "mean": "#d62728"}
@@ -179,7 +180,7 @@ def _reductions(rows: Sequence[TrialRow], config: StudyConfig) -> list[str]:
 # Figures.
 
 
-def _layout(fig: go.Figure, title: str, *, height: int = 450) -> go.Figure:
+def _layout(fig: go.Figure, title: str, *, height: int = FIG_HEIGHT) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
         height=height, margin={"l": 60, "r": 20, "t": 60, "b": 50},
@@ -331,10 +332,13 @@ def training_curves_figure(study: optuna.Study, rows: Sequence[TrialRow] | None 
         color = REDUCTION_COLORS.get(mode, FAILED_COLOR) if r.state != "FAIL" else FAILED_COLOR
         group = f"{mode}, {r.state.lower()}"
         dash = {"PRUNED": "dash", "FAIL": "dot"}.get(r.state, "solid")
-        elbo = [v if v is not None and math.isfinite(v) else None for v in h["val_elbo"]]
+        elbo = [round(v, 3) if v is not None and math.isfinite(v) else None
+                for v in h["val_elbo"]]  # 3 decimals: the figure is stored in the study
         all_elbo.extend(v for v in elbo if v is not None)
         epochs = h.get("epoch", list(range(len(elbo))))
-        for row_i, ys in ((1, elbo), (2, h.get("val_kl", []))):
+        kl = [round(v, 3) if v is not None and math.isfinite(v) else None
+              for v in h.get("val_kl", [])]
+        for row_i, ys in ((1, elbo), (2, kl)):
             fig.add_trace(go.Scatter(
                 x=epochs, y=ys, mode="lines", name=group, legendgroup=group,
                 showlegend=row_i == 1 and group not in shown,
@@ -367,7 +371,7 @@ def training_curves_figure(study: optuna.Study, rows: Sequence[TrialRow] | None 
                      row=1, col=1)
     fig.update_yaxes(title_text="val KL (nats)", row=2, col=1)
     fig.update_xaxes(title_text="epoch", row=2, col=1)
-    return _layout(fig, title + " (dashed = pruned, dotted = failed)", height=560)
+    return _layout(fig, title + " (dashed = pruned, dotted = failed)")
 
 
 def active_units_figure(study: optuna.Study, rows: Sequence[TrialRow] | None = None,
@@ -436,7 +440,7 @@ def kl_per_dim_figure(study: optuna.Study, rows: Sequence[TrialRow] | None = Non
     fig.update_xaxes(title_text=f"latent dims, sorted by KL (collapsed: < "
                                 f"{config.collapse.kl_threshold} nats)")
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, title, height=max(300, 90 + 55 * len(best)))
+    return _layout(fig, title, height=min(FIG_HEIGHT, 120 + 60 * len(best)))
 
 
 FIGURE_BUILDERS: dict[str, Callable[..., go.Figure]] = {
