@@ -11,8 +11,8 @@ import math
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import optuna
+from optuna.storages import RDBStorage
 
 from vae_search import keys
 from vae_search._tf import tf
@@ -26,7 +26,19 @@ from vae_search.space import TrialParams, suggest
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Objective", "TrainingDiverged", "trial_seed"]
+__all__ = ["Objective", "TrainingDiverged", "set_user_attrs", "trial_seed"]
+
+# Diagnostics field -> user-attr key (the attrs written when a trial completes or is pruned).
+_DIAGNOSTIC_ATTRS = (
+    ("active_units", keys.ATTR_ACTIVE_UNITS),
+    ("unit_variances", keys.ATTR_UNIT_VARIANCES),
+    ("kl_per_dim", keys.ATTR_KL_PER_DIM),
+    ("kl_total", keys.ATTR_KL_TOTAL),
+    ("collapsed_dims", keys.ATTR_COLLAPSED_DIMS),
+    ("mutual_info", keys.ATTR_MUTUAL_INFO),
+    ("recon", keys.ATTR_RECON),
+    ("collapsed", keys.ATTR_COLLAPSED),
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -36,6 +48,32 @@ class TrainingDiverged(RuntimeError):
 def trial_seed(study_seed: int, trial_number: int) -> int:
     """A per-trial seed: the same study seed and trial number give the same trial."""
     return (study_seed * 1_000_003 + trial_number) % (2**31 - 1)
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """``trial.set_user_attr`` for every item, in one storage transaction when possible.
+
+    Each ``set_user_attr`` is its own commit (an fsync on SQLite, a round-trip on PostgreSQL).
+    For Optuna's RDB storage (optionally behind its cache) the rows are written in one
+    transaction through the storage's own per-attribute upsert; any other storage, or an Optuna
+    without that internal, falls back to one call per key. The stored rows are the same.
+    """
+    storage = trial.storage
+    backend = getattr(storage, "_backend", storage)
+    write = getattr(backend, "_set_trial_attr_without_commit", None)
+    if not attrs:
+        return
+    if len(attrs) == 1 or write is None or not isinstance(backend, RDBStorage):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for key, value in attrs.items():
+            write(session, models.TrialUserAttributeModel, trial._trial_id, key, value)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
 
 
 class Objective:
@@ -103,11 +141,14 @@ class Objective:
         full_epoch = full_beta_epoch(schedule, epochs)
         seed = trial_seed(c.seed, trial.number)
         prune_from = full_epoch + c.pruner.patience
-        trial.set_user_attr(keys.ATTR_FULL_BETA_EPOCH, full_epoch)
-        trial.set_user_attr(keys.ATTR_PRUNE_FROM_EPOCH, prune_from)
-        trial.set_user_attr(keys.ATTR_SEED, seed)
+        start_attrs: dict[str, Any] = {
+            keys.ATTR_FULL_BETA_EPOCH: full_epoch,
+            keys.ATTR_PRUNE_FROM_EPOCH: prune_from,
+            keys.ATTR_SEED: seed,
+        }
         if self.worker:
-            trial.set_user_attr(keys.ATTR_WORKER, self.worker)
+            start_attrs[keys.ATTR_WORKER] = self.worker
+        set_user_attrs(trial, start_attrs)
 
         trainer = get_trainer(self.spec(params))
         trainer.reset(seed)
@@ -117,20 +158,23 @@ class Objective:
         recon = float("nan")
         for epoch in range(epochs):
             beta = schedule(epoch)
-            trainer.set_beta(beta)
-            loss, _, _ = trainer.train_epoch(self.x_train)
-            result = trainer.evaluate(self.x_val, seed=c.seed)
-            elbo, recon = -result.neg_elbo, result.recon
+            # One compiled call: train at beta, validate at beta = 1, count active units.
+            result = trainer.run_epoch(
+                self.x_train,
+                self.x_val,
+                beta=beta,
+                eval_seed=c.seed,
+                active_threshold=active_threshold,
+            )
+            loss, elbo, recon = result.train_loss, -result.neg_elbo, result.recon
             if not (math.isfinite(loss) and math.isfinite(elbo)):
                 reason = (
                     f"training diverged at epoch {epoch} (beta={beta:.3g}): "
                     f"train loss {loss}, validation ELBO {elbo}"
                 )
-                trial.set_user_attr(keys.ATTR_FAIL_REASON, reason)
-                trial.set_user_attr(keys.ATTR_HISTORY, history)
+                set_user_attrs(trial, {keys.ATTR_FAIL_REASON: reason, keys.ATTR_HISTORY: history})
                 raise TrainingDiverged(reason)
-            mu, _ = trainer.encode(self.x_val)
-            n_active = int(np.sum(np.var(mu, axis=0) > active_threshold))
+            n_active = result.active_units
             record = {
                 "epoch": epoch,
                 "beta": beta,
@@ -161,18 +205,9 @@ class Objective:
     ) -> None:
         diag = self.diagnostics(trainer, recon, seed)
         d = asdict(diag)
-        for key, attr in (
-            ("active_units", keys.ATTR_ACTIVE_UNITS),
-            ("unit_variances", keys.ATTR_UNIT_VARIANCES),
-            ("kl_per_dim", keys.ATTR_KL_PER_DIM),
-            ("kl_total", keys.ATTR_KL_TOTAL),
-            ("collapsed_dims", keys.ATTR_COLLAPSED_DIMS),
-            ("mutual_info", keys.ATTR_MUTUAL_INFO),
-            ("recon", keys.ATTR_RECON),
-            ("collapsed", keys.ATTR_COLLAPSED),
-        ):
-            trial.set_user_attr(attr, d[key])
-        trial.set_user_attr(keys.ATTR_HISTORY, history)
+        attrs = {attr: d[key] for key, attr in _DIAGNOSTIC_ATTRS}
+        attrs[keys.ATTR_HISTORY] = history
+        set_user_attrs(trial, attrs)
         k = self.config.collapse
         trial.set_constraint(
             keys.CONSTRAINT_ACTIVE_UNITS, float(k.min_active_units - diag.active_units)
