@@ -265,11 +265,11 @@ def test_worker_with_another_config_is_refused_and_study_unchanged(tmp_path, pg_
     study = optuna.load_study(study_name=study_name, storage=pg_url)
     before = (study.user_attrs, [(t.number, t.state, t.params) for t in study.trials])
 
-    proc = _worker(toml, pg_url, study_name, 3, "--epochs", "4")
+    proc = _worker(toml, pg_url, study_name, 3, "--seed", "9")
     (code, out, err), = _wait_all([proc])
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "different configuration: train.epochs: 5 -> 4" in lines[0], err
+    assert len(lines) == 1 and "different configuration: seed: 0 -> 9" in lines[0], err
 
     study = optuna.load_study(study_name=study_name, storage=pg_url)
     assert (study.user_attrs, [(t.number, t.state, t.params) for t in study.trials]) == before

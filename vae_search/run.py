@@ -278,24 +278,51 @@ class Interrupted(KeyboardInterrupt):
         self.exit_code = 128 + signum
 
 
+class _SignalState:
+    """What the SIGINT/SIGTERM handler does: raise now, or (``deferred``) remember for later."""
+
+    def __init__(self) -> None:
+        self.fired: int | None = None
+        self.deferred = False  # True while Optuna records a finished trial (must not be torn)
+        self.pending: int | None = None
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.fired is not None:  # a second signal during the clean-up: leave now
+            os._exit(128 + self.fired)
+        self.fired = signum
+        if self.deferred:
+            self.pending = signum
+            return
+        raise Interrupted(signum)
+
+    def defer(self) -> None:
+        self.deferred = True
+
+    def resume(self) -> None:
+        """Stop deferring; raise the signal that arrived meanwhile, if any."""
+        self.deferred = False
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise Interrupted(signum)
+
+
+_signals = _SignalState()
+
+
 def install_signal_handlers() -> None:
     """Turn SIGINT and SIGTERM into :class:`Interrupted` in the main thread.
 
     The exception unwinds the running trial like Ctrl-C does (Optuna marks it FAIL; the runner
     records ``fail_reason = "interrupted"``) instead of the default SIGTERM action, which would
-    leave the trial RUNNING until its heartbeat goes stale. A second signal during the clean-up
-    exits at once with the same status.
+    leave the trial RUNNING until its heartbeat goes stale. While Optuna stores a trial's result
+    (after the objective returns, until the next callback) the signal is held and raised right
+    after, so a finished trial is never half-written. A second signal exits at once with the
+    same status.
     """
-    fired: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        if fired:
-            os._exit(128 + fired[0])
-        fired.append(signum)
-        raise Interrupted(signum)
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    global _signals
+    _signals = _SignalState()
+    signal.signal(signal.SIGINT, _signals.handler)
+    signal.signal(signal.SIGTERM, _signals.handler)
 
 
 class BudgetReached(Exception):
@@ -303,15 +330,21 @@ class BudgetReached(Exception):
 
 
 class _QuietTrials(logging.Filter):
-    """Drop Optuna's "Trial N failed" warnings (with tracebacks) for trials we ended on purpose."""
+    """Drop Optuna's "Trial N failed" warnings (with tracebacks) for trials we ended on purpose:
+    interrupted or surplus ones. Real failures are still shown."""
 
     def __init__(self) -> None:
         super().__init__()
         self.numbers: set[int] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        match = re.match(r"Trial (\d+) failed", record.getMessage())
-        return not (match and int(match.group(1)) in self.numbers)
+        message = record.getMessage()
+        match = re.match(r"Trial (\d+) failed", message)
+        if not match:
+            return True
+        if re.search(r"error: (Interrupted|BudgetReached)\(", message):
+            self.numbers.add(int(match.group(1)))
+        return int(match.group(1)) not in self.numbers
 
 
 class BudgetGate:
@@ -419,12 +452,15 @@ class BudgetGate:
                 self.quiet.numbers.add(trial.number)
                 trial.set_user_attr(keys.ATTR_FAIL_REASON, FAIL_INTERRUPTED)
                 raise
+            finally:
+                _signals.defer()  # Optuna now stores the result; held until the callback
 
         return gated
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Callback after each of this worker's trials: stop unless a slot is (or becomes) free."""
         self.current = None
+        _signals.resume()
         if not self.slot_free(study):
             study.stop()
 
@@ -470,7 +506,7 @@ def _setup_optuna() -> _QuietTrials:
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet = _QuietTrials()
-    logging.getLogger("optuna").addFilter(quiet)
+    logging.getLogger("optuna.study._optimize").addFilter(quiet)  # where Optuna logs failures
     return quiet
 
 
@@ -515,9 +551,11 @@ def run(args: argparse.Namespace) -> int:
                     catch=(TrainingDiverged,),
                     callbacks=[*study_callbacks(study, config, args, progress), gate],
                 )
+            _signals.resume()
         except BudgetReached:
-            pass
+            _signals.resume()
         except Interrupted:
+            _signals.deferred = False
             gate.close_interrupted(study)
             raise
         finally:
