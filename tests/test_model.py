@@ -147,3 +147,30 @@ def test_model_fit_recipe_runs():
     assert np.isfinite(hist.history["loss"][0])
     logs = vae.evaluate(X, batch_size=100, verbose=0, return_dict=True)
     assert logs["loss"] == pytest.approx(logs["recon"] + logs["kl"], rel=1e-4)
+
+
+def test_fused_epoch_equals_the_separate_calls():
+    trainer = Trainer(spec())
+    xt, xv = tf.constant(X[:240]), tf.constant(X[240:])
+    trainer.reset(5)
+    trainer.set_beta(0.3)
+    loss, recon, kl = trainer.train_epoch(xt)
+    ev = trainer.evaluate(xv, seed=2)
+    mu, _ = trainer.encode(xv)
+    trainer.reset(5)
+    fused = trainer.run_epoch(xt, xv, beta=0.3, eval_seed=2, active_threshold=0.01)
+    assert (fused.train_loss, fused.train_recon, fused.train_kl) == (loss, recon, kl)
+    assert (fused.neg_elbo, fused.recon, fused.kl) == (ev.neg_elbo, ev.recon, ev.kl)
+    assert fused.active_units == int(np.sum(np.var(mu, axis=0) > 0.01))
+    assert trainer.vae.beta.numpy() == pytest.approx(0.3)
+
+
+def test_reset_draws_what_the_seeded_initializer_draws():
+    trainer = Trainer(spec())
+    trainer.reset(42)
+    dense = [layer for layer in [*trainer.vae.encoder.layers, *trainer.vae.decoder.layers]
+             if isinstance(layer, keras.layers.Dense)]
+    for i, layer in enumerate(dense):
+        init = layer.kernel_initializer
+        expected = init.__class__.from_config({**init.get_config(), "seed": 42 * 1009 + i})
+        np.testing.assert_array_equal(layer.kernel.numpy(), np.asarray(expected(layer.kernel.shape)))

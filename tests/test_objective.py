@@ -119,3 +119,17 @@ def test_foreign_minimize_study_is_refused(tmp_path):
     optuna.create_study(storage=url, study_name="theirs", direction="minimize")
     with pytest.raises(StudyMismatch, match="direction minimize"):
         open_study(tiny_config(), url, study_name="theirs")
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "memory"])
+def test_grouped_user_attrs_store_what_set_user_attr_stores(tmp_path, storage):
+    from vae_search.objective import set_user_attrs
+
+    url = f"sqlite:///{tmp_path / 'g.db'}" if storage == "sqlite" else None
+    study = optuna.create_study(storage=url)
+    attrs = {"a": 1, "b": [0.5, 2.0], "c": {"x": [1, 2]}, "d": True}
+    trial = study.ask()
+    set_user_attrs(trial, attrs)
+    assert trial.user_attrs == attrs
+    study.tell(trial, 1.0)
+    assert study.trials[0].user_attrs == attrs

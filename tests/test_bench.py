@@ -1,0 +1,99 @@
+"""The fast trainer agrees with the plain Keras recipe, and the bench command runs.
+
+No timing assertions here (the machine is shared): speed lives in the bench output.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_config
+from vae_search.bench import Case, dense_train_flops, run_baseline, run_trainer
+from vae_search.data import load_dataset
+
+ELBO_TOLERANCE = 1.0  # nats per example: "the same ELBO" across a few seeds
+SEEDS = (0, 1, 2)
+TINY = Case("tiny", hidden=(32,), latent_dim=4, batch_size=64, epochs=6, repeats=1)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_dataset(tiny_config())
+    return data.x_train, data.x_val
+
+
+def _mean_elbo(run, case, x_train, x_val) -> float:
+    from vae_search._tf import tf
+
+    if run is run_trainer:
+        x_train, x_val = tf.constant(x_train), tf.constant(x_val)
+    return float(np.mean([run(case, x_train, x_val, seed)["elbo"] for seed in SEEDS]))
+
+
+def test_trainer_matches_model_fit_recipe(digits):
+    baseline = _mean_elbo(run_baseline, TINY, *digits)
+    ours = _mean_elbo(run_trainer, TINY, *digits)
+    assert abs(ours - baseline) < ELBO_TOLERANCE, (ours, baseline)
+    # The tolerance discriminates: a third of the training is clearly worse than either.
+    short = Case("short", hidden=TINY.hidden, latent_dim=TINY.latent_dim,
+                 batch_size=TINY.batch_size, epochs=2, repeats=1)
+    assert _mean_elbo(run_trainer, short, *digits) < baseline - ELBO_TOLERANCE
+
+
+def test_dense_flops_by_hand():
+    # 4 -> 3 encoder, 3 -> (2 + 2) heads, 2 -> 3 -> 4 decoder; one example.
+    forward = 2 * (4 * 3 + 3 * 4 + 2 * 3 + 3 * 4)
+    backward = 2 * forward - 2 * 4 * 3  # no input gradient for the first layer
+    assert dense_train_flops(4, (3,), 2, 1) == forward + backward
+    assert dense_train_flops(4, (3,), 2, 10) == 10 * (forward + backward)
+
+
+def _env() -> dict[str, str]:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_bench_help_does_not_import_tensorflow():
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['bench', '--help']\n"
+        "try:\n    runpy.run_module('vae_search.bench', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('TF-LOADED' if 'tensorflow' in sys.modules else 'TF-NOT-LOADED')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=_env(), check=True).stdout
+    assert "--quick" in out
+    assert "TF-NOT-LOADED" in out
+
+
+def test_bench_quick_prints_every_measurement():
+    out = subprocess.run([sys.executable, "-m", "vae_search.bench", "--quick"],
+                         capture_output=True, text=True, env=_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = {line.split("  ")[0].strip(): line for line in out.stdout.splitlines()}
+    for label in (
+        "load average (1/5/15 min)",
+        "run --help start-up",
+        "matmul reference",
+        "digits: baseline Model.fit",
+        "digits: trainer",
+        "digits: speed-up",
+        "synthetic: baseline Model.fit",
+        "synthetic: trainer",
+        "synthetic: speed-up",
+        "synthetic: achieved",
+        "worker RSS",
+        "storage share SQLite",
+        "storage share PostgreSQL",
+    ):
+        assert label in lines, f"missing {label!r} in:\n{out.stdout}"
+    assert "GFLOP/s" in lines["matmul reference"]
+    assert "ms/epoch" in lines["digits: trainer"] and "ELBO" in lines["digits: trainer"]
+    assert "x per epoch" in lines["digits: speed-up"]
+    assert "% of trial wall time" in lines["storage share SQLite"]

@@ -1,0 +1,452 @@
+"""``python -m vae_search.bench``: our trainer against the plain Keras recipe, side by side.
+
+Baseline (the common recipe): the same :class:`~vae_search.model.VAE` trained with
+``Model.fit`` one epoch at a time, an annealing callback setting the ``beta`` backend variable
+at the start of each epoch. Ours: :class:`~vae_search.model.Trainer` (whole epochs as compiled
+calls over data held as tensors). Same architecture, data, batch size, epochs and schedule; the
+two alternate in one process so machine load hits both alike. Also printed: a large float32
+matrix-product GFLOP/s reference, the trainer's achieved GFLOP/s on the large case, the
+``--help`` start-up time of ``python -m vae_search.run``, a worker's peak RSS after N1 and N2
+consecutive trials, and the share of trial wall time spent in Optuna storage calls (SQLite,
+and PostgreSQL when reachable).
+
+Timings on a shared machine are noisy: the load average is printed next to them, wall and
+process CPU time are both given, and each case is repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["dense_train_flops", "main"]
+
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+MATMUL_SIZE = 4096  # the GFLOP/s reference: an n x n by n x n float32 product
+MATMUL_SIZE_QUICK = 1024
+LARGE_SAMPLES = 60_000  # the large case: synthetic 60,000 x 784 (80/20 train/validation)
+LARGE_FEATURES = 784
+LARGE_SAMPLES_QUICK = 3_000
+RSS_TRIALS = (10, 100)  # peak RSS of one worker after this many trials
+RSS_TRIALS_QUICK = (2, 4)
+RSS_EPOCHS = 10  # epochs per trial in the RSS / storage run (train.epochs override)
+RSS_EPOCHS_QUICK = 2
+POSTGRES_TRIALS = 30
+POSTGRES_TRIALS_QUICK = 2
+
+
+@dataclass(frozen=True)
+class Case:
+    """One side-by-side comparison."""
+
+    name: str
+    hidden: tuple[int, ...]
+    latent_dim: int
+    batch_size: int
+    epochs: int
+    repeats: int
+    learning_rate: float = 1e-3
+
+
+# -- arithmetic ---------------------------------------------------------------------------
+
+
+def dense_train_flops(
+    n_features: int, hidden: tuple[int, ...], latent_dim: int, n_examples: int
+) -> int:
+    """Matrix-product FLOPs of one training pass (forward + backward) of the dense VAE.
+
+    A Dense layer ``m -> n`` costs ``2 m n`` FLOPs per example forward, and twice that backward
+    (the weight gradient and the input gradient), except that the first encoder layer needs no
+    input gradient. Bias adds, activations, the loss and the optimizer are not counted (they
+    are O(m + n) per layer, under 1% here), so the achieved GFLOP/s is a slight underestimate.
+    """
+    enc = [n_features, *hidden]
+    layers = list(zip(enc[:-1], enc[1:]))
+    layers.append((hidden[-1], 2 * latent_dim))  # z_mean and z_log_var heads
+    dec = [latent_dim, *reversed(hidden), n_features]
+    layers += list(zip(dec[:-1], dec[1:]))
+    per_example = sum(6 * m * n for m, n in layers) - 2 * n_features * hidden[0]
+    return per_example * n_examples
+
+
+def matmul_gflops(size: int, repeats: int = 5) -> float:
+    """Best-of-``repeats`` GFLOP/s of a ``size x size`` float32 matrix product in TensorFlow."""
+    from vae_search._tf import tf
+
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    product = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    product(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+# -- the two recipes ----------------------------------------------------------------------
+
+
+def _schedule(epochs: int) -> Any:
+    from vae_search.schedule import LinearSchedule
+
+    return LinearSchedule(klstart=0, annealtime=max(1, epochs // 2))
+
+
+def run_baseline(case: Case, x_train: Any, x_val: Any, seed: int) -> dict[str, float]:
+    """The plain recipe: ``Model.fit`` one epoch at a time, a callback setting beta."""
+    from vae_search._tf import keras
+    from vae_search.model import VAE, build_decoder, build_encoder
+
+    schedule = _schedule(case.epochs)
+    n_features = x_train.shape[1]
+    keras.utils.set_random_seed(seed)
+    vae = VAE(
+        build_encoder(n_features, case.hidden, case.latent_dim),
+        build_decoder(case.latent_dim, case.hidden, n_features),
+        seed=seed,
+    )
+    vae.compile(optimizer=keras.optimizers.Adam(case.learning_rate))
+
+    class Anneal(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            vae.beta.assign(schedule(epoch))
+
+    times, cpus = [], []
+    for epoch in range(case.epochs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        vae.fit(
+            x_train, batch_size=case.batch_size, epochs=epoch + 1, initial_epoch=epoch,
+            shuffle=True, verbose=0, callbacks=[Anneal()],
+        )
+        times.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    logs = vae.evaluate(x_val, batch_size=2048, verbose=0, return_dict=True)
+    return _summary(times, cpus, elbo=-float(logs["loss"]))
+
+
+def run_trainer(case: Case, x_train: Any, x_val: Any, seed: int) -> dict[str, float]:
+    """Ours: :class:`Trainer` epochs (compiled), then the compiled validation ELBO."""
+    from vae_search.model import TrainerSpec, get_trainer
+
+    schedule = _schedule(case.epochs)
+    spec = TrainerSpec(
+        n_features=int(x_train.shape[1]), hidden=case.hidden, latent_dim=case.latent_dim,
+        likelihood="bernoulli", reduction="sum", batch_size=case.batch_size,
+        learning_rate=case.learning_rate,
+    )
+    trainer = get_trainer(spec)
+    trainer.reset(seed)
+    times, cpus = [], []
+    for epoch in range(case.epochs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        trainer.set_beta(schedule(epoch))
+        trainer.train_epoch(x_train)
+        times.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    trainer.run_epoch(x_train, x_val, beta=1.0)  # its first call traces
+    fused = []
+    for _ in range(min(5, case.epochs)):  # what a trial runs per epoch: train + validation
+        wall = time.perf_counter()
+        trainer.run_epoch(x_train, x_val, beta=1.0)
+        fused.append(time.perf_counter() - wall)
+    trainer.reset(seed)  # the ELBO is the one of the schedule's run: redo it untimed
+    for epoch in range(case.epochs):
+        trainer.set_beta(schedule(epoch))
+        trainer.train_epoch(x_train)
+    out = _summary(times, cpus, elbo=-trainer.evaluate(x_val).neg_elbo)
+    out["fused"] = statistics.median(fused)
+    return out
+
+
+def _summary(times: list[float], cpus: list[float], *, elbo: float) -> dict[str, float]:
+    steady = times[1:] or times  # the first epoch traces / compiles
+    steady_cpu = cpus[1:] or cpus
+    return {
+        "first": times[0],
+        "epoch": statistics.median(steady),
+        "cpu": statistics.median(steady_cpu),
+        "elbo": elbo,
+    }
+
+
+def compare(case: Case, x_train: Any, x_val: Any) -> tuple[dict, dict]:
+    """Alternate baseline and ours ``case.repeats`` times; the medians across repeats."""
+    from vae_search._tf import tf
+
+    xt, xv = tf.constant(x_train), tf.constant(x_val)
+    base, ours = [], []
+    for rep in range(case.repeats):
+        base.append(run_baseline(case, x_train, x_val, seed=rep))
+        ours.append(run_trainer(case, xt, xv, seed=rep))
+
+    def med(runs: list[dict]) -> dict:
+        return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+    return med(base), med(ours)
+
+
+# -- worker-level measurements (in a fresh process) ---------------------------------------
+
+
+def help_startup(repeats: int = 3) -> float:
+    """Best-of-``repeats`` wall time of ``python -m vae_search.run --help``."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "vae_search.run", "--help"],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+class StorageTimer:
+    """Time every outermost public method call on one storage object (instance patching)."""
+
+    def __init__(self, storage: Any) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._depth = 0
+        for name in dir(type(storage)):
+            if name.startswith("_") or not callable(getattr(storage, name, None)):
+                continue
+            setattr(storage, name, self._wrap(getattr(storage, name)))
+
+    def _wrap(self, method: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return method(*args, **kwargs)
+            self._depth += 1
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+                self.calls += 1
+                self._depth -= 1
+
+        return timed
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MiB."""
+    current = 0.0
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                current = int(line.split()[1]) / 1024
+    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
+    """One worker: run ``max(trials)`` trials of the default study, as ``run`` does.
+
+    Returns:
+        Peak/current RSS after each count in ``trials``, wall time, storage seconds and calls.
+    """
+    import warnings
+
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    from vae_search.config import load_config
+    from vae_search.objective import Objective
+    from vae_search.storage import make_storage
+    from vae_search.study import open_study
+
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = load_config("digits")
+    s = config.search
+    if s.klstart[1] + s.annealtime[1] > epochs:  # keep every trial ending at beta = 1
+        half = epochs // 2
+        config = config.with_overrides(**{
+            "search.klstart": [0, half], "search.annealtime": [0, epochs - half],
+        })
+    config = config.with_overrides(**{"train.epochs": epochs})
+    name = f"bench-{os.getpid()}-{time.time_ns()}"
+    study = open_study(config, make_storage(url, run=config.run), study_name=name)
+    timer = StorageTimer(study._storage)
+    rss: dict[int, tuple[float, float]] = {}
+
+    def measure(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.number + 1 in trials:
+            rss[trial.number + 1] = _rss_mb()
+
+    objective = Objective(config, worker="bench")
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=max(trials), callbacks=[measure])
+    wall = time.perf_counter() - start
+    pruned = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.PRUNED)
+    if not url.startswith("sqlite"):
+        optuna.delete_study(study_name=name, storage=url)
+    return {
+        "rss": {str(k): v for k, v in rss.items()},
+        "wall": wall,
+        "storage_s": timer.seconds,
+        "storage_calls": timer.calls,
+        "trials": max(trials),
+        "pruned": pruned,
+    }
+
+
+def spawn_worker(url: str, trials: Sequence[int], epochs: int) -> dict[str, Any]:
+    """:func:`worker_run` in a fresh process (so RSS is the worker's own)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "vae_search.bench", "--worker", url,
+         "--worker-trials", ",".join(map(str, trials)), "--worker-epochs", str(epochs)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def postgres_reachable(url: str) -> bool:
+    """A TCP connect and one query (fails fast; no retries)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    try:
+        socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 5432), 2).close()
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+    except Exception:  # noqa: BLE001 (any failure means: not available here)
+        return False
+    return True
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m vae_search.bench",
+        description="Benchmark the fast VAE trainer against the plain Keras Model.fit recipe "
+        "(digits; synthetic 60,000 x 784), plus matmul GFLOP/s, --help start-up, worker RSS "
+        "growth and the Optuna storage share of trial time.",
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny version of everything (well under a minute)")
+    parser.add_argument("--postgres", default=DEFAULT_POSTGRES,
+                        help=f"PostgreSQL URL for the storage share (default {DEFAULT_POSTGRES}; "
+                        "skipped when unreachable)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-trials", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-epochs", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def _line(label: str, text: str) -> None:
+    print(f"{label:<34} {text}", flush=True)
+
+
+def _case_lines(case: Case, base: dict, ours: dict) -> None:
+    ratio = base["epoch"] / ours["epoch"]
+    _line(f"{case.name}: baseline Model.fit", f"{base['epoch'] * 1e3:9.1f} ms/epoch "
+          f"(cpu {base['cpu'] * 1e3:.1f} ms, first epoch {base['first']:.2f} s)  "
+          f"ELBO {base['elbo']:.2f}")
+    _line(f"{case.name}: trainer", f"{ours['epoch'] * 1e3:9.1f} ms/epoch "
+          f"(cpu {ours['cpu'] * 1e3:.1f} ms, first epoch {ours['first']:.2f} s)  "
+          f"ELBO {ours['elbo']:.2f}")
+    _line(f"{case.name}: speed-up", f"{ratio:.2f}x per epoch (cpu {base['cpu'] / ours['cpu']:.2f}x); "
+          f"trial epoch incl. validation + active units {ours['fused'] * 1e3:.1f} ms; "
+          f"ELBO difference {ours['elbo'] - base['elbo']:+.2f} nats")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        trials = [int(t) for t in args.worker_trials.split(",")]
+        print(json.dumps(worker_run(args.worker, trials, args.worker_epochs)))
+        return 0
+
+    quick = args.quick
+    started = time.perf_counter()
+    _line("load average (1/5/15 min)", " ".join(f"{v:.2f}" for v in os.getloadavg()))
+    _line("mode", "quick (tiny sizes; numbers are indicative only)" if quick else "full")
+    _line("run --help start-up", f"{help_startup(1 if quick else 3):.2f} s (best of "
+          f"{1 if quick else 3})")
+
+    from vae_search._tf import tf  # after --help timing: this process's own start-up
+    from vae_search.config import load_config
+    from vae_search.data import load_dataset, make_synthetic
+
+    size = MATMUL_SIZE_QUICK if quick else MATMUL_SIZE
+    reference = matmul_gflops(size)
+    _line("matmul reference", f"{reference:.1f} GFLOP/s (float32 {size}x{size} @ {size}x{size}, "
+          f"TF, best of 5; {os.cpu_count()} cores)")
+
+    digits = load_dataset(load_config("digits"))
+    case = Case("digits", hidden=(128, 64), latent_dim=8, batch_size=64,
+                epochs=3 if quick else 30, repeats=1 if quick else 3)
+    _line("digits case", f"{digits.x_train.shape[0]} x {digits.n_features} train, "
+          f"{digits.x_val.shape[0]} val; hidden {case.hidden}, latent {case.latent_dim}, batch "
+          f"{case.batch_size}, {case.epochs} epochs x {case.repeats} seeds, beta linear 0 -> 1")
+    _case_lines(case, *compare(case, digits.x_train, digits.x_val))
+
+    import numpy as np
+
+    n = LARGE_SAMPLES_QUICK if quick else LARGE_SAMPLES
+    probs, _ = make_synthetic(n, LARGE_FEATURES, 4, seed=0)
+    rng = np.random.default_rng(0)
+    x = (rng.random(probs.shape) < probs).astype("float32")
+    split = int(0.8 * n)
+    large = Case("synthetic", hidden=(512, 256), latent_dim=16, batch_size=128,
+                 epochs=2 if quick else 4, repeats=1 if quick else 2)
+    _line("synthetic case", f"{split} x {LARGE_FEATURES} train, {n - split} val (of {n} "
+          f"x {LARGE_FEATURES}); hidden {large.hidden}, latent {large.latent_dim}, batch "
+          f"{large.batch_size}, {large.epochs} epochs x {large.repeats} seeds")
+    base, ours = compare(large, x[:split], x[split:])
+    _case_lines(large, base, ours)
+    flops = dense_train_flops(LARGE_FEATURES, large.hidden, large.latent_dim, split)
+    _line("synthetic: achieved", f"trainer {flops / ours['epoch'] / 1e9:.1f} GFLOP/s "
+          f"({flops / ours['epoch'] / 1e9 / reference:.0%} of the matmul reference), "
+          f"baseline {flops / base['epoch'] / 1e9:.1f} GFLOP/s; {flops / 1e9:.1f} GFLOP/epoch "
+          "= dense-layer matmuls, forward + backward")
+    del tf
+
+    rss_trials = RSS_TRIALS_QUICK if quick else RSS_TRIALS
+    epochs = RSS_EPOCHS_QUICK if quick else RSS_EPOCHS
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite = spawn_worker(f"sqlite:///{tmp}/bench.db", rss_trials, epochs)
+    (a, b) = (sqlite["rss"][str(t)] for t in rss_trials)
+    _line("worker RSS", f"after {rss_trials[0]} trials {a[0]:.0f} MiB (peak {a[1]:.0f}), after "
+          f"{rss_trials[1]} trials {b[0]:.0f} MiB (peak {b[1]:.0f}); peak growth "
+          f"{(b[1] - a[1]) / a[1]:+.1%} (digits, {epochs} epochs/trial)")
+    _storage_line("storage share SQLite", sqlite)
+    if postgres_reachable(args.postgres):
+        pg_trials = POSTGRES_TRIALS_QUICK if quick else POSTGRES_TRIALS
+        _storage_line("storage share PostgreSQL", spawn_worker(args.postgres, [pg_trials], epochs))
+    else:
+        _line("storage share PostgreSQL", f"skipped: {args.postgres} not reachable")
+    _line("load average (1/5/15 min)", " ".join(f"{v:.2f}" for v in os.getloadavg()))
+    _line("bench wall time", f"{time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _storage_line(label: str, run: dict) -> None:
+    _line(label, f"{run['storage_s'] / run['wall']:.1%} of trial wall time "
+          f"({run['storage_s']:.2f} s in {run['storage_calls']} calls over {run['trials']} trials, "
+          f"{run['wall']:.1f} s; {run['wall'] / run['trials']:.2f} s/trial, "
+          f"{run['pruned']} pruned)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
