@@ -244,10 +244,15 @@ def test_report_html_is_self_contained(mixed, tmp_path):
 def test_cli_writes_report_and_bad_input_is_one_line_exit_2(mixed, tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     ok = subprocess.run([sys.executable, "-m", "vae_search.report", "--storage", url,
-                         "--out", str(tmp_path / "r.html")],
+                         "--out", str(tmp_path / "r.html"), "--figures-dir",
+                         str(tmp_path / "figs")],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "collapse rate by reduction mode" in ok.stdout and (tmp_path / "r.html").is_file()
+    pages = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert pages == sorted(f"{fid}.html" for fid in keys.FIG_IDS)
+    page = (tmp_path / "figs" / f"{keys.FIG_COLLAPSE_MAP}.html").read_text(encoding="utf-8")
+    assert "trial #5" in page and not re.search(r"<script[^>]*\bsrc=", page, flags=re.I)
     for argv, message in (
         (["--storage", url, "--study-name", "nope"], "no study 'nope'"),
         (["--storage", f"sqlite:///{tmp_path / 'missing.db'}"], "does not exist"),
@@ -312,7 +317,7 @@ def test_real_objective_trials_give_figures_and_png_artifacts(tmp_path):
 
     from vae_search.objective import Objective
 
-    config = tiny_config()
+    config = tiny_config(search={"latent_dim": [4]})  # one architecture: one compilation
     url, study = _tiny_study(tmp_path, config)
     hook = artifact_hook(url)
     refresher = report.FigureRefresher(every=2)

@@ -48,6 +48,7 @@ __all__ = [
     "schedules_figure",
     "training_curves_figure",
     "trial_rows",
+    "write_figure_pages",
     "write_report",
 ]
 
@@ -633,6 +634,19 @@ def report_html(study: optuna.Study) -> str:
     return "\n".join(parts)
 
 
+def write_figure_pages(study: optuna.Study, directory: str | Path) -> list[Path]:
+    """Write each figure as its own self-contained page ``<figure id>.html`` (for screenshots
+    and embedding); returns the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fid, fig in build_figures(study).items():
+        path = directory / f"{fid}.html"
+        fig.write_html(path, include_plotlyjs=True, full_html=True, div_id=fid)
+        paths.append(path)
+    return paths
+
+
 def write_report(study: optuna.Study, out: str | Path) -> Path:
     """Write :func:`report_html` to ``out`` (parent directories must exist)."""
     path = Path(out)
@@ -724,6 +738,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study-name", default=None,
                         help="the study (default: the only study in the storage)")
     parser.add_argument("--out", required=True, help="the HTML file to write")
+    parser.add_argument("--figures-dir", default=None,
+                        help="also write each figure as a standalone page DIR/<figure id>.html")
     parser.add_argument("--no-save", action="store_true",
                         help="do not refresh the figures stored in the study")
     return parser
@@ -743,6 +759,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_save:
         save_figures(study)
     write_report(study, out)
+    if args.figures_dir:
+        write_figure_pages(study, args.figures_dir)
     print(findings_text(study))
     print(f"\nwrote {out}")
     return 0
