@@ -383,3 +383,69 @@ def test_compose_file_wires_one_storage_url_to_workers_and_dashboard():
     assert 'ENTRYPOINT ["python", "-m", "vae_search.run"]' in dockerfile
     for needed in ("COPY vae_search", "COPY studies", "pip install"):
         assert needed in dockerfile
+
+
+LONG_EPOCH_TOML = """
+name = "long_epoch"
+[data]
+dataset = "synthetic"
+n_samples = 10000
+[model]
+hidden = [256, 256]
+[train]
+epochs = 1
+batch_size = 16
+[search]
+klstart = [0, 0]
+annealtime = [0, 1]
+latent_dim = [4]
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[collapse]
+mi_batch_size = 64
+[run]
+heartbeat_interval = 1
+grace_period = 3
+max_retry = 2
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_heartbeats_keep_beating_through_a_long_compiled_epoch(tmp_path, pg_url, study_name):
+    """One compiled epoch lasting several grace periods is not taken for a dead worker.
+
+    The heartbeat is a Python thread; it only beats if TensorFlow releases the GIL while the
+    compiled epoch runs. This test plays a second worker that fails stale trials every 0.5 s.
+    """
+    from vae_search.config import load_config
+    from vae_search.storage import make_storage
+
+    toml = tmp_path / "long.toml"
+    toml.write_text(LONG_EPOCH_TOML)
+    config = load_config(str(toml))
+    proc = _worker(toml, pg_url, study_name, 1, "--threads", "1")
+    reaper = None
+    try:
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            if reaper is None:
+                try:
+                    reaper = optuna.load_study(
+                        study_name=study_name, storage=make_storage(pg_url, run=config.run)
+                    )
+                except KeyError:
+                    continue
+            optuna.storages.fail_stale_trials(reaper)
+        (code, _, err), = _wait_all([proc])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, err
+    (trial,) = optuna.load_study(study_name=study_name, storage=pg_url).trials
+    assert trial.state == TrialState.COMPLETE
+    # the single epoch (trial start to its one report) lasted well over the grace period
+    assert trial.duration.total_seconds() > 2 * config.run.grace_period
