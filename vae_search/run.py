@@ -599,6 +599,15 @@ def run_pool(args: argparse.Namespace) -> int:
     to every child and waits for them to close their trials. The exit status is 130 (SIGINT)
     or 143 (SIGTERM); otherwise the first non-zero child status, or 0.
     """
+    from vae_search.storage import sqlite_path
+
+    try:
+        in_memory = args.storage.startswith("sqlite") and sqlite_path(args.storage) is None
+    except Exception:  # noqa: BLE001 (malformed: make_storage reports it below)
+        in_memory = False
+    if in_memory:
+        raise StorageError("--workers needs a database the processes can share: a SQLite file "
+                           "(sqlite:///path.db) or a server, not an in-memory SQLite")
     config = resolve_config(args)
     _setup_optuna()
     study = open_worker_study(args, config)
