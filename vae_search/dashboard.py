@@ -12,18 +12,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vae_search.report import EXIT_USAGE, ReportError, load_study, open_storage, save_figures
+from vae_search.report import (
+    EXIT_USAGE,
+    OneLineParser,
+    ReportError,
+    load_study,
+    open_storage,
+    save_figures,
+)
 from vae_search.storage import DEFAULT_STORAGE, mask_url
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "build_parser", "main", "refresh_all"]
 
 DEFAULT_HOST = "127.0.0.1"  # local only: optuna-dashboard has no authentication
 DEFAULT_PORT = 8080  # optuna-dashboard's own default
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _port(text: str) -> int:
@@ -37,7 +39,7 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m vae_search.dashboard",
         description="Refresh the vae_search figures stored in the study (or every study in the "
         "storage), then serve optuna-dashboard on the same storage and artifact directory.",

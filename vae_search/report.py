@@ -33,6 +33,7 @@ __all__ = [
     "EXIT_USAGE",
     "FigureRefresher",
     "Findings",
+    "OneLineParser",
     "TrialRow",
     "build_figures",
     "collapse_map",
@@ -208,6 +209,22 @@ def _empty_message(study_name: str, what: str) -> str:
             "finish.")
 
 
+def _inputs(study: optuna.Study, rows: Sequence[TrialRow] | None, config: StudyConfig | None,
+            keep: Callable[[TrialRow], bool]) -> tuple[StudyConfig, list[TrialRow]]:
+    """The config and the rows a figure draws (read from the study unless given)."""
+    config = config or study_config(study)
+    rows = trial_rows(study, config) if rows is None else rows
+    return config, [r for r in rows if keep(r)]
+
+
+def _has_params(r: TrialRow) -> bool:
+    return r.params is not None
+
+
+def _diagnosed(r: TrialRow) -> bool:
+    return r.params is not None and r.diagnosed
+
+
 def collapse_map(study: optuna.Study, rows: Sequence[TrialRow] | None = None,
                  config: StudyConfig | None = None) -> go.Figure:
     """klstart vs annealtime, one point per trial: colour = active units, symbol = state,
@@ -216,9 +233,7 @@ def collapse_map(study: optuna.Study, rows: Sequence[TrialRow] | None = None,
     from plotly.subplots import make_subplots
 
     title = "Collapse map: which schedules keep latent units active"
-    config = config or study_config(study)
-    rows = trial_rows(study, config) if rows is None else rows
-    rows = [r for r in rows if r.params is not None]
+    config, rows = _inputs(study, rows, config, _has_params)
     if not rows:
         return message_figure(title, _empty_message(study.study_name, "finished trials"))
     modes = _reductions(rows, config)
@@ -276,9 +291,7 @@ def schedules_figure(study: optuna.Study, rows: Sequence[TrialRow] | None = None
     from plotly.subplots import make_subplots
 
     title = "Schedules by outcome: beta(epoch) coloured by final active units"
-    config = config or study_config(study)
-    rows = trial_rows(study, config) if rows is None else rows
-    rows = [r for r in rows if r.params is not None and r.diagnosed]
+    config, rows = _inputs(study, rows, config, _diagnosed)
     if not rows:
         return message_figure(title, _empty_message(study.study_name, "diagnosed trials"))
     epochs = config.train.epochs
@@ -319,9 +332,7 @@ def training_curves_figure(study: optuna.Study, rows: Sequence[TrialRow] | None 
     from plotly.subplots import make_subplots
 
     title = "Training curves: validation ELBO and KL per epoch"
-    config = config or study_config(study)
-    rows = trial_rows(study, config) if rows is None else rows
-    rows = [r for r in rows if r.history.get("val_elbo")]
+    config, rows = _inputs(study, rows, config, lambda r: bool(r.history.get("val_elbo")))
     if not rows:
         return message_figure(title, _empty_message(study.study_name, "trials with history"))
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
@@ -381,9 +392,7 @@ def active_units_figure(study: optuna.Study, rows: Sequence[TrialRow] | None = N
     import plotly.graph_objects as go
 
     title = "Active units vs latent dimension, per reduction mode"
-    config = config or study_config(study)
-    rows = trial_rows(study, config) if rows is None else rows
-    rows = [r for r in rows if r.params is not None and r.diagnosed]
+    config, rows = _inputs(study, rows, config, _diagnosed)
     if not rows:
         return message_figure(title, _empty_message(study.study_name, "diagnosed trials"))
     fig = go.Figure()
@@ -418,9 +427,8 @@ def kl_per_dim_figure(study: optuna.Study, rows: Sequence[TrialRow] | None = Non
     import plotly.graph_objects as go
 
     title = f"KL per latent dimension of the best {n} trials (nats, dims sorted by KL)"
-    config = config or study_config(study)
-    rows = trial_rows(study, config) if rows is None else rows
-    best = [r for r in _best(rows, len(rows)) if r.kl_per_dim][:n]
+    config, rows = _inputs(study, rows, config, lambda r: bool(r.kl_per_dim))
+    best = _best(rows, n)
     if not best:
         return message_figure(title, _empty_message(study.study_name, "complete trials"))
     width = max(len(r.kl_per_dim) for r in best)  # type: ignore[arg-type]
@@ -721,13 +729,15 @@ def load_study(storage_url: str, study_name: str | None) -> optuna.Study:
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line and exit status 2 (no usage dump)."""
+
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m vae_search.report",
         description="Write a self-contained HTML report (figures + findings tables) of a "
         "vae_search study, print the findings tables, and refresh the figures stored in the "
