@@ -26,7 +26,19 @@ from vae_search.storage import DEFAULT_STORAGE, StorageError, mask_url, worker_s
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["EXIT_USAGE", "build_parser", "main", "summary_table"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
+    "EXIT_USAGE",
+    "BudgetGate",
+    "BudgetReached",
+    "Interrupted",
+    "build_parser",
+    "main",
+    "open_worker_study",
+    "run_pool",
+    "summary_table",
+]
 
 EXIT_USAGE = 2  # bad input: config, flags, storage, data, study mismatch
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
