@@ -476,6 +476,13 @@ class BudgetGate:
         if not self.slot_free(study):
             study.stop()
 
+    def taken_over(self, study: optuna.Study) -> bool:
+        """Whether this worker's trial was finished by someone else (failed as stale)."""
+        trial, self.current = self.current, None
+        if trial is None:
+            return False
+        return study._storage.get_trial(trial._trial_id).state.is_finished()
+
     def close_interrupted(self, study: optuna.Study) -> None:
         """Fail this worker's trial if an interruption left it RUNNING (outside the objective)."""
         from optuna.trial import TrialState
@@ -546,6 +553,8 @@ def run(args: argparse.Namespace) -> int:
         from vae_search.model import configure_threads
 
         configure_threads(args.threads)  # before any TensorFlow op
+        from optuna.exceptions import UpdateFinishedTrialError
+
         from vae_search.objective import Objective, TrainingDiverged
 
         from vae_search.artifacts import artifact_hook
@@ -556,13 +565,25 @@ def run(args: argparse.Namespace) -> int:
         progress = Progress(study, args.trials, enabled=not args.quiet)
         started = time.monotonic()
         try:
-            if gate.slot_free(study):
-                study.optimize(
-                    gate.wrap(objective),
-                    timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
-                    catch=(TrainingDiverged,),
-                    callbacks=[*study_callbacks(study, config, args, progress), gate],
-                )
+            while gate.slot_free(study):
+                try:
+                    study.optimize(
+                        gate.wrap(objective),
+                        timeout=None if deadline is None
+                        else max(0.0, deadline - time.monotonic()),
+                        catch=(TrainingDiverged,),
+                        callbacks=[*study_callbacks(study, config, args, progress), gate],
+                    )
+                    break
+                except (ValueError, UpdateFinishedTrialError):
+                    if not gate.taken_over(study):
+                        raise
+                    progress.bar.write(
+                        "warning: another worker failed this worker's trial as stale (its "
+                        "heartbeat was later than run.grace_period; raise it if epochs are "
+                        "long); continuing"
+                    )
+                    _signals.resume()
             _signals.resume()
         except BudgetReached:
             _signals.resume()
