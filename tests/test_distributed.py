@@ -167,7 +167,7 @@ def test_three_workers_share_an_exact_budget(tmp_path, pg_url, study_name):
 @pytest.mark.slow
 def test_killed_worker_trial_fails_and_is_retried_elsewhere(tmp_path, pg_url, study_name):
     # ~40 epochs of batch 32: several seconds per trial, so the kill lands mid-trial.
-    toml = _toml(tmp_path, epochs=40, batch_size=32, grace=4)
+    toml = _toml(tmp_path, epochs=40, batch_size=32, grace=8)
     budget = 6
     procs = [_worker(toml, pg_url, study_name, budget) for _ in range(3)]
     pids = {p.pid for p in procs}
