@@ -137,21 +137,33 @@ def test_collapse_map_shows_every_finished_trial_by_state_and_reduction(mixed):
 def test_schedules_follow_each_trials_beta_and_colour_by_active_units(mixed):
     fig = report.schedules_figure(mixed)
     lines = [t for t in fig.data if t.mode == "lines"]
-    assert len(lines) == 5  # failed trial has no final active units: not coloured, not drawn
-    by_trial = {int(re.search(r"#(\d+)", t.text).group(1)): t for t in lines}
-    assert list(by_trial[0].y) == [LinearSchedule(2, 3)(e) for e in range(EPOCHS)]
-    assert by_trial[4].line.dash == "dot"  # pruned
-    assert by_trial[0].line.color != by_trial[2].line.color  # 4 active vs 0 active
+    by_trial = {}
+    for t in lines:
+        for n in {n for n in t.customdata if n is not None}:
+            ys = [y for y, c in zip(t.y, t.customdata) if c == n]
+            by_trial[n] = (t, ys)
+    assert sorted(by_trial) == [0, 1, 2, 3, 4]  # the failed trial has no final active units
+    assert by_trial[0][1] == pytest.approx([LinearSchedule(2, 3)(e) for e in range(EPOCHS)],
+                                           abs=1e-3)
+    assert by_trial[4][0].line.dash == "dot"  # pruned
+    assert by_trial[0][0].line.color != by_trial[2][0].line.color  # 4 active vs 0 active
+    assert by_trial[2][0] is not by_trial[4][0]  # same active units, different state
     assert fig.layout.yaxis.title.text.startswith("beta")
 
 
 def test_training_curves_mark_pruned_and_failed_and_shade_the_best_window(mixed):
     fig = report.training_curves_figure(mixed)
-    elbo = [t for t in fig.data if t.mode == "lines" and t.yaxis == "y"]
-    assert len(elbo) == len(MIXED)
-    dashes = {int(re.search(r"#(\d+)", t.text).group(1)): t.line.dash for t in elbo}
-    assert dashes[4] == "dash" and dashes[5] == "dot" and dashes[0] == "solid"
-    assert any(t.mode == "markers" and "pruned here" in t.hovertemplate for t in fig.data)
+    elbo = {t.name: t for t in fig.data if t.mode == "lines" and t.yaxis == "y"}
+    assert set(elbo) == {"sum, complete", "mean, complete", "mean, pruned", "sum, fail"}
+    trials = {name: sorted({n for n in t.customdata if n is not None})
+              for name, t in elbo.items()}
+    assert trials == {"sum, complete": [0, 1], "mean, complete": [2, 3], "mean, pruned": [4],
+                      "sum, fail": [5]}
+    assert elbo["mean, pruned"].line.dash == "dash" and elbo["sum, fail"].line.dash == "dot"
+    assert elbo["sum, complete"].line.dash == "solid"
+    assert len([v for v in elbo["mean, pruned"].y if v is not None]) == 4  # stopped at epoch 3
+    (end,) = [t for t in fig.data if t.mode == "markers"]
+    assert "pruned here" in end.hovertemplate and "trial #4" in end.text[0]
     # the shaded annealing window is the best trial's (#0: klstart 2, full beta from epoch 4)
     rects = [s for s in fig.layout.shapes if s.type == "rect"]
     assert rects and (rects[0].x0, rects[0].x1) == (1.5, 3.5)

@@ -89,6 +89,12 @@ class TrialRow:
     fail_reason: str = ""
 
     @property
+    def p(self) -> TrialParams:
+        """The params, for rows already filtered to trials that have them."""
+        assert self.params is not None
+        return self.params
+
+    @property
     def diagnosed(self) -> bool:
         return self.active_units is not None
 
@@ -173,7 +179,7 @@ def _best(rows: Sequence[TrialRow], n: int) -> list[TrialRow]:
 
 
 def _reductions(rows: Sequence[TrialRow], config: StudyConfig) -> list[str]:
-    seen = {r.params.reduction for r in rows if r.params is not None}
+    seen = {r.p.reduction for r in rows if r.params is not None}
     return [m for m in config.search.reduction if m in seen] + sorted(
         seen - set(config.search.reduction))
 
@@ -243,13 +249,13 @@ def collapse_map(study: optuna.Study, rows: Sequence[TrialRow] | None = None,
     cmax = max([r.active_units for r in rows if r.active_units is not None] + [1])
     for col, mode in enumerate(modes, start=1):
         for state, symbol in STATE_SYMBOLS.items():
-            sel = [r for r in rows if r.params.reduction == mode and r.state == state]  # type: ignore[union-attr]
+            sel = [r for r in rows if r.p.reduction == mode and r.state == state]
             if not sel:
                 continue
             diagnosed = [r.active_units is not None for r in sel]
             fig.add_trace(go.Scatter(
-                x=[r.params.klstart for r in sel],  # type: ignore[union-attr]
-                y=[r.params.annealtime for r in sel],  # type: ignore[union-attr]
+                x=[r.p.klstart for r in sel],
+                y=[r.p.annealtime for r in sel],
                 mode="markers",
                 name=f"{state.lower()}",
                 legendgroup=state,
@@ -258,7 +264,7 @@ def collapse_map(study: optuna.Study, rows: Sequence[TrialRow] | None = None,
                 hovertemplate="%{text}<extra></extra>",
                 marker={
                     "symbol": symbol,
-                    "size": [7 + 3 * math.log2(max(r.params.latent_dim, 1)) for r in sel],  # type: ignore[union-attr]
+                    "size": [7 + 3 * math.log2(max(r.p.latent_dim, 1)) for r in sel],
                     "color": [r.active_units if d else FAILED_COLOR
                               for r, d in zip(sel, diagnosed)] if all(diagnosed)
                     else FAILED_COLOR,
@@ -300,19 +306,31 @@ def schedules_figure(study: optuna.Study, rows: Sequence[TrialRow] | None = None
                         subplot_titles=[f"reduction = {m}" for m in modes],
                         horizontal_spacing=0.06)
     vmax = float(max(r.active_units for r in rows) or 1)  # type: ignore[type-var]
-    x = list(range(epochs))
     for col, mode in enumerate(modes, start=1):
-        # Healthy trials drawn last so they are on top.
-        sel = sorted((r for r in rows if r.params.reduction == mode),  # type: ignore[union-attr]
-                     key=lambda r: (r.active_units, r.number))
-        colors = _sample_colors([float(r.active_units) for r in sel], vmax)  # type: ignore[arg-type]
-        for r, color in zip(sel, colors):
+        # One trace per (active units, state), trials separated by None (the figure is stored
+        # in the study); healthy trials drawn last so they are on top.
+        groups: dict[tuple[int, str], list[TrialRow]] = {}
+        for r in sorted((r for r in rows if r.p.reduction == mode),
+                        key=lambda r: (r.active_units, r.number)):
+            groups.setdefault((r.active_units, r.state), []).append(r)  # type: ignore[arg-type]
+        for (active, state), sel in groups.items():
+            x: list[int | None] = []
+            y: list[float | None] = []
+            trial: list[int | None] = []
+            for r in sel:
+                beta = betas(r.p.make_schedule(epochs), epochs)
+                x += [*range(epochs), None]
+                y += [*(round(b, 3) for b in beta), None]
+                trial += [r.number] * epochs + [None]
+            (color,) = _sample_colors([float(active)], vmax)
             fig.add_trace(go.Scatter(
-                x=x, y=betas(r.params.make_schedule(epochs), epochs),  # type: ignore[union-attr]
-                mode="lines", line={"color": color, "width": 1.5,
-                                    "dash": "dot" if r.state == "PRUNED" else "solid"},
-                opacity=0.7, showlegend=False, text=r.hover(),
-                hovertemplate="%{text}<br>epoch %{x}: beta=%{y:.2f}<extra></extra>",
+                x=x, y=y, customdata=trial, mode="lines", showlegend=False,
+                name=f"{active} active, {state.lower()}",
+                line={"color": color, "width": 1.5,
+                      "dash": "dot" if state == "PRUNED" else "solid"},
+                opacity=0.7,
+                hovertemplate="trial #%{customdata}<br>epoch %{x}: beta=%{y:.2f}"
+                f"<extra>{active} active units ({state.lower()})</extra>",
             ), row=1, col=col)
         fig.update_xaxes(title_text="epoch", row=1, col=col)
     # An invisible trace carries the colour bar.
@@ -336,42 +354,56 @@ def training_curves_figure(study: optuna.Study, rows: Sequence[TrialRow] | None 
     if not rows:
         return message_figure(title, _empty_message(study.study_name, "trials with history"))
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
-    shown: set[str] = set()
+    # One trace per (reduction, state) and panel, trials separated by None: the figure is
+    # stored in the study and re-saved as trials finish, so it is kept small.
+    groups: dict[tuple[str, str], dict[str, list[Any]]] = {}
     all_elbo: list[float] = []
     for r in rows:
         h = r.history
-        mode = r.params.reduction if r.params is not None else "?"
-        color = REDUCTION_COLORS.get(mode, FAILED_COLOR) if r.state != "FAIL" else FAILED_COLOR
-        group = f"{mode}, {r.state.lower()}"
-        dash = {"PRUNED": "dash", "FAIL": "dot"}.get(r.state, "solid")
+        mode = r.p.reduction if r.params is not None else "?"
+        g = groups.setdefault((mode, r.state), {k: [] for k in ("x", "elbo", "kl", "trial",
+                                                               "end_x", "end_y", "end_text")})
         elbo = [round(v, 3) if v is not None and math.isfinite(v) else None
-                for v in h["val_elbo"]]  # 3 decimals: the figure is stored in the study
-        all_elbo.extend(v for v in elbo if v is not None)
-        epochs = h.get("epoch", list(range(len(elbo))))
+                for v in h["val_elbo"]]
         kl = [round(v, 3) if v is not None and math.isfinite(v) else None
               for v in h.get("val_kl", [])]
-        for row_i, ys in ((1, elbo), (2, kl)):
-            fig.add_trace(go.Scatter(
-                x=epochs, y=ys, mode="lines", name=group, legendgroup=group,
-                showlegend=row_i == 1 and group not in shown,
-                line={"color": color, "width": 1, "dash": dash}, opacity=0.55,
-                text=r.hover(), hovertemplate="%{text}<br>epoch %{x}: %{y:.2f}<extra></extra>",
-            ), row=row_i, col=1)
-        shown.add(group)
+        kl += [None] * (len(elbo) - len(kl))
+        epochs = list(h.get("epoch", range(len(elbo))))
+        all_elbo.extend(v for v in elbo if v is not None)
+        g["x"] += [*epochs, None]
+        g["elbo"] += [*elbo, None]
+        g["kl"] += [*kl[: len(elbo)], None]
+        g["trial"] += [r.number] * len(elbo) + [None]
         if r.state == "PRUNED" and elbo:
+            g["end_x"].append(epochs[-1])
+            g["end_y"].append(elbo[-1])
+            g["end_text"].append(r.hover())
+    for (mode, state), g in groups.items():
+        color = FAILED_COLOR if state == "FAIL" else REDUCTION_COLORS.get(mode, FAILED_COLOR)
+        name = f"{mode}, {state.lower()}"
+        dash = {"PRUNED": "dash", "FAIL": "dot"}.get(state, "solid")
+        for row_i, ys in ((1, g["elbo"]), (2, g["kl"])):
             fig.add_trace(go.Scatter(
-                x=[epochs[-1]], y=[elbo[-1]], mode="markers", showlegend=False,
-                marker={"symbol": "x", "color": color, "size": 7}, legendgroup=group,
-                text=[r.hover()], hovertemplate="%{text}<br>pruned here<extra></extra>",
+                x=g["x"], y=ys, customdata=g["trial"], mode="lines", name=name,
+                legendgroup=name, showlegend=row_i == 1,
+                line={"color": color, "width": 1, "dash": dash}, opacity=0.55,
+                hovertemplate="trial #%{customdata}<br>epoch %{x}: %{y:.2f} nats"
+                f"<extra>{name}</extra>",
+            ), row=row_i, col=1)
+        if g["end_x"]:
+            fig.add_trace(go.Scatter(
+                x=g["end_x"], y=g["end_y"], mode="markers", showlegend=False,
+                marker={"symbol": "x", "color": color, "size": 7}, legendgroup=name,
+                text=g["end_text"], hovertemplate="%{text}<br>pruned here<extra></extra>",
             ), row=1, col=1)
     best = _best(rows, 1)
     if best and best[0].params is not None and best[0].full_beta_epoch:
         b = best[0]
         for row_i in (1, 2):
-            fig.add_vrect(x0=b.params.klstart - 0.5, x1=b.full_beta_epoch - 0.5,  # type: ignore[union-attr]
+            fig.add_vrect(x0=b.p.klstart - 0.5, x1=b.full_beta_epoch - 0.5,
                           fillcolor="orange", opacity=0.15, line_width=0, row=row_i, col=1)
         fig.add_annotation(text=f"annealing window of the best trial #{b.number}",
-                           x=(b.params.klstart + b.full_beta_epoch) / 2 - 0.5,  # type: ignore[union-attr]
+                           x=(b.p.klstart + b.full_beta_epoch) / 2 - 0.5,
                            y=1.0, yref="y domain", showarrow=False, font={"size": 10},
                            row=1, col=1)
     if all_elbo:
@@ -397,15 +429,15 @@ def active_units_figure(study: optuna.Study, rows: Sequence[TrialRow] | None = N
         return message_figure(title, _empty_message(study.study_name, "diagnosed trials"))
     fig = go.Figure()
     for mode in _reductions(rows, config):
-        sel = [r for r in rows if r.params.reduction == mode]  # type: ignore[union-attr]
+        sel = [r for r in rows if r.p.reduction == mode]
         fig.add_trace(go.Box(
-            x=[str(r.params.latent_dim) for r in sel],  # type: ignore[union-attr]
+            x=[str(r.p.latent_dim) for r in sel],
             y=[r.active_units for r in sel], name=f"reduction = {mode}",
             marker={"color": REDUCTION_COLORS.get(mode)}, boxpoints="all", jitter=0.4,
             pointpos=0, text=[r.hover() for r in sel],
             hovertemplate="%{text}<extra></extra>",
         ))
-    dims = sorted({r.params.latent_dim for r in rows})  # type: ignore[union-attr]
+    dims = sorted({r.p.latent_dim for r in rows})
     fig.add_trace(go.Scatter(x=[str(d) for d in dims], y=dims, mode="markers",
                              name="upper bound (= latent dim)",
                              marker={"symbol": "line-ew-open", "size": 30, "color": "grey"}))
@@ -438,7 +470,7 @@ def kl_per_dim_figure(study: optuna.Study, rows: Sequence[TrialRow] | None = Non
         z.append(kl + [None] * (width - len(kl)))
         text.append([f"{v:.2f}" for v in kl] + [""] * (width - len(kl)))
         p = r.params
-        labels.append(f"#{r.number} {p.reduction} d={p.latent_dim} ELBO {r.value:.1f}"  # type: ignore[union-attr]
+        labels.append(f"#{r.number} {p.reduction} d={p.latent_dim} ELBO {r.value:.1f}"
                       if p is not None else f"#{r.number}")
     fig = go.Figure(go.Heatmap(
         z=z, y=labels, x=[str(i + 1) for i in range(width)], text=text,
@@ -526,8 +558,8 @@ def _rate_row(label: tuple[str, ...], sel: Sequence[TrialRow]) -> tuple[str, ...
     collapsed = sum(1 for r in sel if r.collapsed)
     values = [r.value for r in sel if r.value is not None]
     return (*label, str(n), str(collapsed), f"{collapsed / n:.0%}" if n else "-",
-            f"{statistics.median(r.active_units for r in sel):g}" if n else "-",  # type: ignore[type-var]
-            f"{statistics.median(r.mutual_info for r in sel):.2f}" if n else "-",  # type: ignore[type-var]
+            f"{statistics.median(r.active_units or 0 for r in sel):g}" if n else "-",
+            f"{statistics.median(r.mutual_info or 0.0 for r in sel):.2f}" if n else "-",
             f"{max(values):.2f}" if values else "-")
 
 
@@ -546,20 +578,20 @@ def findings(study: optuna.Study, rows: Sequence[TrialRow] | None = None) -> Fin
     best_header = ("trial", "klstart", "annealtime", "latent", "reduction", "val ELBO",
                    "active", "KL", "I(x;z)", "collapsed")
     best_rows = [(
-        str(r.number), str(r.params.klstart), str(r.params.annealtime),  # type: ignore[union-attr]
-        str(r.params.latent_dim), r.params.reduction, f"{r.value:.2f}",  # type: ignore[union-attr]
+        str(r.number), str(r.p.klstart), str(r.p.annealtime),
+        str(r.p.latent_dim), r.p.reduction, f"{r.value:.2f}",
         str(r.active_units), f"{r.kl_total:.2f}" if r.kl_total is not None else "-",
         f"{r.mutual_info:.2f}" if r.mutual_info is not None else "-",
         "yes" if r.collapsed else "no",
     ) for r in _best(rows, BEST_ROWS) if r.params is not None]
     rate_cols = ("trials", "collapsed", "rate", "median active", "median I(x;z)", "best ELBO")
-    modes = sorted({r.params.reduction for r in diag}, key=lambda m: (m != "sum", m))  # type: ignore[union-attr]
-    by_reduction = [_rate_row((m,), [r for r in diag if r.params.reduction == m])  # type: ignore[union-attr]
+    modes = sorted({r.p.reduction for r in diag}, key=lambda m: (m != "sum", m))
+    by_reduction = [_rate_row((m,), [r for r in diag if r.p.reduction == m])
                     for m in modes]
     by_region = []
     for m in modes:
         for _, _, label in WARMUP_BINS:
-            sel = [r for r in diag if r.params.reduction == m  # type: ignore[union-attr]
+            sel = [r for r in diag if r.p.reduction == m
                    and r.full_beta_epoch is not None and _warmup_label(r.full_beta_epoch) == label]
             if sel:
                 by_region.append(_rate_row((m, label), sel))
@@ -637,7 +669,8 @@ def report_html(study: optuna.Study) -> str:
         "<h2>Figures</h2>",
     ]
     for fid, fig in figs.items():
-        parts.append(f"<div class='fig'>{fig.to_html(full_html=False, include_plotlyjs=False, div_id=fid)}</div>")
+        body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=fid)
+        parts.append(f"<div class='fig'>{body}</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

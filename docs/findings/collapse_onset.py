@@ -44,8 +44,8 @@ def main() -> int:
               f"{sum(1 for r in sel if r.params.klstart > 0)} with klstart > 0 had every unit "
               f"active at the end of the warm-up; {sum(1 for r in sel if r.collapsed)} collapsed")
         if lag:
-            print(f"  reached 0 active units in {len(lag)} trials: median {statistics.median(lag):g}"
-                  f" epochs after klstart (range {min(lag)}-{max(lag)}), median beta there "
+            print(f"  reached 0 active units in {len(lag)} trials: median "
+                  f"{statistics.median(lag):g} epochs after klstart (range {min(lag)}-{max(lag)}), median beta there "
                   f"{statistics.median(beta_at):.2f} (range {min(beta_at):.2f}-{max(beta_at):.2f})")
         for _, _, label in WARMUP_BINS:
             group = [r for r in sel if r.full_beta_epoch is not None
