@@ -4,8 +4,8 @@
 
 For every reduction mode: how many complete trials had all their units active during the
 warm-up, how many ended collapsed, the median epochs from ``klstart`` to the first epoch with no
-active unit, and the median beta at that epoch. For ``sum``: the median share of the latent
-dims that are active at the end and the median I(x;z), by warm-up length.
+active unit, and the median beta at that epoch; the median active units by latent dim; and by
+warm-up length, the median share of the latent dims active at the end, I(x;z) and ELBO.
 """
 
 from __future__ import annotations
@@ -44,9 +44,14 @@ def main() -> int:
               f"{sum(1 for r in sel if r.params.klstart > 0)} with klstart > 0 had every unit "
               f"active at the end of the warm-up; {sum(1 for r in sel if r.collapsed)} collapsed")
         if lag:
-            print(f"  reached 0 active units in {len(lag)} trials: median "
-                  f"{statistics.median(lag):g} epochs after klstart (range {min(lag)}-{max(lag)}), median beta there "
-                  f"{statistics.median(beta_at):.2f} (range {min(beta_at):.2f}-{max(beta_at):.2f})")
+            print(f"  had 0 active units at some epoch >= klstart in {len(lag)} trials: first "
+                  f"median {statistics.median(lag):g} epochs after klstart (range {min(lag)}-"
+                  f"{max(lag)}), at median beta {statistics.median(beta_at):.2f} "
+                  f"(range {min(beta_at):.2f}-{max(beta_at):.2f})")
+        dims = sorted({r.params.latent_dim for r in sel})
+        print("  median active units by latent dim: " + ", ".join(
+            f"d={d}: {statistics.median(r.active_units for r in sel if r.params.latent_dim == d):g}"
+            f" (n={sum(1 for r in sel if r.params.latent_dim == d)})" for d in dims))
         for _, _, label in WARMUP_BINS:
             group = [r for r in sel if r.full_beta_epoch is not None
                      and next(lb for lo, hi, lb in WARMUP_BINS if lo <= r.full_beta_epoch <= hi)
