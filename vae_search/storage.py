@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import sqlite3
 import time
 import warnings
@@ -59,7 +60,8 @@ def mask_url(url: str) -> str:
             creds, _, host = rest.rpartition("@")
             user = creds.split(":", 1)[0]
             return f"{head}://{user}:***@{host}"
-        return url
+        # Not even a scheme: hide any "user:secret@" in it.
+        return re.sub(r"([^\s:/@]+):[^\s@]*@", r"\1:***@", url)
 
 
 def sqlite_path(url: str) -> Path | None:
