@@ -92,6 +92,20 @@ def _prepare_sqlite(path: Path) -> None:
         raise StorageError(f"{path} is not a usable SQLite database: {exc}") from None
 
 
+def _sqlite_synchronous_normal(storage: optuna.storages.RDBStorage) -> None:
+    """``PRAGMA synchronous=NORMAL`` on every connection: with WAL, a commit no longer waits for
+    an fsync (about half of a per-epoch ``trial.report``). SQLite's recommended WAL setting: the
+    file stays consistent; only the last commits can be lost on a power failure, not a crash.
+    """
+    from sqlalchemy import event
+
+    def normal(conn: sqlite3.Connection, _record: object) -> None:
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+    event.listen(storage.engine, "connect", normal)
+    storage.engine.dispose()  # connections opened while creating the tables get it too
+
+
 def make_storage(
     url: str, *, run: RunConfig | None = None, heartbeat: bool = True
 ) -> optuna.storages.RDBStorage:
@@ -158,7 +172,10 @@ def make_storage(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            if backend == "sqlite":
+                _sqlite_synchronous_normal(storage)
+            return storage
         except NoSuchModuleError:
             raise StorageError(
                 f"unknown database driver in {shown!r} (use sqlite:/// or postgresql+psycopg://)"
