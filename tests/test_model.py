@@ -173,4 +173,5 @@ def test_reset_draws_what_the_seeded_initializer_draws():
     for i, layer in enumerate(dense):
         init = layer.kernel_initializer
         expected = init.__class__.from_config({**init.get_config(), "seed": 42 * 1009 + i})
-        np.testing.assert_array_equal(layer.kernel.numpy(), np.asarray(expected(layer.kernel.shape)))
+        want = np.asarray(expected(layer.kernel.shape))
+        np.testing.assert_array_equal(layer.kernel.numpy(), want)

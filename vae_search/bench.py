@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -221,13 +220,14 @@ class StorageTimer:
     def __init__(self, storage: Any) -> None:
         self.seconds = 0.0
         self.calls = 0
+        self.by_method: dict[str, float] = {}
         self._depth = 0
         for name in dir(type(storage)):
             if name.startswith("_") or not callable(getattr(storage, name, None)):
                 continue
-            setattr(storage, name, self._wrap(getattr(storage, name)))
+            setattr(storage, name, self._wrap(name, getattr(storage, name)))
 
-    def _wrap(self, method: Any) -> Any:
+    def _wrap(self, name: str, method: Any) -> Any:
         def timed(*args: Any, **kwargs: Any) -> Any:
             if self._depth:
                 return method(*args, **kwargs)
@@ -236,7 +236,9 @@ class StorageTimer:
             try:
                 return method(*args, **kwargs)
             finally:
-                self.seconds += time.perf_counter() - start
+                spent = time.perf_counter() - start
+                self.seconds += spent
+                self.by_method[name] = self.by_method.get(name, 0.0) + spent
                 self.calls += 1
                 self._depth -= 1
 
@@ -244,13 +246,18 @@ class StorageTimer:
 
 
 def _rss_mb() -> tuple[float, float]:
-    """(current RSS, peak RSS) of this process in MiB."""
-    current = 0.0
+    """(current RSS, peak RSS) of this process in MiB, from ``/proc/self/status``.
+
+    ``VmHWM`` rather than ``getrusage``: Linux carries ``ru_maxrss`` across ``exec``, so a
+    worker spawned by a big parent would report the parent's peak.
+    """
+    fields = {}
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                current = int(line.split()[1]) / 1024
-    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
 
 
 def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
@@ -300,6 +307,7 @@ def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
         "wall": wall,
         "storage_s": timer.seconds,
         "storage_calls": timer.calls,
+        "storage_top": sorted(timer.by_method.items(), key=lambda kv: -kv[1])[:3],
         "trials": max(trials),
         "pruned": pruned,
     }
@@ -365,7 +373,8 @@ def _case_lines(case: Case, base: dict, ours: dict) -> None:
     _line(f"{case.name}: trainer", f"{ours['epoch'] * 1e3:9.1f} ms/epoch "
           f"(cpu {ours['cpu'] * 1e3:.1f} ms, first epoch {ours['first']:.2f} s)  "
           f"ELBO {ours['elbo']:.2f}")
-    _line(f"{case.name}: speed-up", f"{ratio:.2f}x per epoch (cpu {base['cpu'] / ours['cpu']:.2f}x); "
+    cpu_ratio = base["cpu"] / ours["cpu"]
+    _line(f"{case.name}: speed-up", f"{ratio:.2f}x per epoch (cpu {cpu_ratio:.2f}x); "
           f"trial epoch incl. validation + active units {ours['fused'] * 1e3:.1f} ms; "
           f"ELBO difference {ours['elbo'] - base['elbo']:+.2f} nats")
 
@@ -395,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     digits = load_dataset(load_config("digits"))
     case = Case("digits", hidden=(128, 64), latent_dim=8, batch_size=64,
-                epochs=3 if quick else 30, repeats=1 if quick else 3)
+                epochs=3 if quick else 30, repeats=1 if quick else 2)
     _line("digits case", f"{digits.x_train.shape[0]} x {digits.n_features} train, "
           f"{digits.x_val.shape[0]} val; hidden {case.hidden}, latent {case.latent_dim}, batch "
           f"{case.batch_size}, {case.epochs} epochs x {case.repeats} seeds, beta linear 0 -> 1")
@@ -409,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     x = (rng.random(probs.shape) < probs).astype("float32")
     split = int(0.8 * n)
     large = Case("synthetic", hidden=(512, 256), latent_dim=16, batch_size=128,
-                 epochs=2 if quick else 4, repeats=1 if quick else 2)
+                 epochs=2 if quick else 3, repeats=1)
     _line("synthetic case", f"{split} x {LARGE_FEATURES} train, {n - split} val (of {n} "
           f"x {LARGE_FEATURES}); hidden {large.hidden}, latent {large.latent_dim}, batch "
           f"{large.batch_size}, {large.epochs} epochs x {large.repeats} seeds")
@@ -445,7 +454,8 @@ def _storage_line(label: str, run: dict) -> None:
     _line(label, f"{run['storage_s'] / run['wall']:.1%} of trial wall time "
           f"({run['storage_s']:.2f} s in {run['storage_calls']} calls over {run['trials']} trials, "
           f"{run['wall']:.1f} s; {run['wall'] / run['trials']:.2f} s/trial, "
-          f"{run['pruned']} pruned)")
+          f"{run['pruned']} pruned); most: " + ", ".join(
+              f"{name} {seconds / run['wall']:.1%}" for name, seconds in run["storage_top"]))
 
 
 if __name__ == "__main__":

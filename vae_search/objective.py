@@ -212,6 +212,8 @@ class Objective:
         trial.set_constraint(
             keys.CONSTRAINT_ACTIVE_UNITS, float(k.min_active_units - diag.active_units)
         )
-        trial.set_constraint(keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.mutual_info))
+        trial.set_constraint(
+            keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.mutual_info)
+        )
         if self.on_finish is not None:
             self.on_finish(trial, trainer, self.dataset)
