@@ -1,0 +1,182 @@
+"""Bad input gets one clear line and exit status 2; faults lose nothing; secrets stay hidden."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+
+from vae_search.storage import StorageError, make_storage, mask_url
+
+SECRET = "s3cr3t-pw"
+
+
+def cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vae_search.run", *argv],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, message: str) -> None:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+# -- passwords -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql+psycopg://alice:{SECRET}@db.example:5432/opt",
+        f"postgresql://alice:{SECRET}@h/db?sslmode=require",
+        f"mysql+pymysql://bob:{SECRET}@h/db",
+        f"not a url but user:{SECRET}@host",
+        f"weird://u:{SECRET}@h:notaport/db",
+    ],
+)
+def test_mask_url_hides_passwords(url):
+    shown = mask_url(url)
+    assert SECRET not in shown
+    assert "***" in shown
+
+
+def test_mask_url_leaves_plain_urls():
+    assert mask_url("sqlite:///vae_search.db") == "sqlite:///vae_search.db"
+    assert mask_url("postgresql+psycopg://alice@h/db") == "postgresql+psycopg://alice@h/db"
+
+
+def test_unreachable_server_is_retried_then_reported_without_password():
+    url = f"postgresql+psycopg://alice:{SECRET}@127.0.0.1:1/nodb"
+    with pytest.raises(StorageError) as info:
+        make_storage(url)
+    message = str(info.value)
+    assert "cannot connect" in message and "attempts" in message
+    assert SECRET not in message and "alice:***@127.0.0.1:1" in message
+
+
+def test_cli_never_prints_the_password():
+    proc = cli("--storage", f"postgresql+psycopg://alice:{SECRET}@127.0.0.1:1/nodb",
+               "--trials", "1", timeout=180)
+    assert_one_line_error(proc, "cannot connect to postgresql+psycopg://alice:***@127.0.0.1:1")
+    assert SECRET not in proc.stderr + proc.stdout
+
+
+# -- storage ---------------------------------------------------------------------------------
+
+def test_malformed_url_and_unknown_driver():
+    with pytest.raises(StorageError, match="malformed storage URL"):
+        make_storage("this is not a url")
+    with pytest.raises(StorageError, match="unknown database driver"):
+        make_storage("nosuchdb://u@h/db")
+
+
+def test_sqlite_in_missing_or_unwritable_location(tmp_path):
+    with pytest.raises(StorageError, match="does not exist"):
+        make_storage(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+    with pytest.raises(StorageError, match="/proc/x.db"):
+        make_storage("sqlite:////proc/x.db")  # unwritable even for root
+
+
+def test_file_that_is_not_a_database(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database " * 100)
+    with pytest.raises(StorageError, match="not a usable SQLite database"):
+        make_storage(f"sqlite:///{junk}")
+    assert junk.read_text().startswith("not a database")  # left untouched
+
+
+def test_incompatible_optuna_schema_is_refused_and_left_intact(tmp_path):
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    optuna.create_study(storage=url, study_name="keep")
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'v9.9.9.z'")
+    with pytest.raises(StorageError, match="incompatible Optuna"):
+        make_storage(url)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT study_name FROM studies").fetchall() == [("keep",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("v9.9.9.z",)
+        ]
+
+
+# -- data through the CLI --------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("missing", "data file not found"),
+        ("1d", "expected a 2-D array"),
+        ("nan", "non-finite value"),
+        ("range", "Bernoulli likelihood needs values in [0, 1]"),
+        ("csv", "not a number"),
+        ("few", "too few for a train/validation split"),
+    ],
+)
+def test_bad_data_via_cli(tmp_path, setup, message):
+    data = tmp_path / ("d.csv" if setup == "csv" else "d.npy")
+    if setup == "1d":
+        np.save(data, np.zeros(10))
+    elif setup == "nan":
+        np.save(data, np.array([[0.1, np.nan]] * 10))
+    elif setup == "range":
+        np.save(data, np.full((10, 2), 3.0))
+    elif setup == "csv":
+        data.write_text("0.1,0.2\n0.3,oops\n")
+    elif setup == "few":
+        np.save(data, np.zeros((1, 2)))
+    toml = tmp_path / "s.toml"
+    toml.write_text(
+        f'[data]\ndataset = "file"\npath = "{data}"\n[train]\nbatch_size = 1\nepochs = 4\n'
+        "[search]\nklstart = [0, 2]\nannealtime = [0, 2]\n"
+    )
+    proc = cli("--study", str(toml), "--storage", f"sqlite:///{tmp_path / 's.db'}", "--quiet")
+    assert_one_line_error(proc, message)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[train]\nepochs = 30\nbatch_size = = 3\n", "invalid TOML"),
+        ("[train]\nepochz = 3\n", "train.epochz: unknown key"),
+        ("[train]\nepochs = 'ten'\n", "train.epochs: expected an integer"),
+        ("[search]\nklstart = [9, 2]\n", "search.klstart: inverted range"),
+        ("[search]\nlatent_dim = [0]\n", "search.latent_dim"),
+        ("[train]\nbatch_size = 5000\n", "batch_size = 5000 is larger than the training split"),
+        ("[data]\ndataset = 'imagenet'\n", "data.dataset: unknown value 'imagenet'"),
+        ("[model]\nlikelihood = 'laplace'\n", "model.likelihood: unknown value"),
+        ("[pruner]\nname = 'sometimes'\n", "pruner.name: unknown value"),
+        ("[sampler]\nname = 'grid'\n", "sampler.name: unknown value"),
+    ],
+)
+def test_bad_config_via_cli(tmp_path, toml, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    proc = cli("--study", str(path), "--storage", f"sqlite:///{tmp_path / 'b.db'}", "--quiet")
+    assert_one_line_error(proc, message)
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[train]\nepochz = 3\n")
+    proc = cli("--study", str(path), "--debug")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_no_eval_or_pickle_loading_in_the_package():
+    import pathlib
+
+    import vae_search
+
+    root = pathlib.Path(vae_search.__file__).parent
+    for source in root.glob("*.py"):
+        text = source.read_text()
+        assert "eval(" not in text.replace("evaluate(", "").replace("_eval(", ""), source
+        assert "allow_pickle=True" not in text, source
+        assert "pickle.load" not in text, source
