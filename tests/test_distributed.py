@@ -166,8 +166,8 @@ def test_three_workers_share_an_exact_budget(tmp_path, pg_url, study_name):
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_killed_worker_trial_fails_and_is_retried_elsewhere(tmp_path, pg_url, study_name):
-    # ~40 epochs of batch 32: several seconds per trial, so the kill lands mid-trial.
-    toml = _toml(tmp_path, epochs=40, batch_size=32, grace=8)
+    # 30 epochs of batch 32: several seconds per trial, so the kill lands mid-trial.
+    toml = _toml(tmp_path, epochs=30, batch_size=32, grace=8)
     budget = 6
     procs = [_worker(toml, pg_url, study_name, budget) for _ in range(3)]
     pids = {p.pid for p in procs}
@@ -297,7 +297,7 @@ def test_two_local_workers_on_a_sqlite_file(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_all_local_workers_cleanly(tmp_path, pg_url, study_name, signum):
-    toml = _toml(tmp_path, epochs=40, batch_size=32)
+    toml = _toml(tmp_path, epochs=25, batch_size=32)
     budget = 20
     parent = _worker(toml, pg_url, study_name, budget, "--workers", "2")
     deadline = time.monotonic() + 120
@@ -329,8 +329,7 @@ def test_signal_stops_all_local_workers_cleanly(tmp_path, pg_url, study_name, si
         _assert_intact(t)
 
     # re-running resumes: the finished trials are kept, the budget is met exactly
-    small = _toml(tmp_path, epochs=40, batch_size=32)
-    resumed = _worker(small, pg_url, study_name, len(kept) + 1)
+    resumed = _worker(toml, pg_url, study_name, len(kept) + 1)
     (code, _, err), = _wait_all([resumed])
     assert code == 0, err
     after = optuna.load_study(study_name=study_name, storage=pg_url).trials
