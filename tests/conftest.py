@@ -39,3 +39,26 @@ def tiny_config(**sections: dict) -> StudyConfig:
 @pytest.fixture
 def tiny() -> StudyConfig:
     return tiny_config()
+
+
+PG_URL_ENV = "VAE_SEARCH_TEST_PG_URL"
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """The test PostgreSQL server; unreachable is a failure in CI (CI=true), a skip elsewhere."""
+    import sqlalchemy
+
+    url = os.environ.get(PG_URL_ENV, DEFAULT_PG_URL)
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 (any failure to reach the server)
+        message = f"PostgreSQL at {url} is not usable: {str(exc).splitlines()[0]}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url

@@ -23,8 +23,6 @@ from vae_search import keys
 from vae_search.run import FAIL_INTERRUPTED, FAIL_SURPLUS
 from vae_search.storage import worker_seed
 
-PG_URL_ENV = "VAE_SEARCH_TEST_PG_URL"
-DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REPO = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT = 240  # seconds any group of worker processes may take
 
@@ -50,28 +48,6 @@ heartbeat_interval = 1
 grace_period = {grace}
 max_retry = 2
 """
-
-
-def _pg_url() -> str:
-    return os.environ.get(PG_URL_ENV, DEFAULT_PG_URL)
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> str:
-    import sqlalchemy
-
-    url = _pg_url()
-    try:
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("select 1"))
-        engine.dispose()
-    except Exception as exc:  # noqa: BLE001 (any failure to reach the server)
-        message = f"PostgreSQL at {url} is not usable: {str(exc).splitlines()[0]}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return url
 
 
 @pytest.fixture

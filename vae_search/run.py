@@ -40,6 +40,9 @@ __all__ = [
     "summary_table",
 ]
 
+STORAGE_RETRIES = 5  # consecutive lost-connection failures a worker rides out
+STORAGE_BACKOFF = 2.0  # seconds, times the attempt number, before retrying
+EXIT_FAULT = 1  # the environment failed (database lost); not a user mistake
 EXIT_USAGE = 2  # bad input: config, flags, storage, data, study mismatch
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -209,7 +212,7 @@ class Progress:
             self.consecutive_failures += 1
             self.last_failure = str(trial.user_attrs.get(keys.ATTR_FAIL_REASON, "see log"))
             if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-                self.bar.write(
+                self.warn(
                     f"stopping: {self.consecutive_failures} trials in a row failed "
                     f"(last: {self.last_failure})"
                 )
@@ -225,6 +228,10 @@ class Progress:
         self.bar.n = min(finished_count(study), self.total)
         self._refresh_postfix(study)
         self.bar.refresh()
+
+    def warn(self, message: str) -> None:
+        """A line on stderr that does not break the progress bar (shown even with --quiet)."""
+        self.bar.write(message, file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()
@@ -296,16 +303,25 @@ class _SignalState:
     def __init__(self) -> None:
         self.fired: int | None = None
         self.deferred = False  # True while Optuna records a finished trial (must not be torn)
+        self.training = False  # True while the objective runs TensorFlow code
         self.pending: int | None = None
 
     def handler(self, signum: int, frame: Any) -> None:
         if self.fired is not None:  # a second signal during the clean-up: leave now
             os._exit(128 + self.fired)
         self.fired = signum
-        if self.deferred:
+        if self.deferred or self.training:
+            # An exception raised from a signal handler inside TensorFlow's tracing or C++
+            # calls can surface as a SystemError; hold it for the next epoch boundary instead.
             self.pending = signum
             return
         raise Interrupted(signum)
+
+    def at_epoch_end(self, trial: Any, epoch: int, record: Any) -> None:
+        """``Objective(on_epoch=...)``: a safe point to raise a signal held during training."""
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise Interrupted(signum)
 
     def defer(self) -> None:
         self.deferred = True
@@ -337,13 +353,25 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, _signals.handler)
 
 
+class DatabaseLost(RuntimeError):
+    """The database kept failing mid-run; finished trials are committed, the run can resume."""
+
+
+def _first_line(exc: BaseException) -> str:
+    """A short, password-free description of a database exception."""
+    inner = getattr(exc, "orig", None) or exc.__cause__ or exc
+    text = str(inner).strip().splitlines()
+    return mask_url(text[0] if text else type(inner).__name__)
+
+
 class BudgetReached(Exception):
     """This worker's trial is surplus: the study's budget is met (or the timeout passed)."""
 
 
 class _QuietTrials(logging.Filter):
-    """Drop Optuna's "Trial N failed" warnings (with tracebacks) for trials we ended on purpose:
-    interrupted or surplus ones. Real failures are still shown."""
+    """Drop Optuna's "Trial N failed" warnings (with tracebacks) for trials we ended on purpose
+    (interrupted or surplus ones) and for trials lost with a database connection, which the
+    worker reports in one line itself. Real failures are still shown."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -354,7 +382,9 @@ class _QuietTrials(logging.Filter):
         match = re.match(r"Trial (\d+) failed", message)
         if not match:
             return True
-        if re.search(r"error: (Interrupted|BudgetReached)\(", message):
+        if re.search(r"error: (Interrupted|BudgetReached)\(", message) or re.search(
+            r"(StorageInternalError|OperationalError|InterfaceError|AdminShutdown)", message
+        ):
             self.numbers.add(int(match.group(1)))
         return int(match.group(1)) not in self.numbers
 
@@ -459,7 +489,11 @@ class BudgetGate:
             self.current = trial
             try:
                 self.admit(trial)
-                return objective(trial)
+                _signals.training = True
+                try:
+                    return objective(trial)
+                finally:
+                    _signals.training = False
             except Interrupted:
                 self.quiet.numbers.add(trial.number)
                 trial.set_user_attr(keys.ATTR_FAIL_REASON, FAIL_INTERRUPTED)
@@ -483,8 +517,13 @@ class BudgetGate:
             return False
         return study._storage.get_trial(trial._trial_id).state.is_finished()
 
-    def close_interrupted(self, study: optuna.Study) -> None:
-        """Fail this worker's trial if an interruption left it RUNNING (outside the objective)."""
+    def close_interrupted(self, study: optuna.Study, reason: str = "") -> None:
+        """Fail this worker's trial if an interruption left it RUNNING (outside the objective).
+
+        Args:
+            study: The study.
+            reason: The recorded ``fail_reason`` (default: interrupted).
+        """
         from optuna.trial import TrialState
 
         trial, self.current = self.current, None
@@ -493,7 +532,9 @@ class BudgetGate:
         storage = study._storage
         storage.remove_session()  # the interrupted transaction, if any, is gone
         if storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-            storage.set_trial_user_attr(trial._trial_id, keys.ATTR_FAIL_REASON, FAIL_INTERRUPTED)
+            storage.set_trial_user_attr(
+                trial._trial_id, keys.ATTR_FAIL_REASON, reason or FAIL_INTERRUPTED
+            )
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
@@ -536,6 +577,9 @@ def run(args: argparse.Namespace) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     child = args.worker_index is not None
     config = resolve_config(args)
+    from vae_search.data import load_dataset
+
+    dataset = load_dataset(config)  # bad data is an error before any study is created
     quiet = _setup_optuna()
 
     shown_url = mask_url(args.storage)
@@ -560,10 +604,15 @@ def run(args: argparse.Namespace) -> int:
         from vae_search.artifacts import artifact_hook
 
         objective = Objective(
-            config, worker=worker_identity(), on_finish=artifact_hook(args.storage)
+            config, dataset, worker=worker_identity(), on_finish=artifact_hook(args.storage),
+            on_epoch=lambda *a: _signals.at_epoch_end(*a),  # held signals are raised here
         )
+        from optuna.exceptions import StorageInternalError
+        from sqlalchemy.exc import DBAPIError
+
         progress = Progress(study, args.trials, enabled=not args.quiet)
         started = time.monotonic()
+        lost = 0  # consecutive lost-connection failures
         try:
             while gate.slot_free(study):
                 try:
@@ -575,10 +624,31 @@ def run(args: argparse.Namespace) -> int:
                         callbacks=[*study_callbacks(study, config, args, progress), gate],
                     )
                     break
+                except (StorageInternalError, DBAPIError) as exc:
+                    # The database dropped or refused a connection mid-trial (a server restart,
+                    # a network blip). The pool (pool_pre_ping) reconnects on the next call; the
+                    # trial in flight is failed (or, if even that write fails, recovered later by
+                    # the heartbeat). Finished trials are already committed.
+                    lost += 1
+                    reason = _first_line(exc)
+                    if lost > STORAGE_RETRIES:
+                        raise DatabaseLost(
+                            f"lost the database connection {lost} times in a row ({reason}); "
+                            "finished trials are kept; re-run the same command to resume"
+                        ) from None
+                    progress.warn(f"warning: database connection lost ({reason}); "
+                                  f"reconnecting (attempt {lost} of {STORAGE_RETRIES})")
+                    time.sleep(STORAGE_BACKOFF * lost)
+                    try:  # if failing the trial in flight was itself lost, close it now
+                        gate.close_interrupted(study, reason=f"database connection lost: {reason}")
+                    except (StorageInternalError, DBAPIError):
+                        pass  # still down: the heartbeat recovers the trial later
+                    _signals.resume()
+                    continue
                 except (ValueError, UpdateFinishedTrialError):
                     if not gate.taken_over(study):
                         raise
-                    progress.bar.write(
+                    progress.warn(
                         "warning: another worker failed this worker's trial as stale (its "
                         "heartbeat was later than run.grace_period; raise it if epochs are "
                         "long); continuing"
@@ -642,6 +712,9 @@ def run_pool(args: argparse.Namespace) -> int:
         raise StorageError("--workers needs a database the processes can share: a SQLite file "
                            "(sqlite:///path.db) or a server, not an in-memory SQLite")
     config = resolve_config(args)
+    from vae_search.data import load_dataset
+
+    load_dataset(config)  # one clear data error here rather than K of them in the children
     _setup_optuna()
     study = open_worker_study(args, config)
     done = finished_count(study)
@@ -750,6 +823,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"vae_search: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except DatabaseLost as exc:
+        if args.debug:
+            raise
+        print(f"vae_search: error: {exc}", file=sys.stderr)
+        return EXIT_FAULT
     finally:
         for sig, previous in saved.items():  # main() may run inside another program (tests)
             signal.signal(sig, previous)

@@ -89,6 +89,10 @@ def _prepare_sqlite(path: Path) -> None:
             # property of the file, so setting it once here covers every later connection.
             conn.execute("PRAGMA journal_mode=WAL")
     except sqlite3.DatabaseError as exc:
+        if "unable to open" in str(exc):
+            raise StorageError(
+                f"cannot open SQLite file {path}: the location is not writable ({exc})"
+            ) from None
         raise StorageError(f"{path} is not a usable SQLite database: {exc}") from None
 
 
@@ -205,7 +209,9 @@ def make_storage(
             if "schema" in str(exc).lower() or "compatible" in str(exc).lower():
                 raise StorageError(
                     f"{shown} was written by an incompatible Optuna version "
-                    f"({str(exc).splitlines()[0]}); run 'optuna storage upgrade --storage URL'"
+                    f"({str(exc).splitlines()[0]}); nothing was changed. If the database is "
+                    "older than this Optuna, back it up and run 'optuna storage upgrade "
+                    "--storage URL'; if it is newer, upgrade Optuna"
                 ) from None
             raise
 

@@ -1,0 +1,182 @@
+"""Faults during a run lose nothing: real subprocesses, real signals, real dropped connections."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from vae_search import keys
+
+REPO = Path(__file__).resolve().parent.parent
+# Long enough trials (~30 epochs of small batches) that a signal lands mid-trial.
+TOML = """
+name = "faults"
+[model]
+hidden = [32]
+[train]
+epochs = 30
+batch_size = 16
+[search]
+klstart = [0, 10]
+annealtime = [0, 10]
+latent_dim = [2, 4]
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[collapse]
+mi_batch_size = 64
+"""
+
+
+def _start(tmp_path: Path, url: str, name: str, trials: int) -> subprocess.Popen:
+    toml = tmp_path / "faults.toml"
+    toml.write_text(TOML)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("VAE_SEARCH_STORAGE", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
+         "--study-name", name, "--trials", str(trials), "--quiet"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=name, storage=url).get_trials()
+    except KeyError:
+        return []
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 240) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"worker exited early ({proc.returncode}): {err[-2000:]}")
+        if predicate():
+            return
+        time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("timed out waiting for the worker")
+
+
+def _interrupt_and_resume(
+    tmp_path: Path, url: str, name: str, signum: int, *, after: int = 2
+) -> None:
+    proc = _start(tmp_path, url, name, trials=50)
+
+    def finished() -> list[optuna.trial.FrozenTrial]:
+        return [t for t in _trials(url, name) if t.state.is_finished() and t.state != TrialState.FAIL]
+
+    _wait_for(lambda: len(finished()) >= after, proc)
+    _wait_for(lambda: any(t.state == TrialState.RUNNING for t in _trials(url, name)), proc)
+    before = {t.number: (t.params, t.intermediate_values, t.value) for t in finished()}
+    running = [t.number for t in _trials(url, name) if t.state == TrialState.RUNNING]
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    took = time.monotonic() - sent
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert took < 60, f"took {took:.1f} s to stop"
+    assert "Traceback" not in err, err[-2000:]
+
+    after = {t.number: t for t in _trials(url, name)}
+    assert not [t for t in after.values() if t.state == TrialState.RUNNING]
+    for number, (params, values, value) in before.items():  # every finished trial is kept
+        t = after[number]
+        assert (t.params, t.intermediate_values, t.value) == (params, values, value)
+    for number in running:  # the interrupted trial is closed, with its reason
+        t = after[number]
+        if t.state == TrialState.FAIL:
+            assert t.user_attrs.get(keys.ATTR_FAIL_REASON) == "interrupted"
+        else:
+            assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)  # finished just before
+
+    # the same command (with a small budget) resumes the study
+    budget = len(before) + 1 + sum(1 for t in after.values() if t.state == TrialState.COMPLETE
+                                   and t.number not in before)
+    proc = _start(tmp_path, url, name, trials=budget)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    done = [t for t in _trials(url, name) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == budget
+    for number, (params, values, value) in before.items():
+        t = next(x for x in done if x.number == number)
+        assert (t.params, t.intermediate_values, t.value) == (params, values, value)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_on_sqlite_keeps_finished_trials_and_resumes(tmp_path, signum):
+    _interrupt_and_resume(tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", "faults", signum)
+
+
+def test_sigterm_during_the_first_trace_is_clean(tmp_path):
+    # The first trial compiles the training loop: a signal must not tear TensorFlow's tracing.
+    _interrupt_and_resume(tmp_path, f"sqlite:///{tmp_path / 'trace.db'}", "faults",
+                          signal.SIGTERM, after=0)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_on_postgresql_keeps_finished_trials_and_resumes(tmp_path, pg_url, signum):
+    name = f"faults_{uuid.uuid4().hex[:10]}"
+    try:
+        _interrupt_and_resume(tmp_path, pg_url, name, signum)
+    finally:
+        try:
+            optuna.delete_study(study_name=name, storage=pg_url)
+        except KeyError:
+            pass
+
+
+@pytest.mark.postgres
+def test_dropped_database_connections_lose_nothing(tmp_path, pg_url):
+    """The server drops the worker's connections twice mid-run (pg_terminate_backend)."""
+    import sqlalchemy
+
+    app = f"vs_{uuid.uuid4().hex[:10]}"
+    name = f"drop_{app}"
+    sep = "&" if "?" in pg_url else "?"
+    url = f"{pg_url}{sep}application_name={app}"
+    admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    proc = _start(tmp_path, url, name, trials=6)
+    killed = 0
+    try:
+        _wait_for(lambda: sum(t.state.is_finished() for t in _trials(pg_url, name)) >= 1, proc)
+        # Drop every connection of the worker every 0.25 s for 5 s: some drops hit idle pooled
+        # connections (pool_pre_ping replaces them), some hit a transaction in flight.
+        end = time.monotonic() + 5
+        while time.monotonic() < end and proc.poll() is None:
+            with admin.connect() as conn:
+                killed += conn.execute(sqlalchemy.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :app"), {"app": app}).scalar_one()
+            time.sleep(0.25)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        admin.dispose()
+    assert killed >= 1, "no connection of the worker was dropped: the test proves nothing"
+    trials = _trials(pg_url, name)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    if proc.returncode == 0:
+        assert len(finished) == 6  # reconnected and met the budget
+    else:  # or stopped with one clear line
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert proc.returncode == 1 and len(lines) == 1 and "database" in lines[0], err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    for t in finished:
+        assert len(t.intermediate_values) == 30 and keys.ATTR_HISTORY in t.user_attrs
+    optuna.delete_study(study_name=name, storage=pg_url)
