@@ -180,3 +180,37 @@ def test_dropped_database_connections_lose_nothing(tmp_path, pg_url):
     for t in finished:
         assert len(t.intermediate_values) == 30 and keys.ATTR_HISTORY in t.user_attrs
     optuna.delete_study(study_name=name, storage=pg_url)
+
+
+def test_sigkilled_worker_leaves_no_trial_running_on_sqlite(tmp_path):
+    """Heartbeats work on SQLite too: the next worker on the file fails and re-queues the trial."""
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    toml = tmp_path / "faults.toml"
+    toml.write_text(TOML + "[run]\nheartbeat_interval = 1\ngrace_period = 4\nmax_retry = 1\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("VAE_SEARCH_STORAGE", None)
+    cmd = [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
+           "--study-name", "faults", "--quiet"]
+    proc = subprocess.Popen([*cmd, "--trials", "50"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
+                          for t in _trials(url, "faults")), proc)
+    killed = [t.number for t in _trials(url, "faults") if t.state == TrialState.RUNNING]
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert [t.state for t in _trials(url, "faults") if t.number in killed] == [
+        TrialState.RUNNING
+    ]  # nobody closed it: the process is gone
+    time.sleep(5)  # past the grace period
+    done_before = sum(t.state.is_finished() and t.state != TrialState.FAIL
+                      for t in _trials(url, "faults"))
+    second = subprocess.run([*cmd, "--trials", str(done_before + 2)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    trials = _trials(url, "faults")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    dead = next(t for t in trials if t.number == killed[0])
+    assert dead.state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0]]
+    assert retries and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retries[0].params == dead.params
