@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vae_search.cli import OneLineParser
+
 __all__ = ["dense_train_flops", "main"]
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -344,7 +346,7 @@ def postgres_reachable(url: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m vae_search.bench",
         description="Benchmark the fast VAE trainer against the plain Keras Model.fit recipe "
         "(digits; synthetic 60,000 x 784), plus matmul GFLOP/s, --help start-up, worker RSS "

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vae_search import keys
+from vae_search.cli import EXIT_USAGE, OneLineParser
 from vae_search.config import ConfigError, StudyConfig, parse_config
 from vae_search.schedule import betas, full_beta_epoch
 from vae_search.space import TrialParams, params_from_mapping
@@ -53,7 +54,6 @@ __all__ = [
     "write_report",
 ]
 
-EXIT_USAGE = 2  # bad input: storage URL, missing study
 BEST_ROWS = 10  # rows of the best-trials table
 KL_STRIP_TRIALS = 5  # trials in the KL-per-dim heat strip
 ELBO_CLIP_QUANTILE = 0.05  # training-curve ELBO axis starts here: warm-up ELBOs go far lower
@@ -760,13 +760,6 @@ def load_study(storage_url: str, study_name: str | None) -> optuna.Study:
         raise ReportError(f"no study {study_name!r} in {shown} (studies: "
                           f"{', '.join(sorted(names)) or 'none'})")
     return optuna.load_study(study_name=study_name, storage=storage)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line and exit status 2 (no usage dump)."""
-
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

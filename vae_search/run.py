@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vae_search import keys
+from vae_search.cli import EXIT_USAGE, OneLineParser
 from vae_search.config import ConfigError, StudyConfig, load_config
 from vae_search.storage import DEFAULT_STORAGE, StorageError, mask_url, worker_seed
 
@@ -43,7 +44,6 @@ __all__ = [
 STORAGE_RETRIES = 5  # consecutive lost-connection failures a worker rides out
 STORAGE_BACKOFF = 2.0  # seconds, times the attempt number, before retrying
 EXIT_FAULT = 1  # the environment failed (database lost); not a user mistake
-EXIT_USAGE = 2  # bad input: config, flags, storage, data, study mismatch
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 DEFAULT_STUDY = "digits"
@@ -88,13 +88,8 @@ def _positive_float(text: str) -> float:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m vae_search.run",
         description="Search KL-annealing schedules (klstart, annealtime), latent dimension and "
         "reduction for a VAE, with Optuna, judging every trial by its validation ELBO and "
