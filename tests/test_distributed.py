@@ -364,9 +364,9 @@ LONG_EPOCH_TOML = """
 name = "long_epoch"
 [data]
 dataset = "synthetic"
-n_samples = 10000
+n_samples = 30000  # one epoch must outlast 2 grace periods even on a quiet machine
 [model]
-hidden = [256, 256]
+hidden = [512, 512]
 [train]
 epochs = 1
 batch_size = 16
