@@ -12,9 +12,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from vae_search.cli import EXIT_USAGE, OneLineParser, bounded_int
 from vae_search.report import (
-    EXIT_USAGE,
-    OneLineParser,
     ReportError,
     load_study,
     open_storage,
@@ -28,14 +27,7 @@ DEFAULT_HOST = "127.0.0.1"  # local only: optuna-dashboard has no authentication
 DEFAULT_PORT = 8080  # optuna-dashboard's own default
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"must be in 1..65535, got {value}")
-    return value
+_port = bounded_int(1, 65535, noun="a port number")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,10 +31,8 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 __all__ = [
-    "EXIT_USAGE",
     "FigureRefresher",
     "Findings",
-    "OneLineParser",
     "TrialRow",
     "build_figures",
     "collapse_map",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vae_search import keys
-from vae_search.cli import EXIT_USAGE, OneLineParser
+from vae_search.cli import EXIT_USAGE, OneLineParser, bounded_int
 from vae_search.config import ConfigError, StudyConfig, load_config
 from vae_search.storage import DEFAULT_STORAGE, StorageError, mask_url, worker_seed
 
@@ -58,24 +58,8 @@ MAX_CONSECUTIVE_FAILURES = 10  # a worker stops when this many trials in a row f
 SUMMARY_ROWS = 10
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+_positive_int = bounded_int(1)
+_nonneg_int = bounded_int(0)
 
 
 def _positive_float(text: str) -> float:
