@@ -164,25 +164,33 @@ class Progress:
         self.total = total
         self.consecutive_failures = 0
         self.last_failure = ""
+        done, postfix = self._state(study)
         self.bar = tqdm(
-            total=total, initial=min(finished_count(study), total), unit="trial",
-            disable=not enabled, dynamic_ncols=True, file=sys.stderr,
+            total=total, initial=done, postfix=postfix, unit="trial", disable=not enabled,
+            dynamic_ncols=True, file=sys.stderr,
         )
-        self._refresh_postfix(study)
 
-    def _refresh_postfix(self, study: optuna.Study) -> None:
+    def _state(self, study: optuna.Study) -> tuple[int, dict[str, Any]]:
+        """Finished trials (capped at the budget) and the postfix, from one read of the trials."""
         from optuna.trial import TrialState
 
         trials = study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        pruned = sum(1 for t in trials if t.state == TrialState.PRUNED)
         best = max((t.value for t in complete if t.value is not None), default=None)
-        self.bar.set_postfix(
-            best=f"{best:.2f}" if best is not None else "-",
-            collapsed=sum(1 for t in trials if t.user_attrs.get(keys.ATTR_COLLAPSED) is True),
-            pruned=sum(1 for t in trials if t.state == TrialState.PRUNED),
-            failed=sum(1 for t in trials if t.state == TrialState.FAIL),
-            refresh=False,
-        )
+        postfix = {
+            "best": f"{best:.2f}" if best is not None else "-",
+            "collapsed": sum(1 for t in trials if t.user_attrs.get(keys.ATTR_COLLAPSED) is True),
+            "pruned": pruned,
+            "failed": sum(1 for t in trials if t.state == TrialState.FAIL),
+        }
+        return min(len(complete) + pruned, self.total), postfix
+
+    def refresh(self, study: optuna.Study) -> None:
+        """Redraw from the storage (after each trial; the ``--workers`` parent polls it)."""
+        self.bar.n, postfix = self._state(study)
+        self.bar.set_postfix(**postfix, refresh=False)
+        self.bar.refresh()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         from optuna.trial import TrialState
@@ -198,15 +206,7 @@ class Progress:
                 study.stop()
         else:
             self.consecutive_failures = 0
-        self.bar.n = min(finished_count(study), self.total)
-        self._refresh_postfix(study)
-        self.bar.refresh()
-
-    def refresh(self, study: optuna.Study) -> None:
-        """Redraw from the storage (the ``--workers`` parent polls instead of running trials)."""
-        self.bar.n = min(finished_count(study), self.total)
-        self._refresh_postfix(study)
-        self.bar.refresh()
+        self.refresh(study)
 
     def warn(self, message: str) -> None:
         """A line on stderr that does not break the progress bar (shown even with --quiet)."""
@@ -756,20 +756,12 @@ def run_pool(args: argparse.Namespace) -> int:
 def study_callbacks(
     study: optuna.Study, config: StudyConfig, args: argparse.Namespace, progress: Progress
 ) -> list[Any]:
-    """Callbacks run after every trial of this worker: the budget, the progress display, and
-    the dashboard figures (refreshed every ``run.refresh_every`` finished trials)."""
-    import optuna
-
+    """Callbacks run after every trial of this worker: the progress display and the dashboard
+    figures (refreshed every ``run.refresh_every`` finished trials). The budget is not here:
+    :class:`BudgetGate`, the last callback, stops the study when it is met."""
     from vae_search.report import FigureRefresher
 
-    return [
-        optuna.study.MaxTrialsCallback(
-            args.trials,
-            states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED),
-        ),
-        progress,
-        FigureRefresher(config.run.refresh_every),
-    ]
+    return [progress, FigureRefresher(config.run.refresh_every)]
 
 
 def finalize(study: optuna.Study, config: StudyConfig, args: argparse.Namespace) -> None:
