@@ -24,7 +24,7 @@ from vae_search.cli import EXIT_USAGE, OneLineParser
 from vae_search.config import ConfigError, StudyConfig, parse_config
 from vae_search.schedule import betas, full_beta_epoch
 from vae_search.space import TrialParams, params_from_mapping
-from vae_search.storage import DEFAULT_STORAGE, mask_url
+from vae_search.storage import DEFAULT_STORAGE, error_reason, mask_url
 
 if TYPE_CHECKING:
     import optuna
@@ -701,14 +701,6 @@ class ReportError(RuntimeError):
     """Bad input for the report or dashboard commands (one line, exit 2)."""
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The first line of the innermost exception (Optuna wraps driver errors in vague ones)."""
-    while (exc.__cause__ or exc.__context__) is not None:
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def open_storage(storage_url: str) -> tuple[optuna.storages.BaseStorage, list[str]]:
     """Open an existing storage (never creates a database or tables) and list its studies.
 
@@ -731,7 +723,7 @@ def open_storage(storage_url: str) -> tuple[optuna.storages.BaseStorage, list[st
         storage = optuna.storages.RDBStorage(storage_url, skip_table_creation=True)
         names = [s.study_name for s in storage.get_all_studies()]
     except Exception as exc:  # unknown driver, refused connection, not an Optuna database...
-        raise ReportError(f"cannot open storage {shown}: {_root_cause(exc)}") from None
+        raise ReportError(f"cannot open storage {shown}: {error_reason(exc)}") from None
     return storage, names
 
 

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 from vae_search import keys
 from vae_search.cli import EXIT_USAGE, OneLineParser, bounded_int
 from vae_search.config import ConfigError, StudyConfig, load_config
-from vae_search.storage import DEFAULT_STORAGE, StorageError, mask_url, worker_seed
+from vae_search.storage import (
+    DEFAULT_STORAGE,
+    StorageError,
+    error_reason,
+    mask_url,
+    worker_seed,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -336,13 +342,6 @@ class DatabaseLost(RuntimeError):
     """The database kept failing mid-run; finished trials are committed, the run can resume."""
 
 
-def _first_line(exc: BaseException) -> str:
-    """A short, password-free description of a database exception."""
-    inner = getattr(exc, "orig", None) or exc.__cause__ or exc
-    text = str(inner).strip().splitlines()
-    return mask_url(text[0] if text else type(inner).__name__)
-
-
 class BudgetReached(Exception):
     """This worker's trial is surplus: the study's budget is met (or the timeout passed)."""
 
@@ -609,7 +608,7 @@ def run(args: argparse.Namespace) -> int:
                     # trial in flight is failed (or, if even that write fails, recovered later by
                     # the heartbeat). Finished trials are already committed.
                     lost += 1
-                    reason = _first_line(exc)
+                    reason = error_reason(exc)
                     if lost > STORAGE_RETRIES:
                         raise DatabaseLost(
                             f"lost the database connection {lost} times in a row ({reason}); "

@@ -31,6 +31,7 @@ __all__ = [
     "make_storage",
     "mask_url",
     "sqlite_path",
+    "error_reason",
     "worker_seed",
 ]
 
@@ -62,6 +63,15 @@ def mask_url(url: str) -> str:
             return f"{head}://{user}:***@{host}"
         # Not even a scheme: hide any "user:secret@" in it.
         return re.sub(r"([^\s:/@]+):[^\s@]*@", r"\1:***@", url)
+
+
+def error_reason(exc: BaseException) -> str:
+    """One line for a user: the innermost cause's first line (Optuna and SQLAlchemy wrap driver
+    errors in vaguer ones), with any password masked."""
+    while (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc).strip()
+    return mask_url(text.splitlines()[0] if text else type(exc).__name__)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -194,14 +204,14 @@ def make_storage(
             create_attempt += 1
             attempt -= 1
             if create_attempt >= CREATE_ATTEMPTS:
-                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                raise StorageError(f"cannot create the Optuna tables in {shown}: {reason}") from None
+                raise StorageError(
+                    f"cannot create the Optuna tables in {shown}: {error_reason(exc)}"
+                ) from None
             time.sleep(CREATE_BACKOFF * (1.0 + random.random()))
         except OperationalError as exc:
             if attempt >= CONNECT_ATTEMPTS:
-                reason = str(exc.orig or exc).strip().splitlines()[0]
                 raise StorageError(
-                    f"cannot connect to {shown} after {attempt} attempts: {reason}"
+                    f"cannot connect to {shown} after {attempt} attempts: {error_reason(exc)}"
                 ) from None
             time.sleep(delay)
             delay *= 2
