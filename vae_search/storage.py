@@ -172,12 +172,13 @@ def make_storage(
 
     kwargs: dict = {}
     if heartbeat:
+        with warnings.catch_warnings():  # experimental in Optuna 5, and the one it recommends
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=run.max_retry)
         kwargs = dict(
             heartbeat_interval=run.heartbeat_interval,
             grace_period=run.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=run.max_retry
-            ),
+            heartbeat_stale_trial_callback=retry,
         )
     delay = CONNECT_BACKOFF
     attempt = create_attempt = 0
