@@ -16,6 +16,21 @@ from vae_search.config import StudyConfig, parse_config  # noqa: E402
 warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for a child process running this checkout's vae_search.
+
+    The repository comes first on PYTHONPATH (installed or not), and an inherited
+    ``$VAE_SEARCH_STORAGE`` is dropped so every child uses the storage its test names.
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+    env.pop("VAE_SEARCH_STORAGE", None)
+    return env
+
+
 def tiny_config(**sections: dict) -> StudyConfig:
     """Digits with small nets and few epochs; ``sections`` override whole-table keys."""
     raw: dict = {

@@ -5,14 +5,13 @@ No timing assertions here (the machine is shared): speed lives in the bench outp
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config
+from tests.conftest import subprocess_env, tiny_config
 from vae_search.bench import Case, dense_train_flops, run_baseline, run_trainer
 from vae_search.data import load_dataset
 
@@ -53,11 +52,6 @@ def test_dense_flops_by_hand():
     assert dense_train_flops(4, (3,), 2, 10) == 10 * (forward + backward)
 
 
-def _env() -> dict[str, str]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
 def test_bench_help_does_not_import_tensorflow():
     code = (
         "import runpy, sys\n"
@@ -67,14 +61,14 @@ def test_bench_help_does_not_import_tensorflow():
         "print('TF-LOADED' if 'tensorflow' in sys.modules else 'TF-NOT-LOADED')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=_env(), check=True).stdout
+                         env=subprocess_env(), check=True).stdout
     assert "--quick" in out
     assert "TF-NOT-LOADED" in out
 
 
 def test_bench_quick_prints_every_measurement():
     out = subprocess.run([sys.executable, "-m", "vae_search.bench", "--quick"],
-                         capture_output=True, text=True, env=_env(), timeout=300)
+                         capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = {line.split("  ")[0].strip(): line for line in out.stdout.splitlines()}
     for label in (

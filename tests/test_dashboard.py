@@ -14,6 +14,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+
+from tests.conftest import subprocess_env
 from optuna.trial import TrialState
 
 from tests.test_report import MIXED, make_trial, new_study
@@ -32,11 +34,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -77,7 +74,7 @@ def test_dashboard_study_page_shows_our_collapse_map_in_chromium(tmp_path):
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "vae_search.dashboard", "--storage", url, "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env(),
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"

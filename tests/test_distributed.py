@@ -17,6 +17,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+
+from tests.conftest import subprocess_env
 from optuna.trial import TrialState
 
 from vae_search import keys
@@ -66,17 +68,12 @@ def _toml(tmp_path: Path, *, epochs: int = 5, batch_size: int = 128, grace: int 
     return path
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("VAE_SEARCH_STORAGE", None)
-    return env
-
-
 def _worker(toml: Path, url: str, name: str, trials: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
          "--study-name", name, "--trials", str(trials), "--quiet", *extra],
-        cwd=toml.parent, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=toml.parent, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -215,7 +212,7 @@ def test_eight_workers_on_a_fresh_database_create_one_study(tmp_path, pg_url):
         procs = [
             subprocess.Popen(
                 [sys.executable, "-c", code, "--study", str(toml), "--storage", url],
-                cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True,
             )
             for _ in range(8)
@@ -257,7 +254,7 @@ def test_two_local_workers_on_a_sqlite_file(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
          "--trials", "8", "--workers", "2", "--quiet"],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=WORKER_TIMEOUT,
+        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=WORKER_TIMEOUT,
     )
     assert proc.returncode == 0, proc.stderr
     assert "locked" not in proc.stderr.lower(), proc.stderr

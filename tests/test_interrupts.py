@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,9 +13,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.conftest import subprocess_env
 from vae_search import keys
 
-REPO = Path(__file__).resolve().parent.parent
 # Long enough trials (~30 epochs of small batches) that a signal lands mid-trial.
 TOML = """
 name = "faults"
@@ -41,12 +40,11 @@ mi_batch_size = 64
 def _start(tmp_path: Path, url: str, name: str, trials: int) -> subprocess.Popen:
     toml = tmp_path / "faults.toml"
     toml.write_text(TOML)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("VAE_SEARCH_STORAGE", None)
     return subprocess.Popen(
         [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
          "--study-name", name, "--trials", str(trials), "--quiet"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -76,7 +74,8 @@ def _interrupt_and_resume(
     proc = _start(tmp_path, url, name, trials=50)
 
     def finished() -> list[optuna.trial.FrozenTrial]:
-        return [t for t in _trials(url, name) if t.state.is_finished() and t.state != TrialState.FAIL]
+        return [t for t in _trials(url, name)
+                if t.state.is_finished() and t.state != TrialState.FAIL]
 
     _wait_for(lambda: len(finished()) >= after, proc)
     _wait_for(lambda: any(t.state == TrialState.RUNNING for t in _trials(url, name)), proc)
@@ -187,8 +186,7 @@ def test_sigkilled_worker_leaves_no_trial_running_on_sqlite(tmp_path):
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     toml = tmp_path / "faults.toml"
     toml.write_text(TOML + "[run]\nheartbeat_interval = 1\ngrace_period = 4\nmax_retry = 1\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("VAE_SEARCH_STORAGE", None)
+    env = subprocess_env()
     cmd = [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
            "--study-name", "faults", "--quiet"]
     proc = subprocess.Popen([*cmd, "--trials", "50"], cwd=tmp_path, env=env,
