@@ -13,11 +13,14 @@ import pytest
 
 from tests.conftest import subprocess_env, tiny_config
 from vae_search.bench import Case, dense_train_flops, run_baseline, run_trainer
+from vae_search.models import TrainerSpec
 from vae_search.data import load_dataset
 
 ELBO_TOLERANCE = 1.0  # nats per example: "the same ELBO" across a few seeds
 SEEDS = (0, 1, 2)
-TINY = Case("tiny", hidden=(32,), latent_dim=4, batch_size=64, epochs=6, repeats=1)
+TINY = Case("tiny", TrainerSpec(decoder="dense", data_shape=(64,), latent_dim=4,
+                                likelihood="bernoulli", hidden=(32,), batch_size=64),
+            epochs=6, repeats=1)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +42,7 @@ def test_trainer_matches_model_fit_recipe(digits):
     ours = _mean_elbo(run_trainer, TINY, *digits)
     assert abs(ours - baseline) < ELBO_TOLERANCE, (ours, baseline)
     # The tolerance discriminates: a third of the training is clearly worse than either.
-    short = Case("short", hidden=TINY.hidden, latent_dim=TINY.latent_dim,
-                 batch_size=TINY.batch_size, epochs=2, repeats=1)
+    short = Case("short", TINY.spec, epochs=2, repeats=1)
     assert _mean_elbo(run_trainer, short, *digits) < baseline - ELBO_TOLERANCE
 
 

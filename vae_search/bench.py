@@ -1,8 +1,8 @@
 """``python -m vae_search.bench``: our trainer against the plain Keras recipe, side by side.
 
-Baseline (the common recipe): the same :class:`~vae_search.model.VAE` trained with
+Baseline (the common recipe): the same :class:`~vae_search.models.VAE` trained with
 ``Model.fit`` one epoch at a time, an annealing callback setting the ``beta`` backend variable
-at the start of each epoch. Ours: :class:`~vae_search.model.Trainer` (whole epochs as compiled
+at the start of each epoch. Ours: :class:`~vae_search.models.Trainer` (whole epochs as compiled
 calls over data held as tensors). Same architecture, data, batch size, epochs and schedule; the
 two alternate in one process so machine load hits both alike. Also printed: a large float32
 matrix-product GFLOP/s reference, the trainer's achieved GFLOP/s on the large case, the
@@ -49,15 +49,24 @@ POSTGRES_TRIALS_QUICK = 2
 
 @dataclass(frozen=True)
 class Case:
-    """One side-by-side comparison."""
+    """One side-by-side comparison: one architecture (a trainer spec), both recipes."""
 
     name: str
-    hidden: tuple[int, ...]
-    latent_dim: int
-    batch_size: int
+    spec: Any  # vae_search.models.TrainerSpec (imported lazily: it imports TensorFlow)
     epochs: int
     repeats: int
-    learning_rate: float = 1e-3
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        return tuple(self.spec.hidden)
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.spec.latent_dim)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.spec.batch_size)
 
 
 # -- arithmetic ---------------------------------------------------------------------------
@@ -110,17 +119,12 @@ def _schedule(epochs: int) -> Any:
 def run_baseline(case: Case, x_train: Any, x_val: Any, seed: int) -> dict[str, float]:
     """The plain recipe: ``Model.fit`` one epoch at a time, a callback setting beta."""
     from vae_search._tf import keras
-    from vae_search.model import VAE, build_decoder, build_encoder
+    from vae_search.models import build_vae
 
     schedule = _schedule(case.epochs)
-    n_features = x_train.shape[1]
     keras.utils.set_random_seed(seed)
-    vae = VAE(
-        build_encoder(n_features, case.hidden, case.latent_dim),
-        build_decoder(case.latent_dim, case.hidden, n_features),
-        seed=seed,
-    )
-    vae.compile(optimizer=keras.optimizers.Adam(case.learning_rate))
+    vae = build_vae(case.spec, seed=seed)
+    vae.compile(optimizer=keras.optimizers.Adam(case.spec.learning_rate))
 
     class Anneal(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -141,15 +145,10 @@ def run_baseline(case: Case, x_train: Any, x_val: Any, seed: int) -> dict[str, f
 
 def run_trainer(case: Case, x_train: Any, x_val: Any, seed: int) -> dict[str, float]:
     """Ours: :class:`Trainer` epochs (compiled), then the compiled validation ELBO."""
-    from vae_search.model import TrainerSpec, get_trainer
+    from vae_search.models import get_trainer
 
     schedule = _schedule(case.epochs)
-    spec = TrainerSpec(
-        n_features=int(x_train.shape[1]), hidden=case.hidden, latent_dim=case.latent_dim,
-        likelihood="bernoulli", reduction="sum", batch_size=case.batch_size,
-        learning_rate=case.learning_rate,
-    )
-    trainer = get_trainer(spec)
+    trainer = get_trainer(case.spec)
     trainer.reset(seed)
     times, cpus = [], []
     for epoch in range(case.epochs):
@@ -404,8 +403,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _line("matmul reference", f"{reference:.1f} GFLOP/s (float32 {size}x{size} @ {size}x{size}, "
           f"TF, best of 5; {os.cpu_count()} cores)")
 
-    digits = load_dataset(load_config("digits"))
-    case = Case("digits", hidden=(128, 64), latent_dim=8, batch_size=64,
+    from vae_search.models import TrainerSpec, spec_for
+
+    digits_config = load_config("digits")
+    digits = load_dataset(digits_config)
+    case = Case("digits", spec_for(digits_config, digits, 8),
                 epochs=3 if quick else 30, repeats=1 if quick else 2)
     _line("digits case", f"{digits.x_train.shape[0]} x {digits.n_features} train, "
           f"{digits.x_val.shape[0]} val; hidden {case.hidden}, latent {case.latent_dim}, batch "
@@ -419,8 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     x = (rng.random(probs.shape) < probs).astype("float32")
     split = int(0.8 * n)
-    large = Case("synthetic", hidden=(512, 256), latent_dim=16, batch_size=128,
-                 epochs=2 if quick else 3, repeats=1)
+    large_spec = TrainerSpec(decoder="dense", data_shape=(LARGE_FEATURES,), latent_dim=16,
+                             likelihood="bernoulli", hidden=(512, 256), batch_size=128)
+    large = Case("synthetic", large_spec, epochs=2 if quick else 3, repeats=1)
     _line("synthetic case", f"{split} x {LARGE_FEATURES} train, {n - split} val (of {n} "
           f"x {LARGE_FEATURES}); hidden {large.hidden}, latent {large.latent_dim}, batch "
           f"{large.batch_size}, {large.epochs} epochs x {large.repeats} seeds")

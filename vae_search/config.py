@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,9 @@ __all__ = [
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 DATASETS = ("digits", "synthetic", "file", "mnist")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "categorical")
+VARIANCES = ("learned", "fixed")
+DECODERS = ("dense", "made", "gru")
 BINARIZE = ("fixed", "dynamic")
 REDUCTIONS = ("sum", "mean")
 SCHEDULES = ("linear", "cyclical")
@@ -63,8 +66,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    likelihood: str = "bernoulli"  # bernoulli (binarized data) | gaussian (learned variance)
-    hidden: tuple[int, ...] = (128, 64)  # encoder widths; the decoder mirrors them
+    likelihood: str = "bernoulli"  # bernoulli (binarized) | gaussian | categorical (token data)
+    variance: str = "learned"  # gaussian: "learned" (per dim, starts at 1) | "fixed" (sigma2)
+    sigma2: float = 0.5  # gaussian, fixed: 0.5 makes -log p = sum((x - x_hat)^2) + const
+    decoder: str = "dense"  # dense (factorized) | made (autoregressive) | gru (recurrent, tokens)
+    hidden: tuple[int, ...] = (128, 64)  # encoder widths, mirrored by dense/made; gru: [units]
+    context: int = -1  # made: previous dims each dim sees (0 = factorized, -1 = all)
+    embedding_dim: int = 32  # gru: token embedding width
+    unroll: bool = False  # gru: unroll the recurrence (faster for short sequences)
+    builder: str = ""  # "package.module:function" -> (encoder, decoder): your own model
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,10 @@ class SearchConfig:
     schedule: tuple[str, ...] = ("linear",)  # add "cyclical" (Fu et al. 2019) to search it
     cycles: tuple[int, int] = (2, 4)  # cyclical: number of cycles M after klstart
     ratio: tuple[float, float] = (0.5, 0.9)  # cyclical: share R of each cycle spent ramping
+    # Optional dimensions, off when absent:
+    sigma2: tuple[float, ...] | None = None  # gaussian, fixed: choices of sigma^2
+    free_bits: tuple[float, float] | None = None  # [lo, hi] nats per latent dim (Kingma 2016)
+    word_dropout: tuple[float, float] | None = None  # gru: [lo, hi] decoder-input dropout
 
 
 @dataclass(frozen=True)
@@ -153,7 +167,19 @@ class StudyConfig:
 # Parsing: generic over the dataclasses above, so a new field needs no parser code.
 
 
+def _optional_of(tp: Any) -> Any:
+    """``X`` for a field typed ``X | None`` (absent from the TOML = None), else None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0]
+    return None
+
+
 def _type_name(tp: Any) -> str:
+    inner = _optional_of(tp)
+    if inner is not None:
+        return _type_name(inner)
     origin = typing.get_origin(tp)
     if origin is tuple:
         args = typing.get_args(tp)
@@ -164,6 +190,9 @@ def _type_name(tp: Any) -> str:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
+    inner = _optional_of(tp)
+    if inner is not None:
+        return None if value is None else _coerce(value, inner, key)
     origin = typing.get_origin(tp)
     if origin is tuple:
         args = typing.get_args(tp)
@@ -260,9 +289,7 @@ def _validate(c: StudyConfig) -> None:
     if d.max_examples < 0:
         raise ConfigError(f"data.max_examples: must be >= 0, got {d.max_examples}")
 
-    _choice(m.likelihood, LIKELIHOODS, "model.likelihood")
-    if any(h < 1 for h in m.hidden):
-        raise ConfigError(f"model.hidden: every width must be >= 1, got {list(m.hidden)}")
+    _validate_model(c)
 
     if t.epochs < 1:
         raise ConfigError(f"train.epochs: must be >= 1, got {t.epochs}")
@@ -296,6 +323,7 @@ def _validate(c: StudyConfig) -> None:
     ):
         if len(set(values)) != len(values):
             raise ConfigError(f"{key}: duplicate choices in {list(values)}")
+    _validate_optional_dims(c)
     _range(s.cycles, "search.cycles", minimum=1)
     _range(s.ratio, "search.ratio", minimum=0)
     if s.ratio[0] <= 0 or s.ratio[1] > 1:
@@ -328,6 +356,53 @@ def _validate(c: StudyConfig) -> None:
         )
     if r.max_retry < 0 or r.refresh_every < 0:
         raise ConfigError("run.max_retry and run.refresh_every: must be >= 0")
+
+
+def _validate_model(c: StudyConfig) -> None:
+    m = c.model
+    _choice(m.likelihood, LIKELIHOODS, "model.likelihood")
+    _choice(m.variance, VARIANCES, "model.variance")
+    _choice(m.decoder, DECODERS, "model.decoder")
+    if any(h < 1 for h in m.hidden):
+        raise ConfigError(f"model.hidden: every width must be >= 1, got {list(m.hidden)}")
+    if not m.sigma2 > 0:
+        raise ConfigError(f"model.sigma2: must be > 0, got {m.sigma2}")
+    if m.context < -1:
+        raise ConfigError(f"model.context: must be >= 0 (or -1 = all previous dims), got "
+                          f"{m.context}")
+    if m.embedding_dim < 1:
+        raise ConfigError(f"model.embedding_dim: must be >= 1, got {m.embedding_dim}")
+    if m.builder and ":" not in m.builder:
+        raise ConfigError(f"model.builder: expected 'package.module:function', got {m.builder!r}")
+    if m.builder:
+        return  # your own model: any likelihood; its shapes are checked when it is built
+    if m.decoder == "gru" and m.likelihood != "categorical":
+        raise ConfigError("model.decoder: 'gru' models token sequences; set model.likelihood = "
+                          "'categorical' (and a token dataset)")
+    if m.decoder in ("dense", "made") and m.likelihood == "categorical":
+        raise ConfigError(f"model.likelihood: 'categorical' (token data) needs model.decoder = "
+                          f"'gru' or a model.builder, not {m.decoder!r}")
+
+
+def _validate_optional_dims(c: StudyConfig) -> None:
+    s, m = c.search, c.model
+    if s.sigma2 is not None:
+        if m.likelihood != "gaussian" or m.variance != "fixed":
+            raise ConfigError("search.sigma2: needs model.likelihood = 'gaussian' and "
+                              "model.variance = 'fixed'")
+        if not s.sigma2 or any(not v > 0 for v in s.sigma2):
+            raise ConfigError(f"search.sigma2: every choice must be > 0, got {list(s.sigma2)}")
+        if len(set(s.sigma2)) != len(s.sigma2):
+            raise ConfigError(f"search.sigma2: duplicate choices in {list(s.sigma2)}")
+    if s.free_bits is not None:
+        _range(s.free_bits, "search.free_bits", minimum=0)
+    if s.word_dropout is not None:
+        if m.decoder != "gru" or m.builder:
+            raise ConfigError("search.word_dropout: needs model.decoder = 'gru'")
+        _range(s.word_dropout, "search.word_dropout", minimum=0)
+        if s.word_dropout[1] >= 1:
+            raise ConfigError(f"search.word_dropout: must lie in [0, 1), got "
+                              f"{list(s.word_dropout)}")
 
 
 def parse_config(raw: dict[str, Any]) -> StudyConfig:

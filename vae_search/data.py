@@ -35,10 +35,19 @@ class Dataset:
     x_train: np.ndarray  # (n_train, N); intensities in [0, 1] when dynamic binarization is on
     x_val: np.ndarray  # (n_val, N); binary for the Bernoulli likelihood
     dynamic_binarization: bool = False
+    vocab: tuple[str, ...] = ()  # token data: the symbol of each id; () for flat data
 
     @property
     def n_features(self) -> int:
         return int(self.x_train.shape[1])
+
+    @property
+    def is_tokens(self) -> bool:
+        return bool(self.vocab)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
 
 
 def make_synthetic(

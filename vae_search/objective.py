@@ -19,7 +19,7 @@ from vae_search._tf import tf
 from vae_search.config import StudyConfig
 from vae_search.data import Dataset, load_dataset
 from vae_search.metrics import Diagnostics, diagnose
-from vae_search.model import Trainer, TrainerSpec, get_trainer
+from vae_search.models import Trainer, TrainerSpec, get_trainer, spec_for
 from vae_search.schedule import full_beta_epoch
 from vae_search.space import TrialParams, suggest
 
@@ -106,17 +106,7 @@ class Objective:
         self.x_val = tf.constant(self.dataset.x_val)
 
     def spec(self, params: TrialParams) -> TrainerSpec:
-        c = self.config
-        return TrainerSpec(
-            n_features=self.dataset.n_features,
-            hidden=c.model.hidden,
-            latent_dim=params.latent_dim,
-            likelihood=c.model.likelihood,
-            reduction=params.reduction,
-            batch_size=c.train.batch_size,
-            learning_rate=c.train.learning_rate,
-            dynamic_binarization=self.dataset.dynamic_binarization,
-        )
+        return spec_for(self.config, self.dataset, params.latent_dim)
 
     def diagnostics(self, trainer: Trainer, recon: float, seed: int) -> Diagnostics:
         k = self.config.collapse
@@ -136,7 +126,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         c = self.config
         epochs = c.train.epochs
-        params = suggest(trial, c.search, epochs)
+        params = suggest(trial, c.search, epochs, c.model)
         schedule = params.make_schedule(epochs)
         full_epoch = full_beta_epoch(schedule, epochs)
         seed = trial_seed(c.seed, trial.number)
@@ -152,6 +142,8 @@ class Objective:
 
         trainer = get_trainer(self.spec(params))
         trainer.reset(seed)
+        trainer.configure(reduction=params.reduction, free_bits=params.free_bits,
+                          sigma2=params.sigma2, word_dropout=params.word_dropout)
         history: dict[str, list[Any]] = {name: [] for name in keys.HISTORY_FIELDS}
         active_threshold = c.collapse.active_threshold
         elbo = float("nan")

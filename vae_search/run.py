@@ -572,7 +572,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         say(f"study {study.study_name!r} on {shown_url}: {done}/{args.trials} trials finished; "
             "loading TensorFlow and the data...")
-        from vae_search.model import configure_threads
+        from vae_search.models import configure_threads
 
         configure_threads(args.threads)  # before any TensorFlow op
         from optuna.exceptions import UpdateFinishedTrialError

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from vae_search.config import SearchConfig
+from vae_search.config import ModelConfig, SearchConfig
 from vae_search.schedule import CyclicalSchedule, LinearSchedule, Schedule
 
 if TYPE_CHECKING:
@@ -26,7 +26,11 @@ REDUCTION = "reduction"
 SCHEDULE = "schedule"
 CYCLES = "cycles"
 RATIO = "ratio"
-PARAM_NAMES = (KLSTART, ANNEALTIME, LATENT_DIM, REDUCTION, SCHEDULE, CYCLES, RATIO)
+SIGMA2 = "sigma2"
+FREE_BITS = "free_bits"
+WORD_DROPOUT = "word_dropout"
+PARAM_NAMES = (KLSTART, ANNEALTIME, LATENT_DIM, REDUCTION, SCHEDULE, CYCLES, RATIO, SIGMA2,
+               FREE_BITS, WORD_DROPOUT)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,9 @@ class TrialParams:
     schedule: str = "linear"
     cycles: int = 1
     ratio: float = 1.0
+    sigma2: float | None = None  # fixed-variance Gaussian: the trial's sigma^2 (None: learned)
+    free_bits: float = 0.0  # lambda of sum_j max(lambda, KL_j); 0 = the plain KL
+    word_dropout: float = 0.0  # gru: decoder-input dropout rate
 
     def make_schedule(self, epochs: int) -> Schedule:
         """The trial's beta(epoch) function for a run of ``epochs`` epochs."""
@@ -48,13 +55,19 @@ class TrialParams:
         return LinearSchedule(self.klstart, self.annealtime)
 
 
-def suggest(trial: optuna.trial.BaseTrial, space: SearchConfig, epochs: int) -> TrialParams:
+def _sigma2(model: ModelConfig) -> float | None:
+    return model.sigma2 if model.likelihood == "gaussian" and model.variance == "fixed" else None
+
+
+def suggest(trial: optuna.trial.BaseTrial, space: SearchConfig, epochs: int,
+            model: ModelConfig | None = None) -> TrialParams:
     """Sample one point of the search space.
 
     Args:
         trial: The Optuna trial (or ``FixedTrial``).
         space: The validated search section of the study configuration.
         epochs: Training epochs (a cyclical schedule's cycle length depends on it).
+        model: The model section (its fixed ``sigma2`` when that is not searched).
 
     Returns:
         The sampled parameters. Single-choice dimensions are not suggested (they would only add
@@ -77,6 +90,17 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchConfig, epochs: int) -> 
     reduction = space.reduction[0]
     if len(space.reduction) > 1:
         reduction = trial.suggest_categorical(REDUCTION, list(space.reduction))
+    sigma2 = _sigma2(model) if model is not None else None
+    if space.sigma2 is not None:
+        sigma2 = space.sigma2[0]
+        if len(space.sigma2) > 1:
+            sigma2 = trial.suggest_categorical(SIGMA2, list(space.sigma2))
+    free_bits = 0.0
+    if space.free_bits is not None:
+        free_bits = trial.suggest_float(FREE_BITS, *space.free_bits)
+    word_dropout = 0.0
+    if space.word_dropout is not None:
+        word_dropout = trial.suggest_float(WORD_DROPOUT, *space.word_dropout)
     return TrialParams(
         klstart=klstart,
         annealtime=annealtime,
@@ -85,11 +109,15 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchConfig, epochs: int) -> 
         schedule=str(schedule),
         cycles=cycles,
         ratio=ratio,
+        sigma2=None if sigma2 is None else float(sigma2),
+        free_bits=float(free_bits),
+        word_dropout=float(word_dropout),
     )
 
 
 def params_from_mapping(
-    params: Mapping[str, Any], space: SearchConfig, epochs: int
+    params: Mapping[str, Any], space: SearchConfig, epochs: int,
+    model: ModelConfig | None = None,
 ) -> TrialParams:
     """Rebuild :class:`TrialParams` from a finished trial's ``params`` (for reports)."""
     schedule = str(params.get(SCHEDULE, space.schedule[0]))
@@ -108,4 +136,8 @@ def params_from_mapping(
         schedule=schedule,
         cycles=cycles,
         ratio=ratio,
+        sigma2=float(params[SIGMA2]) if SIGMA2 in params else (
+            space.sigma2[0] if space.sigma2 else (_sigma2(model) if model else None)),
+        free_bits=float(params.get(FREE_BITS, 0.0)),
+        word_dropout=float(params.get(WORD_DROPOUT, 0.0)),
     )

@@ -1,16 +1,19 @@
+"""The VAE, its likelihoods and the compiled trainer, against NumPy references."""
+
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
 from vae_search._tf import keras, tf
 from vae_search.metrics import bernoulli_log_likelihood, gaussian_kl, gaussian_log_likelihood
-from vae_search.model import (
+from vae_search.models import (
     VAE,
     Trainer,
     TrainerSpec,
-    build_decoder,
-    build_encoder,
+    build_vae,
     clear_trainers,
     get_trainer,
     kl_divergence,
@@ -21,16 +24,17 @@ X = (RNG.random((300, 16)) < 0.3).astype("float32")
 
 
 def spec(**kw) -> TrainerSpec:
-    base = dict(n_features=16, hidden=(24,), latent_dim=3, likelihood="bernoulli",
-                reduction="sum", batch_size=50, learning_rate=1e-3)
+    base = dict(decoder="dense", data_shape=(16,), hidden=(24,), latent_dim=3,
+                likelihood="bernoulli", batch_size=50, learning_rate=1e-3)
     base.update(kw)
     return TrainerSpec(**base)
 
 
-def make_vae(likelihood="bernoulli", reduction="sum", seed=1) -> VAE:
+def make_vae(likelihood="bernoulli", reduction="sum", seed=1, variance="learned") -> VAE:
     keras.utils.set_random_seed(seed)
-    return VAE(build_encoder(16, (24,), 3), build_decoder(3, (24,), 16),
-               likelihood=likelihood, reduction=reduction, seed=seed)
+    vae = build_vae(spec(likelihood=likelihood, variance=variance), seed=seed)
+    vae.set_reduction(reduction)
+    return vae
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
@@ -39,15 +43,15 @@ def test_terms_match_numpy_reference(likelihood):
     x = X[:40]
     mu, logvar = (np.asarray(t) for t in vae.encoder(x))
     np.testing.assert_allclose(
-        np.asarray(kl_divergence(mu, logvar)), gaussian_kl(mu, logvar).sum(1), rtol=1e-5
+        np.asarray(kl_divergence(mu, logvar)), gaussian_kl(mu, logvar), rtol=1e-5, atol=1e-6
     )
     decoded = np.asarray(vae.decoder(mu))
-    got = np.asarray(vae.log_likelihood(x, decoded))
+    got = np.asarray(vae.likelihood.log_prob(x, decoded))
     if likelihood == "bernoulli":
         ref = bernoulli_log_likelihood(x.astype(np.float64), decoded.astype(np.float64))
     else:
-        vae.decoder_log_var.assign(np.full(16, -0.7, dtype="float32"))
-        got = np.asarray(vae.log_likelihood(x, decoded))
+        vae.likelihood.log_var.assign(np.full(16, -0.7, dtype="float32"))
+        got = np.asarray(vae.likelihood.log_prob(x, decoded))
         ref = gaussian_log_likelihood(x, decoded, np.full((40, 16), -0.7))
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
@@ -58,17 +62,19 @@ def test_reductions_differ_by_exactly_n_on_reconstruction():
     for reduction in ("sum", "mean"):
         vae = make_vae(reduction=reduction, seed=3)
         vae.sampling.seed_generator.state.assign(np.array([5, 0], dtype="int64"))
-        recon, recon_sum, kl = (np.asarray(t) for t in vae.terms(x, training=False))
-        out[reduction] = (recon, recon_sum, kl)
-    np.testing.assert_allclose(out["sum"][0], 16 * out["mean"][0], rtol=1e-5)
-    np.testing.assert_allclose(out["sum"][0], out["sum"][1])  # sum mode: recon is the ELBO term
-    np.testing.assert_allclose(out["mean"][1], out["sum"][1], rtol=1e-5)  # the judged term agrees
-    np.testing.assert_allclose(out["mean"][2], out["sum"][2], rtol=1e-5)  # KL always summed
+        recon, kl = vae.terms(x, training=False)
+        loss, recon_term, kl_mean = (float(t) for t in vae.training_loss(recon, kl))
+        out[reduction] = (recon_term, float(np.mean(recon)), kl_mean)
+    assert out["sum"][0] == pytest.approx(16 * out["mean"][0], rel=1e-5)
+    assert out["sum"][0] == pytest.approx(out["sum"][1], rel=1e-6)  # sum: the ELBO's term
+    assert out["mean"][1] == pytest.approx(out["sum"][1], rel=1e-5)  # the judged term agrees
+    assert out["mean"][2] == pytest.approx(out["sum"][2], rel=1e-5)  # KL always summed
 
 
 def test_evaluate_is_minus_elbo_at_beta_one_sum_reduction():
-    trainer = Trainer(spec(reduction="mean"))
+    trainer = Trainer(spec())
     trainer.reset(0)
+    trainer.configure(reduction="mean")
     trainer.set_beta(0.0)  # the training beta must not leak into the judged ELBO
     xt = tf.constant(X)
     r = trainer.evaluate(xt, seed=4)
@@ -168,10 +174,74 @@ def test_fused_epoch_equals_the_separate_calls():
 def test_reset_draws_what_the_seeded_initializer_draws():
     trainer = Trainer(spec())
     trainer.reset(42)
-    dense = [layer for layer in [*trainer.vae.encoder.layers, *trainer.vae.decoder.layers]
-             if isinstance(layer, keras.layers.Dense)]
-    for i, layer in enumerate(dense):
+    kernels = {id(layer.kernel): layer for layer in
+               [*trainer.vae.encoder.layers, *trainer.vae.decoder.layers]
+               if isinstance(layer, keras.layers.Dense)}
+    checked = 0
+    seeded = [w.variable for w in trainer.reseeder.weights if w.seeded]
+    for i, var in enumerate(seeded):
+        layer = kernels.get(id(var))
+        if layer is None:
+            continue
         init = layer.kernel_initializer
         expected = init.__class__.from_config({**init.get_config(), "seed": 42 * 1009 + i})
-        want = np.asarray(expected(layer.kernel.shape))
-        np.testing.assert_array_equal(layer.kernel.numpy(), want)
+        np.testing.assert_array_equal(var.numpy(), np.asarray(expected(var.shape)))
+        checked += 1
+    assert checked == len(kernels) == len(seeded) == 5  # encoder, then decoder, kernels
+    assert [layer.name for layer in kernels.values()] == [
+        "enc_0", "z_mean", "z_log_var", "dec_0", "x_out"]
+
+
+def test_fixed_variance_sum_loss_is_the_recipes_sum_of_squares_plus_a_constant():
+    """sigma^2 = 0.5, ``sum``: -log p(x|z) = sum((x - x_hat)^2) + N/2 log(2 pi sigma^2)."""
+    vae = make_vae("gaussian", variance="fixed", seed=4)
+    vae.likelihood.set_sigma2(0.5)
+    x = RNG.random((40, 16)).astype("float32")
+    vae.sampling.seed_generator.state.assign(np.array([9, 0], dtype="int64"))
+    recon, kl = vae.terms(x, training=False)
+    # the same noise draw, by hand, in NumPy
+    vae.sampling.seed_generator.state.assign(np.array([9, 0], dtype="int64"))
+    mu, logvar = (np.asarray(t, dtype=np.float64) for t in vae.encoder(x))
+    eps = np.asarray(keras.random.normal(mu.shape, seed=vae.sampling.seed_generator))
+    x_hat = np.asarray(vae.decoder(mu + np.exp(0.5 * logvar) * eps), dtype=np.float64)
+    squares = np.sum((x - x_hat) ** 2, axis=1)
+    constant = 16 * 0.5 * math.log(2 * math.pi * 0.5)
+    np.testing.assert_allclose(np.asarray(recon), squares + constant, rtol=1e-5)
+    recipe = np.mean(squares + gaussian_kl(mu, logvar).sum(1))
+    vae.beta.assign(1.0)
+    loss, _, _ = vae.training_loss(recon, kl)
+    assert float(loss) == pytest.approx(recipe + constant, rel=1e-5)
+
+
+def test_settings_change_without_retracing():
+    trainer = Trainer(spec(likelihood="gaussian", variance="fixed"))
+    xt = tf.constant(RNG.random((300, 16)).astype("float32"))
+    seen = set()
+    for reduction, free_bits, sigma2 in (("sum", 0.0, 0.5), ("mean", 0.5, 0.1), ("sum", 2.0, 1.0)):
+        trainer.reset(3)
+        trainer.configure(reduction=reduction, free_bits=free_bits, sigma2=sigma2)
+        trainer.set_beta(1.0)
+        seen.add(trainer.train_epoch(xt))
+    assert len(seen) == 3  # the settings change the numbers ...
+    assert trainer._train_epoch.experimental_get_tracing_count() == 1  # ... not the graph
+
+
+def test_free_bits_floor_each_latent_dims_minibatch_kl():
+    vae = make_vae(seed=5)
+    recon, kl = vae.terms(X[:50], training=True)
+    vae.beta.assign(1.0)
+    kl_dims = np.asarray(kl).mean(axis=0)
+    for lam in (0.0, float(np.median(kl_dims)), 10.0):
+        vae.free_bits.assign(lam)
+        loss, recon_term, kl_mean = (float(t) for t in vae.training_loss(recon, kl))
+        expected = float(np.mean(recon)) + float(np.maximum(lam, kl_dims).sum())
+        assert loss == pytest.approx(expected, rel=1e-5)
+        assert kl_mean == pytest.approx(float(kl_dims.sum()), rel=1e-5)  # reported KL is plain
+    # above every dim's KL the floor is constant: the KL term pushes nothing
+    vae.free_bits.assign(10.0)
+    with tf.GradientTape() as tape:
+        recon, kl = vae.terms(X[:50], training=True)
+        _, _, _ = vae.training_loss(recon, kl)
+        kl_only = vae.training_loss(recon * 0.0, kl)[0]
+    grads = tape.gradient(kl_only, vae.encoder.trainable_weights)
+    assert all(g is None or float(tf.reduce_max(tf.abs(g))) == 0.0 for g in grads)

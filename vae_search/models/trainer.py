@@ -1,0 +1,229 @@
+"""The compiled trainer: a whole annealed epoch, and the validation ELBO, as single calls.
+
+Small VAEs are bound by TensorFlow's per-op dispatch, not by arithmetic, so the epoch loop runs
+inside one ``tf.function`` over data held as tensors. Trainers are cached per architecture
+(:class:`TrainerSpec`) and re-initialised per trial (:class:`~vae_search.models.seeding.Reseeder`),
+so a worker running hundreds of trials traces each architecture once. Everything a trial or an
+epoch changes (beta, reduction, free bits, sigma^2, word dropout) is a variable, not a retrace.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vae_search._tf import keras, tf
+from vae_search.models.build import TrainerSpec, build_vae
+from vae_search.models.seeding import Reseeder
+
+ops = keras.ops
+
+__all__ = [
+    "EVAL_BATCH_SIZE",
+    "EpochResult",
+    "EvalResult",
+    "Trainer",
+    "clear_trainers",
+    "configure_threads",
+    "get_trainer",
+]
+
+EVAL_BATCH_SIZE = 2048  # rows per compiled evaluation step (bounds memory on large data)
+MAX_CACHED_TRAINERS = 16  # distinct architectures kept per process
+
+
+def configure_threads(threads: int | None) -> None:
+    """Limit TensorFlow's thread pools (call before any TensorFlow op runs).
+
+    Args:
+        threads: Intra-op threads per process (``None`` or 0 = TensorFlow's default).
+    """
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+        except RuntimeError:  # already initialised in this process: keep what it has
+            pass
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """One fused epoch: training means at the epoch's beta, validation at beta = 1 (``sum``)."""
+
+    train_loss: float  # mean over steps of the training loss
+    train_recon: float
+    train_kl: float
+    neg_elbo: float  # validation -ELBO, nats per example
+    recon: float
+    kl: float
+    active_units: int  # validation units with Var_x(E_q[z_u|x]) > the threshold
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Validation metrics at beta = 1, ``sum`` reduction, nats per example."""
+
+    neg_elbo: float
+    recon: float
+    kl: float
+
+
+class Trainer:
+    """Compiled training and evaluation of one VAE architecture.
+
+    Per trial: :meth:`reset` with the trial's seed, :meth:`configure` with its settings, then
+    :meth:`run_epoch` (or :meth:`set_beta` + :meth:`train_epoch` + :meth:`evaluate`) per epoch.
+    """
+
+    def __init__(self, spec: TrainerSpec) -> None:
+        self.spec = spec
+        self.vae = build_vae(spec)
+        self.vae.compile(optimizer=keras.optimizers.Adam(spec.learning_rate))
+        self.vae.optimizer.build(self.vae.trainable_weights)
+        self.shuffle_seed = keras.random.SeedGenerator(0)
+        self.binarize_seed = keras.random.SeedGenerator(0)
+        self.eval_seed = keras.random.SeedGenerator(0)  # set per evaluation, not per trial
+        self.reseeder = Reseeder(
+            self.vae, self.vae.optimizer, learning_rate=spec.learning_rate,
+            generators=(self.shuffle_seed, self.binarize_seed),
+        )
+        self._reset = tf.function(self.reseeder.reset)
+        self._train_epoch = tf.function(self._train_epoch_impl, reduce_retracing=True)
+        self._evaluate = tf.function(self._evaluate_impl, reduce_retracing=True)
+        self._encode = tf.function(self._encode_impl, reduce_retracing=True)
+        self._epoch = tf.function(self._epoch_impl, reduce_retracing=True)
+
+    # -- per trial -------------------------------------------------------------------------
+
+    def reset(self, seed: int) -> None:
+        """Fresh weights, optimizer state and noise streams, all derived from ``seed``."""
+        self._reset(tf.constant(seed, dtype="int64"))
+        self.configure()
+
+    def configure(self, *, reduction: str = "sum", free_bits: float = 0.0,
+                  sigma2: float | None = None, word_dropout: float = 0.0) -> None:
+        """A trial's training settings (variables: no retrace)."""
+        self.vae.set_reduction(reduction)
+        self.vae.free_bits.assign(float(free_bits))
+        if sigma2 is not None:
+            self.vae.likelihood.set_sigma2(sigma2)
+        if self.spec.decoder == "gru":
+            from vae_search.models.gru import set_word_dropout
+
+            set_word_dropout(self.vae.decoder, word_dropout)
+        elif word_dropout:
+            raise ValueError("word dropout needs the gru decoder")
+        self.vae.beta.assign(0.0)
+
+    def set_beta(self, beta: float) -> None:
+        self.vae.beta.assign(float(beta))
+
+    def train_epoch(self, x_train: tf.Tensor) -> tuple[float, float, float]:
+        """One shuffled pass over ``x_train``; returns mean (loss, recon, kl)."""
+        loss, recon, kl = self._train_epoch(x_train)
+        return float(loss), float(recon), float(kl)
+
+    def evaluate(self, x: tf.Tensor, seed: int = 0) -> EvalResult:
+        """-ELBO at beta = 1, ``sum`` reduction, with a fixed noise draw for comparability."""
+        self.eval_seed.state.assign(np.array([seed, 1], dtype="int64"))
+        neg_elbo, recon, kl = self._evaluate(x)
+        return EvalResult(float(neg_elbo), float(recon), float(kl))
+
+    def encode(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder's ``(mu, logvar)`` for every row of ``x`` (for the diagnostics)."""
+        mu, logvar = self._encode(tf.convert_to_tensor(x))
+        return np.asarray(mu), np.asarray(logvar)
+
+    def run_epoch(self, x_train: tf.Tensor, x_val: tf.Tensor, *, beta: float,
+                  eval_seed: int = 0, active_threshold: float = 0.01) -> EpochResult:
+        """:meth:`set_beta`, :meth:`train_epoch`, :meth:`evaluate` and the active-unit count,
+        fused into one compiled call (the same numbers, one round-trip)."""
+        out = self._epoch(
+            x_train, x_val, tf.constant(beta, dtype="float32"),
+            tf.constant(eval_seed, dtype="int64"), tf.constant(active_threshold, dtype="float32"),
+        ).numpy()
+        return EpochResult(*(float(v) for v in out[:6]), active_units=int(out[6]))
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """``p(x|z)``'s mean (factorized) or its greedy mode, position by position
+        (autoregressive: each position fed the previous ones' modes)."""
+        z = ops.convert_to_tensor(np.asarray(z, dtype="float32"))
+        like = self.vae.likelihood
+        if not self.vae.autoregressive:
+            return np.asarray(like.mean(self.vae.decoder(z, training=False)))
+        tokens = self.spec.vocab_size > 0
+        x = np.zeros((int(z.shape[0]), *self.spec.data_shape),
+                     dtype="int32" if tokens else "float32")
+        for i in range(self.spec.data_shape[0]):
+            params = self.vae.decoder([z, ops.convert_to_tensor(x)], training=False)
+            x[:, i] = np.asarray(like.mode(params))[:, i]
+        return x
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`decode` at ``E[z|x]``."""
+        mu, _ = self.encode(x)
+        return self.decode(mu)
+
+    # -- compiled bodies -------------------------------------------------------------------
+
+    def _train_epoch_impl(self, x_train: tf.Tensor) -> list[tf.Tensor]:
+        n = tf.shape(x_train)[0]
+        batch = self.spec.batch_size
+        steps = (n + batch - 1) // batch  # the last, partial batch too, as Model.fit does
+        order = keras.random.shuffle(tf.range(n), seed=self.shuffle_seed)
+        totals = tf.zeros((3,), dtype="float32")
+        for step in tf.range(steps):
+            x = tf.gather(x_train, order[step * batch : (step + 1) * batch])
+            if self.spec.dynamic_binarization:
+                noise = keras.random.uniform(tf.shape(x), seed=self.binarize_seed)
+                x = tf.cast(noise < x, x.dtype)
+            totals += tf.stack(self.vae.train_batch(x))
+        return tf.unstack(totals / tf.cast(steps, "float32"))
+
+    def _evaluate_impl(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        n = tf.shape(x)[0]
+        steps = (n + EVAL_BATCH_SIZE - 1) // EVAL_BATCH_SIZE
+        sums = tf.zeros((2,), dtype="float32")
+        for step in tf.range(steps):
+            chunk = x[step * EVAL_BATCH_SIZE : (step + 1) * EVAL_BATCH_SIZE]
+            recon, kl = self.vae.terms(chunk, training=False, seed=self.eval_seed)
+            sums += tf.stack([ops.sum(recon), ops.sum(kl)])
+        means = sums / tf.cast(n, "float32")
+        return means[0] + means[1], means[0], means[1]
+
+    def _encode_impl(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.vae.encoder(x, training=False)
+
+    def _epoch_impl(self, x_train: tf.Tensor, x_val: tf.Tensor, beta: tf.Tensor,
+                    eval_seed: tf.Tensor, active_threshold: tf.Tensor) -> tf.Tensor:
+        self.vae.beta.assign(beta)
+        loss, recon, kl = self._train_epoch_impl(x_train)
+        self.eval_seed.state.assign(tf.stack([eval_seed, tf.constant(1, dtype="int64")]))
+        neg_elbo, val_recon, val_kl = self._evaluate_impl(x_val)
+        mu, _ = self._encode_impl(x_val)
+        variances = tf.math.reduce_variance(mu, axis=0)
+        n_active = tf.reduce_sum(tf.cast(variances > active_threshold, "float32"))
+        return tf.stack([loss, recon, kl, neg_elbo, val_recon, val_kl, n_active])
+
+
+_TRAINERS: OrderedDict[TrainerSpec, Trainer] = OrderedDict()
+
+
+def get_trainer(spec: TrainerSpec) -> Trainer:
+    """The process's trainer for ``spec`` (LRU cache of :data:`MAX_CACHED_TRAINERS`)."""
+    trainer = _TRAINERS.pop(spec, None)
+    if trainer is None:
+        trainer = Trainer(spec)
+    _TRAINERS[spec] = trainer
+    while len(_TRAINERS) > MAX_CACHED_TRAINERS:
+        _TRAINERS.popitem(last=False)
+    return trainer
+
+
+def clear_trainers() -> None:
+    """Drop every cached trainer and Keras' global state."""
+    _TRAINERS.clear()
+    keras.backend.clear_session()
