@@ -1,10 +1,12 @@
-"""Per-trial artifacts: a PNG of validation reconstructions and prior samples.
+"""Per-trial artifacts: validation reconstructions and prior samples, as a PNG or as text.
 
 Stored with Optuna's artifact API (:class:`optuna.artifacts.FileSystemArtifactStore`) so the
 optuna-dashboard trial page shows what a collapsed posterior looks like (every reconstruction the
 same blurry average) next to a healthy one. The default store is a directory beside the SQLite
 file (``vae_search.db`` -> ``vae_search-artifacts/``), or ``./vae_search-artifacts`` for a
-database server. The image code is NumPy + Pillow only (no TensorFlow).
+database server. Token sequences get a text file instead: 8 validation sequences, their greedy
+reconstructions and 8 prior samples, one per line. The rendering is NumPy + Pillow only (no
+TensorFlow).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ CELL_PIXELS = 64  # each image (or bar strip) is scaled to about this many pixel
 STRIP_HEIGHT = 12  # pixels of a non-square example drawn as a one-row strip
 PAD = 2  # pixels between cells
 ARTIFACT_FILENAME = "trial-{number:05d}-reconstructions.png"
+TEXT_ARTIFACT_FILENAME = "trial-{number:05d}-reconstructions.txt"
 
 
 def default_artifact_dir(storage_url: str) -> Path:
@@ -139,24 +142,41 @@ class ReconstructionArtifacts:
 
     def images(self, trainer: Any, x_val: np.ndarray, *, seed: int) -> list[np.ndarray]:
         """The three rows of the grid as arrays (for tests and the upload)."""
-        x = np.asarray(x_val[: self.n_examples], dtype=np.float32)
+        x = np.asarray(x_val[: self.n_examples])
         mu, _ = trainer.encode(x)
         recon = trainer.decode(mu)
         z = np.random.default_rng(seed).standard_normal((len(x), mu.shape[1])).astype(np.float32)
         return [x, np.asarray(recon), np.asarray(trainer.decode(z))]
 
+    def text(self, trainer: Any, dataset: Any, *, seed: int) -> str:
+        """Token data: the three rows as decoded text, one sequence per line."""
+        x, recon, prior = self.images(trainer, dataset.x_val, seed=seed)
+        blocks = [("validation sequences", x), ("greedy reconstructions (z = E[z|x])", recon),
+                  ("prior samples (z ~ N(0, I), greedy)", prior)]
+        lines = []
+        for title, rows in blocks:
+            lines.append(f"# {title}")
+            lines.extend(repr(dataset.decode(row)) for row in np.asarray(rows, dtype=np.int64))
+        return "\n".join(lines) + "\n"
+
     def __call__(self, trial: optuna.Trial, trainer: Any, dataset: Any) -> str:
-        """Render and upload the PNG; returns the artifact id."""
+        """Render and upload the PNG (or the text); returns the artifact id."""
         from optuna.artifacts import upload_artifact
 
-        rows = self.images(trainer, dataset.x_val, seed=trial.number)
-        image = sample_grid(rows)
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / ARTIFACT_FILENAME.format(number=trial.number)
-                image.save(path, format="PNG")
+                if getattr(dataset, "is_tokens", False):
+                    path = Path(tmp) / TEXT_ARTIFACT_FILENAME.format(number=trial.number)
+                    path.write_text(self.text(trainer, dataset, seed=trial.number),
+                                    encoding="utf-8")
+                    mimetype = "text/plain"
+                else:
+                    path = Path(tmp) / ARTIFACT_FILENAME.format(number=trial.number)
+                    sample_grid(self.images(trainer, dataset.x_val, seed=trial.number)).save(
+                        path, format="PNG")
+                    mimetype = "image/png"
                 return upload_artifact(artifact_store=self.artifact_store, file_path=str(path),
-                                       study_or_trial=trial, mimetype="image/png")
+                                       study_or_trial=trial, mimetype=mimetype)
         except OSError as exc:  # a full or read-only artifact disk must not cost the trial
             print(f"warning: trial {trial.number}: artifact not saved: {exc}", file=sys.stderr)
             return ""

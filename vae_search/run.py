@@ -558,6 +558,10 @@ def run(args: argparse.Namespace) -> int:
     from vae_search.data import load_dataset
 
     dataset = load_dataset(config)  # bad data is an error before any study is created
+    if config.model.builder:  # so is a broken model.builder (this imports TensorFlow)
+        from vae_search.models.builder import check_builder
+
+        check_builder(config, dataset)
     quiet = _setup_optuna()
 
     shown_url = mask_url(args.storage)
@@ -692,7 +696,11 @@ def run_pool(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     from vae_search.data import load_dataset
 
-    load_dataset(config)  # one clear data error here rather than K of them in the children
+    dataset = load_dataset(config)  # one clear data error here rather than K in the children
+    if config.model.builder:
+        from vae_search.models.builder import check_builder
+
+        check_builder(config, dataset)
     _setup_optuna()
     study = open_worker_study(args, config)
     done = finished_count(study)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from vae_search.config import ConfigError
 
-__all__ = ["BuilderError", "build_user_model", "load_builder"]
+__all__ = ["BuilderError", "build_user_model", "check_builder", "load_builder"]
 
 
 class BuilderError(ConfigError):
@@ -98,3 +98,16 @@ def build_user_model(config: Any, data_shape: tuple[int, ...], latent_dim: int, 
     _check(path, encoder, decoder, tuple(data_shape), latent_dim, config.model.likelihood,
            vocab_size)
     return encoder, decoder
+
+
+def check_builder(config: Any, dataset: Any) -> None:
+    """Build the user's model once per latent-dim choice, before any study is touched.
+
+    Raises:
+        BuilderError: as :func:`build_user_model`.
+    """
+    if not config.model.builder:
+        return
+    for latent_dim in config.search.latent_dim:
+        build_user_model(config, tuple(dataset.x_train.shape[1:]), latent_dim,
+                         vocab_size=dataset.vocab_size)

@@ -1,0 +1,86 @@
+"""Your own model (``model.builder``): the example trains end to end; broken builders get one
+line naming the builder, before any study is written."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import REPO, subprocess_env, tiny_config
+from vae_search import keys
+from vae_search.models.builder import BuilderError, build_user_model, check_builder
+from vae_search.objective import Objective
+
+EXAMPLE = "examples.conv_digits:build"
+
+
+@pytest.fixture(autouse=True)
+def repo_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(REPO)  # "examples." and "tests." builders import from here
+
+
+def test_example_conv_builder_trains_end_to_end_and_reproduces():
+    config = tiny_config(model={"builder": EXAMPLE, "hidden": [16]},
+                         search={"latent_dim": [4], "klstart": [0, 2], "annealtime": [0, 2]})
+    values = []
+    for _ in range(2):
+        study = optuna.create_study(direction="maximize")
+        study.enqueue_trial({"klstart": 1, "annealtime": 2, "reduction": "sum"})
+        study.optimize(Objective(config), n_trials=1)
+        t = study.trials[0]
+        assert t.state == TrialState.COMPLETE, t.user_attrs.get(keys.ATTR_FAIL_REASON)
+        assert len(t.user_attrs[keys.ATTR_KL_PER_DIM]) == 4
+        assert -60.0 < t.value < -15.0  # a working Bernoulli VAE on 64 binary pixels
+        values.append(t.value)
+    assert values[0] == values[1]  # conv kernels are reseeded from the trial seed too
+
+
+@pytest.mark.parametrize(
+    ("builder", "message"),
+    [
+        ("tests.user_builders:raising", "raised RuntimeError: out of coffee"),
+        ("tests.user_builders:not_models", "must return (encoder, decoder) Keras models"),
+        ("tests.user_builders:wrong_decoder_output", "bernoulli parameters of shape (64,)"),
+        ("tests.user_builders:single_output_encoder", "[z_mean, z_log_var]"),
+        ("tests.user_builders:missing", "has no function 'missing'"),
+        ("no_such_package.models:build", "cannot import no_such_package.models"),
+    ],
+)
+def test_broken_builders_name_themselves(builder, message):
+    config = tiny_config(model={"builder": builder})
+    with pytest.raises(BuilderError) as info:
+        build_user_model(config, (64,), 4)
+    text = str(info.value)
+    assert builder in text and message in text and "\n" not in text
+
+
+def test_check_builder_tries_every_latent_dim():
+    config = tiny_config(model={"builder": EXAMPLE}, search={"latent_dim": [2, 4]})
+    from vae_search.data import load_dataset
+
+    check_builder(config, load_dataset(config))  # the example fits every choice
+
+
+def test_cli_refuses_a_broken_builder_before_writing_the_study(tmp_path):
+    toml = tmp_path / "broken.toml"
+    toml.write_text('name = "broken"\n[model]\nbuilder = "tests.user_builders:raising"\n'
+                    "[train]\nepochs = 2\n[search]\nklstart = [0, 1]\nannealtime = [0, 1]\n")
+    db = tmp_path / "s.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--trials", "1",
+         "--storage", f"sqlite:///{db}", "--quiet"],
+        capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "tests.user_builders:raising" in lines[0], proc.stderr
+    if db.exists():  # the storage may exist, but no study was created in it
+        with sqlite3.connect(db) as conn:
+            tables = {r[0] for r in conn.execute("select name from sqlite_master")}
+            if "studies" in tables:
+                assert conn.execute("select count(*) from studies").fetchone()[0] == 0
