@@ -393,6 +393,25 @@ def test_resolve_data_path(tmp_path, monkeypatch):
     assert resolve_data_path(work / "nope.txt") == work / "nope.txt"  # absolute: untouched
 
 
+def test_shipped_corpus_resolves_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_data_path("text_corpus.txt") == STUDIES_DIR / "text_corpus.txt"
+    ds = load_dataset(token_config({"batch_size": 64}, dataset="text", path="text_corpus.txt",
+                                   length=40))
+    assert 30 <= ds.vocab_size <= 90 and ds.x_train.shape[0] > 1000
+    assert ds.vocab[0] == UNKNOWN_SYMBOL and " " in ds.vocab and "e" in ds.vocab
+    assert np.mean(ds.x_val == 0) < 0.001  # a 40-80 KB corpus: almost no unseen characters
+
+
+def test_shipped_corpus_is_a_plain_text_of_the_right_size():
+    raw = (STUDIES_DIR / "text_corpus.txt").read_bytes()
+    assert 40_000 <= len(raw) <= 80_000
+    text = raw.decode("ascii")  # plain ASCII: a small character model needs no exotic symbols
+    words = text.split()
+    assert len(set(words)) > 1500  # prose, not a repeated paragraph
+    assert max(text.count(line) for line in text.splitlines() if len(line) > 60) == 1
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])
 def test_file_of_token_ids(tmp_path, suffix):
     ids = np.random.default_rng(0).integers(0, 12, size=(40, 6))
