@@ -356,8 +356,8 @@ def test_text_is_deterministic_and_seeded(tmp_path):
         (b" \n\t \n", "empty file"),
         (b"abc\xffdef", r"not UTF-8 text \(byte 0xff at byte offset 3\)"),
         (b"caf\xc3\xa9 \xe9t\xc3\xa9", r"byte offset 6\)"),
-        (b"abcdefghij" * 3, r"3 windows of data\.length = 10 characters \(30 characters\) are "
-                            r"too few .*train\.batch_size = 4 .* needs at least 5"),
+        (b"abcdefghij" * 3, (r"3 windows of data\.length = 10 characters \(30 characters\) are "
+                             r"too few .*train\.batch_size = 4 .* needs at least 5")),
     ],
 )
 def test_bad_text_files_name_the_file(tmp_path, content, message):

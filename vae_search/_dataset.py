@@ -75,7 +75,7 @@ class Dataset:
 
 def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
     """``(n_train, n_val)`` for ``n`` examples: at least one held out, the share rounded."""
-    n_val = max(1, int(round(n * val_fraction)))
+    n_val = max(1, round(n * val_fraction))
     return n - n_val, n_val
 
 
