@@ -36,8 +36,10 @@ __all__ = [
 ]
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
-DATASETS = ("digits", "synthetic", "file", "mnist")
+DATASETS = ("digits", "synthetic", "file", "mnist", "sequences", "text")
+TOKEN_DATASETS = ("sequences", "text")  # always token ids; "file" is tokens when categorical
 LIKELIHOODS = ("bernoulli", "gaussian", "categorical")
+MAX_SEQUENCE_VOCAB = 62  # sequences: one symbol each from 0-9a-zA-Z
 VARIANCES = ("learned", "fixed")
 DECODERS = ("dense", "made", "gru")
 BINARIZE = ("fixed", "dynamic")
@@ -53,15 +55,17 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"  # digits | synthetic | file | mnist
-    path: str = ""  # dataset = "file": a .npz, .npy or .csv array (rows = examples)
+    dataset: str = "digits"  # digits | synthetic | file | mnist | sequences | text
+    path: str = ""  # file: a .npz, .npy or .csv array (rows = examples); text: a UTF-8 file
     val_fraction: float = 0.2  # held-out share for the validation ELBO (fixed, seeded split)
     binarize: str = "fixed"  # bernoulli only: "fixed" (sampled once) or "dynamic" (every epoch)
-    n_samples: int = 4000  # synthetic: number of examples
+    n_samples: int = 4000  # synthetic, sequences: number of examples
     n_features: int = 64  # synthetic: data dimension N
-    true_latent_dim: int = 4  # synthetic: number of true generative factors k
+    true_latent_dim: int = 4  # synthetic, sequences: number of true generative factors k
     noise: float = 0.05  # synthetic + gaussian: observation noise std
     max_examples: int = 0  # use at most this many rows (0 = all); handy for large files
+    vocab: int = 20  # sequences: number of symbols; file + categorical: token ids are < this
+    length: int = 20  # sequences: tokens per sequence; text: characters per window
 
 
 @dataclass(frozen=True)
@@ -271,8 +275,8 @@ def _validate(c: StudyConfig) -> None:
         raise ConfigError(f"name: must be a non-empty name without spaces, got {c.name!r}")
     _choice(d.dataset, DATASETS, "data.dataset")
     _choice(d.binarize, BINARIZE, "data.binarize")
-    if d.dataset == "file" and not d.path:
-        raise ConfigError("data.path: required when data.dataset = 'file'")
+    if d.dataset in ("file", "text") and not d.path:
+        raise ConfigError(f"data.path: required when data.dataset = {d.dataset!r}")
     if not 0.0 < d.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: must be in (0, 1), got {d.val_fraction}")
     if d.n_samples < 10:
@@ -288,7 +292,26 @@ def _validate(c: StudyConfig) -> None:
         raise ConfigError(f"data.noise: must be > 0, got {d.noise}")
     if d.max_examples < 0:
         raise ConfigError(f"data.max_examples: must be >= 0, got {d.max_examples}")
+    if d.vocab < 2:
+        raise ConfigError(f"data.vocab: must be >= 2, got {d.vocab}")
+    if d.dataset == "sequences" and d.vocab > MAX_SEQUENCE_VOCAB:
+        raise ConfigError(
+            f"data.vocab: sequences have at most {MAX_SEQUENCE_VOCAB} symbols (0-9a-zA-Z), "
+            f"got {d.vocab}"
+        )
+    if d.length < 2:
+        raise ConfigError(f"data.length: must be >= 2, got {d.length}")
 
+    # Token data and the categorical likelihood go together ("file" is checked once loaded).
+    if d.dataset in TOKEN_DATASETS and m.likelihood != "categorical":
+        raise ConfigError(
+            f"data.dataset: {d.dataset!r} holds tokens; set model.likelihood = 'categorical'"
+        )
+    if m.likelihood == "categorical" and d.dataset not in (*TOKEN_DATASETS, "file"):
+        raise ConfigError(
+            f"model.likelihood: 'categorical' needs token data, and data.dataset = "
+            f"{d.dataset!r} is not; use 'sequences', 'text' or 'file' (integer ids)"
+        )
     _validate_model(c)
 
     if t.epochs < 1:

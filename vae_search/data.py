@@ -5,6 +5,11 @@
   to N dims: the ground truth for collapse experiments (at most ``k`` units can carry signal).
 * ``file``: a user's own ``.npz``/``.npy``/``.csv`` array, validated (2-D, numeric, finite).
 * ``mnist``: ``keras.datasets.mnist`` when cached (or downloadable); a clear error when not.
+* ``sequences``, ``text`` and ``file`` with the categorical likelihood: token ids, see
+  :mod:`vae_search.tokens` (its public names are importable from here too).
+
+A relative ``data.path`` is looked up in the current directory, then next to the shipped studies
+(:func:`resolve_data_path`), so ``studies/*.toml`` can name files that sit beside them.
 
 For the Bernoulli likelihood the data are binarized: ``fixed`` samples each pixel once (seeded),
 ``dynamic`` keeps the intensities for training (the trainer resamples every epoch) while the
@@ -13,41 +18,62 @@ validation split is always a fixed sample, so the objective is comparable across
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vae_search.config import StudyConfig
+from vae_search._dataset import DataError, Dataset, split_sizes
+from vae_search.config import STUDIES_DIR, StudyConfig
+from vae_search.tokens import (
+    SEQUENCE_SYMBOLS,
+    UNKNOWN_SYMBOL,
+    SequenceModel,
+    make_sequences,
+    read_text,
+    sequences_dataset,
+    text_dataset,
+    token_file_dataset,
+)
 
-__all__ = ["DataError", "Dataset", "load_array", "load_dataset", "make_synthetic"]
+__all__ = [
+    "SEQUENCE_SYMBOLS",
+    "UNKNOWN_SYMBOL",
+    "DataError",
+    "Dataset",
+    "SequenceModel",
+    "load_array",
+    "load_dataset",
+    "make_sequences",
+    "make_synthetic",
+    "read_text",
+    "resolve_data_path",
+    "sequences_dataset",
+    "text_dataset",
+    "token_file_dataset",
+]
 
 
-class DataError(ValueError):
-    """The dataset cannot be loaded or does not fit the configuration."""
+def resolve_data_path(path: str | Path) -> Path:
+    """Where a ``data.path`` points: as given, else relative to the shipped studies.
+
+    An absolute path, or a relative one that exists from the current directory, is used as is;
+    a relative one that does not is looked up in :data:`~vae_search.config.STUDIES_DIR`. When
+    neither exists the path is returned as given, so the error names what the user wrote.
+    """
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    beside_studies = STUDIES_DIR / path
+    return beside_studies if beside_studies.exists() else path
 
 
-@dataclass(frozen=True)
-class Dataset:
-    """A train/validation split of flat float32 examples."""
-
-    name: str
-    x_train: np.ndarray  # (n_train, N); intensities in [0, 1] when dynamic binarization is on
-    x_val: np.ndarray  # (n_val, N); binary for the Bernoulli likelihood
-    dynamic_binarization: bool = False
-    vocab: tuple[str, ...] = ()  # token data: the symbol of each id; () for flat data
-
-    @property
-    def n_features(self) -> int:
-        return int(self.x_train.shape[1])
-
-    @property
-    def is_tokens(self) -> bool:
-        return bool(self.vocab)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
+def _data_file(config: StudyConfig) -> Path:
+    """The resolved ``data.path``, which must be a file."""
+    path = resolve_data_path(config.data.path)
+    if not path.is_file():
+        where = "" if path.is_absolute() else f" (looked in {Path.cwd()} and {STUDIES_DIR})"
+        raise DataError(f"data.path: data file not found: {path}{where}")
+    return path
 
 
 def make_synthetic(
@@ -161,7 +187,7 @@ def _raw_data(config: StudyConfig) -> np.ndarray:
             return probs + d.noise * rng.standard_normal(probs.shape)
         return probs
     if d.dataset == "file":
-        return load_array(d.path)
+        return load_array(_data_file(config))
     if d.dataset == "mnist":
         try:
             from vae_search._tf import keras
@@ -184,12 +210,18 @@ def load_dataset(config: StudyConfig) -> Dataset:
         DataError: the data cannot be read or do not fit the likelihood or the batch size.
     """
     d = config.data
+    if d.dataset == "sequences":
+        return sequences_dataset(config)
+    if d.dataset == "text":
+        return text_dataset(config, _data_file(config))
+    if d.dataset == "file" and config.model.likelihood == "categorical":
+        path = _data_file(config)
+        return token_file_dataset(config, path, load_array(path))
     x = _raw_data(config)
     if d.max_examples:
         x = x[: d.max_examples]
     n = x.shape[0]
-    n_val = max(1, int(round(n * d.val_fraction)))
-    n_train = n - n_val
+    n_train, n_val = split_sizes(n, d.val_fraction)
     if n_train < 1 or n < 2:
         raise DataError(f"{d.dataset}: {n} rows are too few for a train/validation split")
     if config.train.batch_size > n_train:
