@@ -92,3 +92,14 @@ def test_config_diff_names_changed_keys():
     b = StudyConfig().with_overrides(**{"train.epochs": 40, "seed": 3}).comparable()
     assert config_diff(a, b) == ["seed: 0 -> 3", "train.epochs: 30 -> 40"]
     assert config_diff(a, a) == []
+
+
+def test_a_study_stored_before_new_keys_existed_still_matches_its_defaults():
+    from vae_search.config import StudyConfig, config_diff, with_new_defaults
+
+    current = StudyConfig().comparable()
+    old = {k: dict(v) if isinstance(v, dict) else v for k, v in current.items()}
+    del old["model"]["decoder"], old["search"]["free_bits"]  # keys an older version lacked
+    assert with_new_defaults(old) == current
+    changed = StudyConfig().with_overrides(**{"model.decoder": "made"}).comparable()
+    assert config_diff(with_new_defaults(old), changed) == ['model.decoder: "dense" -> "made"']

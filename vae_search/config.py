@@ -29,6 +29,7 @@ __all__ = [
     "StudyConfig",
     "TrainConfig",
     "config_diff",
+    "with_new_defaults",
     "load_config",
     "parse_config",
     "resolve_study_path",
@@ -477,6 +478,25 @@ def load_config(study: str | Path) -> StudyConfig:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     raw.setdefault("name", path.stem)
     return parse_config(raw)
+
+
+def with_new_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored ``comparable()`` dict with keys added since it was written set to their defaults.
+
+    A study created by an older version then resumes as long as the new keys keep their
+    defaults (which reproduce the old behaviour); a changed value is still a difference.
+    """
+
+    def fill(old: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+        out = dict(old)
+        for key, value in defaults.items():
+            if key not in out:
+                out[key] = value
+            elif isinstance(value, dict) and isinstance(out[key], dict):
+                out[key] = fill(out[key], value)
+        return out
+
+    return fill(stored, StudyConfig().comparable())
 
 
 def config_diff(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:

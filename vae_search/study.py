@@ -10,7 +10,7 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 
 from vae_search import __version__, keys
-from vae_search.config import StudyConfig, config_diff
+from vae_search.config import StudyConfig, config_diff, with_new_defaults
 from vae_search.pruning import make_pruner
 
 if TYPE_CHECKING:
@@ -115,8 +115,8 @@ def open_study(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             study.set_metric_names([keys.OBJECTIVE_NAME])
-    elif stored != current:
-        diffs = config_diff(stored, current)
+    elif with_new_defaults(stored) != current:
+        diffs = config_diff(with_new_defaults(stored), current)
         more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
         raise StudyMismatch(
             f"study {name!r} was created with a different configuration: "
