@@ -99,7 +99,9 @@ def test_generate_is_consistent_with_the_conditionals():
 
 def bernoulli_nll(decoder: keras.Model, x: np.ndarray) -> float:
     logits = decoder([np.zeros((len(x), LATENT), "float32"), x], training=False)
-    return float(tf.reduce_mean(tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(x, logits), -1)))
+    return float(
+        tf.reduce_mean(tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(x, logits), -1))
+    )
 
 
 def fit_without_z(decoder: keras.Model, x: np.ndarray, *, epochs: int, batch: int = 100) -> None:

@@ -29,6 +29,7 @@ The masks depend only on ``mask_seed``: they are part of the architecture, not o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -149,7 +150,7 @@ def made_masks(
     units = [inputs]
     units += [_hidden_intervals(n_features, width, context, rng) for width in hidden]
     units.append(outputs)
-    masks = [_subset(a, b).astype("float32") for a, b in zip(units[:-1], units[1:])]
+    masks = [_subset(a, b).astype("float32") for a, b in pairwise(units)]
     return masks, _subset(inputs, outputs).astype("float32")
 
 
