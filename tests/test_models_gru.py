@@ -115,6 +115,14 @@ def test_set_word_dropout_finds_nested_layers():
     outer = keras.Model([z, x], decoder([z, x]))
     assert set_word_dropout(outer, 0.25) == 1
     assert float(decoder.get_layer("word_dropout").rate) == pytest.approx(0.25)
+
+    class Holder(keras.Model):  # a subclassed model, as the generic VAE is
+        def __init__(self) -> None:
+            super().__init__()
+            self.decoder = decoder
+
+    assert set_word_dropout(Holder(), 0.75) == 1
+    assert float(decoder.get_layer("word_dropout").rate) == pytest.approx(0.75)
     assert set_word_dropout(build_gru_encoder(V, L, LATENT, units=8), 0.5) == 0
     with pytest.raises(ValueError, match="rate"):
         set_word_dropout(outer, -0.1)

@@ -82,6 +82,19 @@ def test_masked_dense_mask_is_a_constant_and_initializers_are_attributes():
     np.testing.assert_array_equal(clone.mask, mask)
 
 
+def test_every_weight_has_its_initializer_attribute():
+    decoder = build_made_decoder(LATENT, (16, 16), N, context=2)
+    names = []
+    for layer in decoder.layers:
+        for weight in layer.weights:
+            name = weight.name.split("/")[-1]
+            init = getattr(layer, f"{name}_initializer")
+            assert isinstance(init, keras.initializers.Initializer), (layer.name, name)
+            names.append(name)
+    assert names.count("kernel") == 7 and names.count("bias") == 3  # 4 masked, 3 from z
+    assert decoder.non_trainable_weights == []
+
+
 def test_generate_is_consistent_with_the_conditionals():
     keras.utils.set_random_seed(3)
     decoder = build_made_decoder(LATENT, (32,), N, context=None)
