@@ -166,7 +166,9 @@ def test_fused_epoch_equals_the_separate_calls():
     trainer.reset(5)
     fused = trainer.run_epoch(xt, xv, beta=0.3, eval_seed=2, active_threshold=0.01)
     assert (fused.train_loss, fused.train_recon, fused.train_kl) == (loss, recon, kl)
-    assert (fused.neg_elbo, fused.recon, fused.kl) == (ev.neg_elbo, ev.recon, ev.kl)
+    # the same draw and maths; only the graphs' float reduction order may differ
+    assert (fused.neg_elbo, fused.recon, fused.kl) == pytest.approx(
+        (ev.neg_elbo, ev.recon, ev.kl), rel=1e-6)
     assert fused.active_units == int(np.sum(np.var(mu, axis=0) > 0.01))
     assert trainer.vae.beta.numpy() == pytest.approx(0.3)
 

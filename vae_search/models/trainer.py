@@ -92,8 +92,11 @@ class Trainer:
         )
         self._reset = tf.function(self.reseeder.reset)
         self._train_epoch = tf.function(self._train_epoch_impl, reduce_retracing=True)
-        self._evaluate = tf.function(self._evaluate_impl, reduce_retracing=True)
-        self._encode = tf.function(self._encode_impl, reduce_retracing=True)
+        # Any number of rows, one graph: artifacts encode 8 rows, the diagnostics the whole split.
+        self.dtype = "int32" if spec.vocab_size else "float32"  # token ids, or flat data
+        rows = tf.TensorSpec([None, *spec.data_shape], self.dtype)
+        self._evaluate = tf.function(self._evaluate_impl, input_signature=[rows])
+        self._encode = tf.function(self._encode_impl, input_signature=[rows])
         self._epoch = tf.function(self._epoch_impl, reduce_retracing=True)
 
     # -- per trial -------------------------------------------------------------------------
@@ -134,7 +137,7 @@ class Trainer:
 
     def encode(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
         """The encoder's ``(mu, logvar)`` for every row of ``x`` (for the diagnostics)."""
-        mu, logvar = self._encode(tf.convert_to_tensor(x))
+        mu, logvar = self._encode(tf.convert_to_tensor(x, dtype=self.dtype))
         return np.asarray(mu), np.asarray(logvar)
 
     def run_epoch(self, x_train: tf.Tensor, x_val: tf.Tensor, *, beta: float,
@@ -154,9 +157,7 @@ class Trainer:
         like = self.vae.likelihood
         if not self.vae.autoregressive:
             return np.asarray(like.mean(self.vae.decoder(z, training=False)))
-        tokens = self.spec.vocab_size > 0
-        x = np.zeros((int(z.shape[0]), *self.spec.data_shape),
-                     dtype="int32" if tokens else "float32")
+        x = np.zeros((int(z.shape[0]), *self.spec.data_shape), dtype=self.dtype)
         for i in range(self.spec.data_shape[0]):
             params = self.vae.decoder([z, ops.convert_to_tensor(x)], training=False)
             x[:, i] = np.asarray(like.mode(params))[:, i]
