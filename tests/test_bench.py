@@ -80,6 +80,8 @@ def test_bench_quick_prints_every_measurement():
         "digits: baseline Model.fit",
         "digits: trainer",
         "digits: speed-up",
+        "family made",
+        "family gru",
         "synthetic: baseline Model.fit",
         "synthetic: trainer",
         "synthetic: speed-up",
@@ -92,4 +94,6 @@ def test_bench_quick_prints_every_measurement():
     assert "GFLOP/s" in lines["matmul reference"]
     assert "ms/epoch" in lines["digits: trainer"] and "ELBO" in lines["digits: trainer"]
     assert "x per epoch" in lines["digits: speed-up"]
+    for family in ("made", "gru"):
+        assert "ms/epoch" in lines[f"family {family}"] and "x (" in lines[f"family {family}"]
     assert "% of trial wall time" in lines["storage share SQLite"]

@@ -413,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{digits.x_val.shape[0]} val; hidden {case.hidden}, latent {case.latent_dim}, batch "
           f"{case.batch_size}, {case.epochs} epochs x {case.repeats} seeds, beta linear 0 -> 1")
     _case_lines(case, *compare(case, digits.x_train, digits.x_val))
+    family_lines(quick)
 
     import numpy as np
 
@@ -453,6 +454,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     _line("load average (1/5/15 min)", " ".join(f"{v:.2f}" for v in os.getloadavg()))
     _line("bench wall time", f"{time.perf_counter() - started:.0f} s")
     return 0
+
+
+FAMILY_STUDIES = (("made", "digits_made", 8), ("gru", "sequences", 8))  # (family, study, latent)
+
+
+def family_lines(quick: bool) -> None:
+    """One line per decoder family beyond ``dense``: our trainer against ``Model.fit`` on the
+    same model and data (the shipped study of that family)."""
+    from vae_search.config import load_config
+    from vae_search.data import load_dataset
+    from vae_search.models import spec_for
+
+    for family, study, latent in FAMILY_STUDIES:
+        config = load_config(study)
+        data = load_dataset(config)
+        epochs = (2 if quick else 6) if family == "gru" else (3 if quick else 15)
+        case = Case(f"{family} ({study})", spec_for(config, data, latent), epochs=epochs,
+                    repeats=1)
+        base, ours = compare(case, data.x_train, data.x_val)
+        _line(f"family {family}", f"Model.fit {base['epoch'] * 1e3:.1f} ms/epoch, trainer "
+              f"{ours['epoch'] * 1e3:.1f} ms/epoch: {base['epoch'] / ours['epoch']:.2f}x "
+              f"({study}: {data.x_train.shape[0]} x {data.n_features} train, latent {latent}, "
+              f"{epochs} epochs; ELBO {base['elbo']:.2f} vs {ours['elbo']:.2f})")
 
 
 def _storage_line(label: str, run: dict) -> None:
