@@ -103,3 +103,31 @@ def test_a_study_stored_before_new_keys_existed_still_matches_its_defaults():
     assert with_new_defaults(old) == current
     changed = StudyConfig().with_overrides(**{"model.decoder": "made"}).comparable()
     assert config_diff(with_new_defaults(old), changed) == ['model.decoder: "dense" -> "made"']
+
+
+def test_a_non_editable_install_ships_the_studies_and_the_corpus(tmp_path):
+    """``pip install .`` puts studies/ into the package: load_config finds them by name."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), REPO],
+                   check=True, capture_output=True, timeout=300)
+    code = ("from vae_search.config import STUDIES_DIR, load_config\n"
+            "print(STUDIES_DIR)\n"
+            "print(sorted(load_config(n).name for n in ('seed_mse', 'text', 'digits')))\n"
+            "print((STUDIES_DIR / 'text_corpus.txt').stat().st_size > 40_000)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, env={"PYTHONPATH": str(target), "PATH": ""}, check=True)
+    where, names, corpus = out.stdout.splitlines()
+    assert where.startswith(str(target))
+    from pathlib import Path
+
+    def subpackages(root: Path) -> set[str]:
+        return {str(p.parent.relative_to(root)) for p in root.rglob("__init__.py")}
+
+    assert subpackages(target / "vae_search") == subpackages(Path(REPO) / "vae_search")
+    assert names == "['digits', 'seed_mse', 'text']" and corpus == "True"

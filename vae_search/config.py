@@ -36,7 +36,15 @@ __all__ = [
     "STUDIES_DIR",
 ]
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+def _studies_dir() -> Path:
+    """``studies/`` beside the package in a checkout, else the installed package data."""
+    checkout = Path(__file__).resolve().parent.parent / "studies"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "studies"  # pip install . (not editable)
+
+
+STUDIES_DIR = _studies_dir()
 DATASETS = ("digits", "synthetic", "file", "mnist", "sequences", "text")
 TOKEN_DATASETS = ("sequences", "text")  # always token ids; "file" is tokens when categorical
 LIKELIHOODS = ("bernoulli", "gaussian", "categorical")
