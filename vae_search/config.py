@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "CollapseConfig",
@@ -45,17 +45,20 @@ def _studies_dir() -> Path:
 
 
 STUDIES_DIR = _studies_dir()
-DATASETS = ("digits", "synthetic", "file", "mnist", "sequences", "text")
+# The allowed values of each choice are its Literal type; the parser checks them.
+DatasetName = Literal["digits", "synthetic", "file", "mnist", "sequences", "text"]
+Likelihood = Literal["bernoulli", "gaussian", "categorical"]
+Variance = Literal["learned", "fixed"]
+DecoderName = Literal["dense", "made", "gru"]
+Binarize = Literal["fixed", "dynamic"]
+Reduction = Literal["sum", "mean"]
+ScheduleName = Literal["linear", "cyclical"]
+SamplerName = Literal["tpe", "random"]
+PrunerName = Literal["median", "hyperband", "none"]
+DATASETS = typing.get_args(DatasetName)
+LIKELIHOODS = typing.get_args(Likelihood)
 TOKEN_DATASETS = ("sequences", "text")  # always token ids; "file" is tokens when categorical
-LIKELIHOODS = ("bernoulli", "gaussian", "categorical")
 MAX_SEQUENCE_VOCAB = 62  # sequences: one symbol each from 0-9a-zA-Z
-VARIANCES = ("learned", "fixed")
-DECODERS = ("dense", "made", "gru")
-BINARIZE = ("fixed", "dynamic")
-REDUCTIONS = ("sum", "mean")
-SCHEDULES = ("linear", "cyclical")
-SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "hyperband", "none")
 
 
 class ConfigError(ValueError):
@@ -64,10 +67,10 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"  # digits | synthetic | file | mnist | sequences | text
+    dataset: DatasetName = "digits"  # digits | synthetic | file | mnist | sequences | text
     path: str = ""  # file: a .npz, .npy or .csv array (rows = examples); text: a UTF-8 file
     val_fraction: float = 0.2  # held-out share for the validation ELBO (fixed, seeded split)
-    binarize: str = "fixed"  # bernoulli only: "fixed" (sampled once) or "dynamic" (every epoch)
+    binarize: Binarize = "fixed"  # bernoulli only: "fixed" (sampled once) or "dynamic" (every epoch)
     n_samples: int = 4000  # synthetic, sequences: number of examples
     n_features: int = 64  # synthetic: data dimension N
     true_latent_dim: int = 4  # synthetic, sequences: number of true generative factors k
@@ -79,10 +82,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    likelihood: str = "bernoulli"  # bernoulli (binarized) | gaussian | categorical (token data)
-    variance: str = "learned"  # gaussian: "learned" (per dim, starts at 1) | "fixed" (sigma2)
+    likelihood: Likelihood = "bernoulli"  # bernoulli (binarized) | gaussian | categorical (token data)
+    variance: Variance = "learned"  # gaussian: "learned" (per dim, starts at 1) | "fixed" (sigma2)
     sigma2: float = 0.5  # gaussian, fixed: 0.5 makes -log p = sum((x - x_hat)^2) + const
-    decoder: str = "dense"  # dense (factorized) | made (autoregressive) | gru (recurrent, tokens)
+    decoder: DecoderName = "dense"  # dense (factorized) | made (autoregressive) | gru (recurrent, tokens)
     hidden: tuple[int, ...] = (128, 64)  # encoder widths, mirrored by dense/made; gru: [units]
     context: int = -1  # made: previous dims each dim sees (0 = factorized, -1 = all)
     embedding_dim: int = 32  # gru: token embedding width
@@ -102,8 +105,8 @@ class SearchConfig:
     klstart: tuple[int, int] = (0, 15)  # epochs of pure reconstruction before the KL is on
     annealtime: tuple[int, int] = (0, 15)  # epochs to raise beta from 0 to 1 (0 = a step)
     latent_dim: tuple[int, ...] = (2, 4, 8, 16)
-    reduction: tuple[str, ...] = ("sum", "mean")
-    schedule: tuple[str, ...] = ("linear",)  # add "cyclical" (Fu et al. 2019) to search it
+    reduction: tuple[Reduction, ...] = ("sum", "mean")
+    schedule: tuple[ScheduleName, ...] = ("linear",)  # add "cyclical" (Fu et al. 2019) to search it
     cycles: tuple[int, int] = (2, 4)  # cyclical: number of cycles M after klstart
     ratio: tuple[float, float] = (0.5, 0.9)  # cyclical: share R of each cycle spent ramping
     # Optional dimensions, off when absent:
@@ -114,13 +117,13 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    name: str = "tpe"  # tpe | random
+    name: SamplerName = "tpe"  # tpe | random
     n_startup_trials: int = 10  # random trials before TPE starts modelling
 
 
 @dataclass(frozen=True)
 class PrunerConfig:
-    name: str = "median"  # median | hyperband | none
+    name: PrunerName = "median"  # median | hyperband | none
     patience: int = 2  # epochs at beta = 1 before a trial may be pruned
     n_startup_trials: int = 5  # median: trials that finish before any pruning
 
@@ -199,6 +202,8 @@ def _type_name(tp: Any) -> str:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_type_name(args[0])}"
         return f"a list of {len(args)} {_type_name(args[0])}"
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
     return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
 
 
@@ -207,6 +212,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if inner is not None:
         return None if value is None else _coerce(value, inner, key)
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: unknown value {value!r} (choose from "
+                              f"{', '.join(map(str, allowed))})")
+        return value
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -265,11 +276,6 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}: unknown value {value!r} (choose from {', '.join(allowed)})")
-
-
 def _range(lo_hi: tuple[float, float], key: str, *, minimum: float) -> None:
     lo, hi = lo_hi
     if lo > hi:
@@ -282,8 +288,6 @@ def _validate(c: StudyConfig) -> None:
     d, m, t, s = c.data, c.model, c.train, c.search
     if not c.name or any(ch.isspace() for ch in c.name):
         raise ConfigError(f"name: must be a non-empty name without spaces, got {c.name!r}")
-    _choice(d.dataset, DATASETS, "data.dataset")
-    _choice(d.binarize, BINARIZE, "data.binarize")
     if d.dataset in ("file", "text") and not d.path:
         raise ConfigError(f"data.path: required when data.dataset = {d.dataset!r}")
     if not 0.0 < d.val_fraction < 1.0:
@@ -344,10 +348,6 @@ def _validate(c: StudyConfig) -> None:
         )
     if any(k < 1 for k in s.latent_dim):
         raise ConfigError(f"search.latent_dim: every choice must be >= 1, got {list(s.latent_dim)}")
-    for r in s.reduction:
-        _choice(r, REDUCTIONS, "search.reduction")
-    for sch in s.schedule:
-        _choice(sch, SCHEDULES, "search.schedule")
     for key, values in (
         ("search.latent_dim", s.latent_dim),
         ("search.reduction", s.reduction),
@@ -361,10 +361,8 @@ def _validate(c: StudyConfig) -> None:
     if s.ratio[0] <= 0 or s.ratio[1] > 1:
         raise ConfigError(f"search.ratio: must lie in (0, 1], got {list(s.ratio)}")
 
-    _choice(c.sampler.name, SAMPLERS, "sampler.name")
     if c.sampler.n_startup_trials < 0:
         raise ConfigError("sampler.n_startup_trials: must be >= 0")
-    _choice(c.pruner.name, PRUNERS, "pruner.name")
     if c.pruner.patience < 0:
         raise ConfigError(f"pruner.patience: must be >= 0, got {c.pruner.patience}")
     if c.pruner.n_startup_trials < 0:
@@ -392,9 +390,6 @@ def _validate(c: StudyConfig) -> None:
 
 def _validate_model(c: StudyConfig) -> None:
     m = c.model
-    _choice(m.likelihood, LIKELIHOODS, "model.likelihood")
-    _choice(m.variance, VARIANCES, "model.variance")
-    _choice(m.decoder, DECODERS, "model.decoder")
     if any(h < 1 for h in m.hidden):
         raise ConfigError(f"model.hidden: every width must be >= 1, got {list(m.hidden)}")
     if not m.sigma2 > 0:
