@@ -21,7 +21,8 @@ from vae_search.storage import sqlite_path
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.artifacts._protocol import ArtifactStore
+
+    from vae_search._optuna import ArtifactStore
 
 __all__ = [
     "ARTIFACT_DIR_SUFFIX",
