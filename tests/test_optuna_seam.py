@@ -87,6 +87,8 @@ def test_study_system_attrs_is_where_the_dashboard_saves_figures(study):
     import plotly.graph_objects as go
     from optuna_dashboard import save_plotly_graph_object
 
+    storage = _optuna.study_storage(study)
+    assert _optuna.study_id(study) == storage.get_study_id_from_name("seam")
     assert _optuna.study_system_attrs(study) == {}
     save_plotly_graph_object(study, go.Figure(), graph_object_id="fig")
     assert any("fig" in key for key in _optuna.study_system_attrs(study))

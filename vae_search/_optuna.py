@@ -6,8 +6,8 @@ changes what is relied on, instead of letting a worker break mid-study:
 
 * :func:`set_user_attrs`: several trial user attrs in one storage transaction (Optuna's RDB
   storage has no public batched write; a loop of ``trial.set_user_attr`` is one commit each).
-* :func:`study_storage`, :func:`study_system_attrs`, :func:`fresh_trial`: the storage behind a
-  study and a trial's current row (no public accessor exists).
+* :func:`study_storage`, :func:`study_id`, :func:`study_system_attrs`, :func:`fresh_trial`: the
+  storage behind a study, its id, and a trial's current row (no public accessors exist).
 * :data:`ArtifactStore`: the artifact-store protocol type (only for annotations).
 * :class:`QuietFailedTrials`: a filter on the logger and message with which Optuna's optimize
   loop reports a failed trial (there is no hook to silence it per trial).
@@ -33,6 +33,7 @@ __all__ = [
     "QuietFailedTrials",
     "fresh_trial",
     "set_user_attrs",
+    "study_id",
     "study_storage",
     "study_system_attrs",
 ]
@@ -53,6 +54,11 @@ def __getattr__(name: str) -> Any:
 def study_storage(study: optuna.Study) -> BaseStorage:
     """The storage a study reads and writes (Optuna's cache wrapper around an RDB storage)."""
     return study._storage
+
+
+def study_id(study: optuna.Study) -> int:
+    """The study's id in its storage (optuna-dashboard's study pages are addressed by it)."""
+    return study._study_id
 
 
 def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
