@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -171,3 +172,20 @@ def test_a_normal_run_prints_no_tensorflow_warnings(tmp_path):
     for line in proc.stderr.replace("\r", "\n").splitlines():
         assert "WARNING" not in line and "retracing" not in line, line
         assert "tensorflow" not in line.lower() or "loading TensorFlow" in line, line
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (Path(REPO) / "README.md").read_text()
+    command = next(line for line in readme.splitlines()
+                   if line.startswith("scripts/install-test-deps &&"))
+    ci = (Path(REPO) / ".ci" / "run").read_text().splitlines()
+    assert command in ci, "the README's test command and .ci/run differ"
+    for script in ("install-test-deps", "check"):
+        assert os.access(Path(REPO) / "scripts" / script, os.X_OK), script
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="would install chromium")
+def test_install_test_deps_does_nothing_when_chromium_is_there():
+    proc = subprocess.run([str(Path(REPO) / "scripts" / "install-test-deps")],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout == proc.stderr == "", proc.stderr

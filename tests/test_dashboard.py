@@ -62,9 +62,9 @@ def _chromium(args: list[str], profile: Path, timeout: float = 120) -> subproces
 
 @pytest.mark.browser
 def test_dashboard_study_page_shows_our_collapse_map_in_chromium(tmp_path):
-    # A missing browser is a failure, not a skip: .ci/run installs it; deselect locally with
-    # -m "not browser".
-    assert shutil.which(CHROMIUM), f"{CHROMIUM} missing: apt-get install -y chromium"
+    # A missing browser is a failure, not a skip: scripts/install-test-deps (part of the README's
+    # test command and of .ci/run) installs it; deselect locally with -m "not browser".
+    assert shutil.which(CHROMIUM), f"{CHROMIUM} missing: run scripts/install-test-deps"
     study = new_study(tmp_path, "browser-study")
     for i, (state, ks, at, d, red, active, elbo, stop) in enumerate(MIXED):
         study.add_trial(make_trial(i, state=state, klstart=ks, annealtime=at, latent_dim=d,
