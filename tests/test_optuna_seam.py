@@ -139,3 +139,13 @@ def test_quiet_failed_trials_hides_only_the_chosen_failures():
         f"{_optuna.FAILED_TRIAL.pattern!r} and exc_info are relied on")
     shown = [r.getMessage() for r in records]
     assert shown and all(m.startswith("Trial 2 failed") for m in shown), shown
+
+
+def test_installing_the_filter_again_replaces_the_earlier_one():
+    logger = logging.getLogger(_optuna.OPTIMIZE_LOGGER)
+    first = _optuna.QuietFailedTrials((_Planned,)).install()
+    second = _optuna.QuietFailedTrials((_Planned,)).install()
+    try:
+        assert first not in logger.filters and second in logger.filters
+    finally:
+        logger.removeFilter(second)

@@ -143,8 +143,10 @@ class QuietFailedTrials(logging.Filter):
         return number not in self.numbers
 
     def install(self) -> QuietFailedTrials:
-        """Attach the filter to Optuna's optimize logger (once); returns ``self``."""
+        """Attach the filter to Optuna's optimize logger, replacing any earlier one (a process
+        may run several studies, e.g. tests calling ``main``); returns ``self``."""
         logger = logging.getLogger(OPTIMIZE_LOGGER)
-        if self not in logger.filters:
-            logger.addFilter(self)
+        for old in [f for f in logger.filters if isinstance(f, QuietFailedTrials)]:
+            logger.removeFilter(old)
+        logger.addFilter(self)
         return self

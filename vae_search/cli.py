@@ -257,7 +257,7 @@ def _top_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="vae-search",
         usage="vae-search COMMAND [ARGS...]",
-        description="Search KL-annealing schedules under which a VAE's posterior does not "
+        description="Search KL-annealing schedules under which a VAE's posterior does not\n"
         "collapse (Optuna), and show which ones do.",
         epilog=f"commands:\n{listing}\n\n'vae-search COMMAND --help' shows a command's "
         "arguments. Each command is also 'python -m vae_search.COMMAND'.",
