@@ -346,7 +346,7 @@ def test_heartbeats_keep_beating_through_a_long_compiled_epoch(tmp_path, pg_url,
     from vae_search.storage import make_storage
 
     toml = write_tiny_toml(  # one epoch must outlast 2 grace periods even on a quiet machine
-        tmp_path, name="long_epoch", data={"dataset": "synthetic", "n_samples": 30000},
+        tmp_path, name="long_epoch", data={"dataset": "synthetic", "n_samples": 60000},
         model={"hidden": [512, 512]}, train={"epochs": 1, "batch_size": 16},
         search={"klstart": [0, 0], "annealtime": [0, 1], "latent_dim": [4]},
         pruner={"name": "none"}, run={"heartbeat_interval": 1, "grace_period": 3, "max_retry": 2},
