@@ -1,9 +1,19 @@
-"""Shared fixtures: tiny configurations that train in well under a second per trial."""
+"""Shared fixtures: tiny configurations that train in well under a second per trial.
+
+One base configuration (:data:`TINY`) serves every test: as a :class:`StudyConfig`
+(:func:`tiny_config`, the ``tiny`` fixture) or as a study TOML file for the command line
+(:func:`write_tiny_toml`, the ``tiny_toml`` fixture). A test states only what it changes.
+"""
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +28,18 @@ warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# Digits with small nets and few epochs.
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "seed": 0,
+    "model": {"hidden": [32]},
+    "train": {"epochs": 6, "batch_size": 128},
+    "search": {"klstart": [0, 3], "annealtime": [0, 3], "latent_dim": [2, 4]},
+    "sampler": {"name": "random"},
+    "pruner": {"patience": 0, "n_startup_trials": 2},
+    "collapse": {"mi_batch_size": 64},
+}
+
 
 def subprocess_env() -> dict[str, str]:
     """The environment for a child process running this checkout's vae_search.
@@ -31,29 +53,69 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def tiny_config(**sections: dict) -> StudyConfig:
-    """Digits with small nets and few epochs; ``sections`` override whole-table keys."""
-    raw: dict = {
-        "name": "tiny",
-        "seed": 0,
-        "model": {"hidden": [32]},
-        "train": {"epochs": 6, "batch_size": 128},
-        "search": {"klstart": [0, 3], "annealtime": [0, 3], "latent_dim": [2, 4]},
-        "sampler": {"name": "random"},
-        "pruner": {"patience": 0, "n_startup_trials": 2},
-        "collapse": {"mi_batch_size": 64},
-    }
+def tiny_raw(**sections: Any) -> dict[str, Any]:
+    """:data:`TINY` as raw data; a dict in ``sections`` updates that table's keys, anything
+    else (a name, a seed, ``None`` to drop a table) replaces the entry."""
+    raw = copy.deepcopy(TINY)
     for section, values in sections.items():
-        if isinstance(values, dict):
+        if values is None:
+            raw.pop(section, None)
+        elif isinstance(values, dict):
             raw.setdefault(section, {}).update(values)
         else:
             raw[section] = values
-    return parse_config(raw)
+    return raw
+
+
+def tiny_config(**sections: Any) -> StudyConfig:
+    """Digits with small nets and few epochs; ``sections`` as in :func:`tiny_raw`."""
+    return parse_config(tiny_raw(**sections))
+
+
+def toml_text(raw: dict[str, Any]) -> str:
+    """A configuration as TOML: top-level keys, then one table per section."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)  # strings, ints and floats are valid TOML as JSON writes them
+
+    lines = [f"{k} = {value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    for section, table in raw.items():
+        if isinstance(table, dict):
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_tiny_toml(directory: Path, **sections: Any) -> Path:
+    """Write ``tiny_raw(**sections)`` to ``directory/<name>.toml`` and return the path."""
+    raw = tiny_raw(**sections)
+    path = Path(directory) / f"{raw.get('name', 'tiny')}.toml"
+    path.write_text(toml_text(raw))
+    return path
 
 
 @pytest.fixture
 def tiny() -> StudyConfig:
     return tiny_config()
+
+
+@pytest.fixture
+def tiny_toml(tmp_path: Path) -> Callable[..., Path]:
+    """``tiny_toml(**sections)``: a tiny study TOML file in the test's ``tmp_path``."""
+    return lambda **sections: write_tiny_toml(tmp_path, **sections)
+
+
+def stored_figures(study: Any) -> dict[str, str]:
+    """The plotly figures optuna-dashboard keeps in the study, by figure id (as JSON)."""
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+
+    from vae_search._optuna import study_system_attrs
+
+    return get_plotly_graph_objects(study_system_attrs(study))
 
 
 PG_URL_ENV = "VAE_SEARCH_TEST_PG_URL"

@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import subprocess_env, tiny_config
 from vae_search.bench import Case, dense_train_flops, run_baseline, run_trainer
-from vae_search.models import TrainerSpec
 from vae_search.data import load_dataset
+from vae_search.models import TrainerSpec
 
 ELBO_TOLERANCE = 1.0  # nats per example: "the same ELBO" across a few seeds
 SEEDS = (0, 1, 2)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-
-from tests.conftest import subprocess_env
 from optuna.trial import TrialState
 
+from tests.conftest import subprocess_env
 from tests.test_report import MIXED, make_trial, new_study
 from vae_search import dashboard, keys
+from vae_search._optuna import study_id, study_system_attrs
 
 ROOT = Path(__file__).resolve().parent.parent
 CI_ARTIFACTS = ROOT / "ci-artifacts"
@@ -62,14 +62,14 @@ def _chromium(args: list[str], profile: Path, timeout: float = 120) -> subproces
 
 @pytest.mark.browser
 def test_dashboard_study_page_shows_our_collapse_map_in_chromium(tmp_path):
-    # A missing browser is a failure, not a skip: .ci/run installs it; deselect locally with
-    # -m "not browser".
-    assert shutil.which(CHROMIUM), f"{CHROMIUM} missing: apt-get install -y chromium"
+    # A missing browser is a failure, not a skip: scripts/install-test-deps (part of the README's
+    # test command and of .ci/run) installs it; deselect locally with -m "not browser".
+    assert shutil.which(CHROMIUM), f"{CHROMIUM} missing: run scripts/install-test-deps"
     study = new_study(tmp_path, "browser-study")
     for i, (state, ks, at, d, red, active, elbo, stop) in enumerate(MIXED):
         study.add_trial(make_trial(i, state=state, klstart=ks, annealtime=at, latent_dim=d,
                                    reduction=red, active=active, elbo=elbo, stop=stop))
-    assert not study._storage.get_study_system_attrs(study._study_id)  # no figures yet
+    assert not study_system_attrs(study)  # no figures yet
     url = f"sqlite:///{tmp_path / 's.db'}"
     port = _free_port()
     server = subprocess.Popen(
@@ -90,7 +90,7 @@ def test_dashboard_study_page_shows_our_collapse_map_in_chromium(tmp_path):
                 pass
             assert time.monotonic() < deadline, "optuna-dashboard did not start"
             time.sleep(0.5)
-        page = f"{base}/dashboard/studies/{study._study_id}"
+        page = f"{base}/dashboard/studies/{study_id(study)}"
         dom = _chromium([f"--virtual-time-budget={PAGE_BUDGET_MS}", "--dump-dom", page],
                         tmp_path / "profile-dom")
         assert dom.returncode == 0, dom.stderr[-2000:]

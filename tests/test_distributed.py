@@ -7,6 +7,7 @@ test uses its own study name (or a scratch database) and removes it afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,10 +18,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-
-from tests.conftest import subprocess_env
 from optuna.trial import TrialState
 
+from tests.conftest import subprocess_env, write_tiny_toml
 from vae_search import keys
 from vae_search.run import FAIL_INTERRUPTED, FAIL_SURPLUS
 from vae_search.storage import worker_seed
@@ -28,44 +28,20 @@ from vae_search.storage import worker_seed
 REPO = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT = 240  # seconds any group of worker processes may take
 
-TOML = """
-name = "dist"
-[model]
-hidden = [32]
-[train]
-epochs = {epochs}
-batch_size = {batch_size}
-[search]
-klstart = [0, 2]
-annealtime = [0, 3]
-latent_dim = [2, 4]
-[sampler]
-name = "random"
-[pruner]
-name = "none"
-[collapse]
-mi_batch_size = 64
-[run]
-heartbeat_interval = 1
-grace_period = {grace}
-max_retry = 2
-"""
-
-
 @pytest.fixture
 def study_name(pg_url):
     name = f"dist_{uuid.uuid4().hex[:12]}"
     yield name
-    try:
+    with contextlib.suppress(KeyError):
         optuna.delete_study(study_name=name, storage=pg_url)
-    except KeyError:
-        pass
 
 
 def _toml(tmp_path: Path, *, epochs: int = 5, batch_size: int = 128, grace: int = 30) -> Path:
-    path = tmp_path / "dist.toml"
-    path.write_text(TOML.format(epochs=epochs, batch_size=batch_size, grace=grace))
-    return path
+    return write_tiny_toml(
+        tmp_path, name="dist", train={"epochs": epochs, "batch_size": batch_size},
+        search={"klstart": [0, 2]}, pruner={"name": "none"},
+        run={"heartbeat_interval": 1, "grace_period": grace, "max_retry": 2},
+    )
 
 
 def _worker(toml: Path, url: str, name: str, trials: int, *extra: str) -> subprocess.Popen:
@@ -201,12 +177,13 @@ def test_eight_workers_on_a_fresh_database_create_one_study(tmp_path, pg_url):
     start_at = time.time() + 6.0  # every process has imported Optuna by then
     code = (
         "import sys, time\n"
-        "from vae_search.run import build_parser, open_worker_study, resolve_config\n"
-        "args = build_parser().parse_args(sys.argv[1:])\n"
-        "config = resolve_config(args)\n"
+        "from vae_search._optuna import study_id\n"
+        "from vae_search.run import RunOptions, open_worker_study, resolve_config\n"
+        "options = RunOptions.parse(sys.argv[1:])\n"
+        "config = resolve_config(options)\n"
         f"time.sleep(max(0.0, {start_at} - time.time()))\n"
-        "study = open_worker_study(args, config)\n"
-        "print(study._study_id)\n"
+        "study = open_worker_study(options, config)\n"
+        "print(study_id(study))\n"
     )
     try:
         procs = [
@@ -357,33 +334,6 @@ def test_compose_file_wires_one_storage_url_to_workers_and_dashboard():
         assert needed in dockerfile
 
 
-LONG_EPOCH_TOML = """
-name = "long_epoch"
-[data]
-dataset = "synthetic"
-n_samples = 30000  # one epoch must outlast 2 grace periods even on a quiet machine
-[model]
-hidden = [512, 512]
-[train]
-epochs = 1
-batch_size = 16
-[search]
-klstart = [0, 0]
-annealtime = [0, 1]
-latent_dim = [4]
-[sampler]
-name = "random"
-[pruner]
-name = "none"
-[collapse]
-mi_batch_size = 64
-[run]
-heartbeat_interval = 1
-grace_period = 3
-max_retry = 2
-"""
-
-
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_heartbeats_keep_beating_through_a_long_compiled_epoch(tmp_path, pg_url, study_name):
@@ -395,8 +345,12 @@ def test_heartbeats_keep_beating_through_a_long_compiled_epoch(tmp_path, pg_url,
     from vae_search.config import load_config
     from vae_search.storage import make_storage
 
-    toml = tmp_path / "long.toml"
-    toml.write_text(LONG_EPOCH_TOML)
+    toml = write_tiny_toml(  # one epoch must outlast 2 grace periods even on a quiet machine
+        tmp_path, name="long_epoch", data={"dataset": "synthetic", "n_samples": 60000},
+        model={"hidden": [512, 512]}, train={"epochs": 1, "batch_size": 16},
+        search={"klstart": [0, 0], "annealtime": [0, 1], "latent_dim": [4]},
+        pruner={"name": "none"}, run={"heartbeat_interval": 1, "grace_period": 3, "max_retry": 2},
+    )
     config = load_config(str(toml))
     proc = _worker(toml, pg_url, study_name, 1, "--threads", "1")
     reaper = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -13,33 +14,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import subprocess_env
+from tests.conftest import subprocess_env, write_tiny_toml
 from vae_search import keys
 
 # Long enough trials (~30 epochs of small batches) that a signal lands mid-trial.
-TOML = """
-name = "faults"
-[model]
-hidden = [32]
-[train]
-epochs = 30
-batch_size = 16
-[search]
-klstart = [0, 10]
-annealtime = [0, 10]
-latent_dim = [2, 4]
-[sampler]
-name = "random"
-[pruner]
-name = "none"
-[collapse]
-mi_batch_size = 64
-"""
+FAULTS = {"name": "faults", "train": {"epochs": 30, "batch_size": 16},
+          "search": {"klstart": [0, 10], "annealtime": [0, 10]}, "pruner": {"name": "none"}}
 
 
 def _start(tmp_path: Path, url: str, name: str, trials: int) -> subprocess.Popen:
-    toml = tmp_path / "faults.toml"
-    toml.write_text(TOML)
+    toml = write_tiny_toml(tmp_path, **FAULTS)
     return subprocess.Popen(
         [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
          "--study-name", name, "--trials", str(trials), "--quiet"],
@@ -132,10 +116,8 @@ def test_signal_on_postgresql_keeps_finished_trials_and_resumes(tmp_path, pg_url
     try:
         _interrupt_and_resume(tmp_path, pg_url, name, signum)
     finally:
-        try:
+        with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=name, storage=pg_url)
-        except KeyError:
-            pass
 
 
 @pytest.mark.postgres
@@ -184,8 +166,8 @@ def test_dropped_database_connections_lose_nothing(tmp_path, pg_url):
 def test_sigkilled_worker_leaves_no_trial_running_on_sqlite(tmp_path):
     """Heartbeats work on SQLite too: the next worker on the file fails and re-queues the trial."""
     url = f"sqlite:///{tmp_path / 'kill.db'}"
-    toml = tmp_path / "faults.toml"
-    toml.write_text(TOML + "[run]\nheartbeat_interval = 1\ngrace_period = 4\nmax_retry = 1\n")
+    toml = write_tiny_toml(tmp_path, **FAULTS,
+                           run={"heartbeat_interval": 1, "grace_period": 4, "max_retry": 1})
     env = subprocess_env()
     cmd = [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
            "--study-name", "faults", "--quiet"]

@@ -11,10 +11,9 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
-from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 from PIL import Image
 
-from tests.conftest import tiny_config
+from tests.conftest import stored_figures, tiny_config
 from vae_search import keys, report
 from vae_search.artifacts import (
     ARTIFACT_DIR_SUFFIX,
@@ -230,12 +229,12 @@ def test_findings_count_collapse_by_reduction_and_region(mixed):
 
 def test_save_figures_uses_stable_ids_and_a_second_save_replaces(mixed):
     assert report.save_figures(mixed) == list(keys.FIG_IDS)
-    first = get_plotly_graph_objects(mixed._storage.get_study_system_attrs(mixed._study_id))
+    first = stored_figures(mixed)
     assert set(first) == set(keys.FIG_IDS)
     mixed.add_trial(make_trial(6, state=TrialState.COMPLETE, klstart=3, annealtime=2,
                                latent_dim=4, reduction="sum", active=3, elbo=-24.0))
     report.save_figures(mixed)
-    second = get_plotly_graph_objects(mixed._storage.get_study_system_attrs(mixed._study_id))
+    second = stored_figures(mixed)
     assert set(second) == set(keys.FIG_IDS)  # replaced, not duplicated
     assert "trial #6" in second[keys.FIG_COLLAPSE_MAP]
     assert "trial #6" not in first[keys.FIG_COLLAPSE_MAP]
@@ -283,10 +282,11 @@ def test_report_and_dashboard_do_not_import_tensorflow(mixed, tmp_path):
     code = (
         "import sys\n"
         "from vae_search import report, dashboard, artifacts\n"
+        "from vae_search.storage import load_study\n"
         "for parser in (report.build_parser(), dashboard.build_parser()):\n"
         "    try: parser.parse_args(['--help'])\n"
         "    except SystemExit: pass\n"
-        f"study = report.load_study({url!r}, 'mixed')\n"
+        f"study = load_study({url!r}, 'mixed')\n"
         "report.save_figures(study); report.report_html(study)\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
     )
@@ -326,6 +326,7 @@ def test_real_objective_trials_give_figures_and_png_artifacts(tmp_path):
     """Through the real Objective: figures refreshed by the callback, one PNG per trial."""
     from optuna.artifacts import download_artifact, get_all_artifact_meta
 
+    from vae_search._optuna import study_storage
     from vae_search.objective import Objective
 
     config = tiny_config(search={"latent_dim": [4]})  # one architecture: one compilation
@@ -334,14 +335,14 @@ def test_real_objective_trials_give_figures_and_png_artifacts(tmp_path):
     refresher = report.FigureRefresher(every=2)
     study.optimize(Objective(config, on_finish=hook), n_trials=3, callbacks=[refresher])
     assert refresher.finished == 3 and not refresher.warned
-    stored = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
+    stored = stored_figures(study)
     assert set(stored) == set(keys.FIG_IDS)  # saved at the 2nd trial
     figs = report.build_figures(study)
     assert len({int(n) for n in re.findall(r"trial #(\d+)",
                                             figs[keys.FIG_COLLAPSE_MAP].to_json())}) == 3
     assert (tmp_path / f"tiny{ARTIFACT_DIR_SUFFIX}").is_dir()
     for trial in study.trials:
-        (meta,) = get_all_artifact_meta(trial, storage=study._storage)
+        (meta,) = get_all_artifact_meta(trial, storage=study_storage(study))
         assert meta.mimetype == "image/png"
         path = tmp_path / f"{trial.number}.png"
         download_artifact(artifact_store=hook.artifact_store, artifact_id=meta.artifact_id,
@@ -351,18 +352,16 @@ def test_real_objective_trials_give_figures_and_png_artifacts(tmp_path):
             assert img.size == (2 + 8 * (64 + 2), 2 + 3 * (64 + 2))
 
 
-def test_runner_refreshes_figures_and_writes_artifacts(tmp_path, capsys):
+def test_runner_refreshes_figures_and_writes_artifacts(tmp_path, tiny_toml, capsys):
     from vae_search.run import main
 
-    toml = tmp_path / "tiny.toml"
-    toml.write_text('name = "tiny"\n[model]\nhidden = [32]\n[train]\nepochs = 4\n'
-                    'batch_size = 128\n[search]\nklstart = [0, 2]\nannealtime = [0, 2]\n'
-                    'latent_dim = [2]\n[sampler]\nname = "random"\n[pruner]\nname = "none"\n'
-                    '[collapse]\nmi_batch_size = 64\n[run]\nrefresh_every = 1\n')
+    toml = tiny_toml(train={"epochs": 4},
+                     search={"klstart": [0, 2], "annealtime": [0, 2], "latent_dim": [2]},
+                     pruner={"name": "none"}, run={"refresh_every": 1})
     db = tmp_path / "run.db"
     assert main(["--study", str(toml), "--storage", f"sqlite:///{db}", "--trials", "2",
                  "--quiet"]) == 0
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
-    stored = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
+    stored = stored_figures(study)
     assert set(stored) == set(keys.FIG_IDS)
     assert len(list((tmp_path / f"run{ARTIFACT_DIR_SUFFIX}").iterdir())) == 2

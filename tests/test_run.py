@@ -11,31 +11,10 @@ from optuna.trial import TrialState
 from vae_search import keys
 from vae_search.run import main
 
-TINY_TOML = """
-name = "tiny"
-[model]
-hidden = [32]
-[train]
-epochs = 5
-batch_size = 128
-[search]
-klstart = [0, 2]
-annealtime = [0, 3]
-latent_dim = [2, 4]
-[sampler]
-name = "random"
-[pruner]
-patience = 0
-[collapse]
-mi_batch_size = 64
-"""
-
 
 @pytest.fixture
-def study_file(tmp_path):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_TOML)
-    return path
+def study_file(tiny_toml):
+    return tiny_toml(train={"epochs": 5}, search={"klstart": [0, 2]})
 
 
 def test_three_trial_study_is_a_normal_optuna_study(tmp_path, study_file, capsys):

@@ -13,7 +13,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _import_quietly():  # type: ignore[no-untyped-def]
+def _import_quietly():  # noqa: ANN202 - returns the tensorflow module
     if "tensorflow" in sys.modules or os.environ.get("VAE_SEARCH_TF_VERBOSE"):
         import tensorflow
 

@@ -23,7 +23,8 @@ from vae_search.storage import sqlite_path
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.artifacts._protocol import ArtifactStore
+
+    from vae_search._optuna import ArtifactStore
 
 __all__ = [
     "ARTIFACT_DIR_SUFFIX",
@@ -115,7 +116,7 @@ def sample_grid(rows: list[np.ndarray], *, lo: float | None = None,
         for i, example in enumerate(a):
             pixels = np.nan_to_num((example - lo) / span, nan=0.0).clip(0.0, 1.0)
             img = Image.fromarray((pixels.reshape(h, w) * 255).astype(np.uint8), mode="L")
-            img = img.resize((cell_w, cell_h), Image.NEAREST)
+            img = img.resize((cell_w, cell_h), Image.Resampling.NEAREST)
             if h == w:
                 canvas.paste(img, (PAD + i * (cell_w + PAD), y))
             else:

@@ -272,6 +272,7 @@ def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
     import optuna
     from optuna.exceptions import ExperimentalWarning
 
+    from vae_search._optuna import study_storage
     from vae_search.config import load_config
     from vae_search.objective import Objective
     from vae_search.storage import make_storage
@@ -289,7 +290,7 @@ def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
     config = config.with_overrides(**{"train.epochs": epochs})
     name = f"bench-{os.getpid()}-{time.time_ns()}"
     study = open_study(config, make_storage(url, run=config.run), study_name=name)
-    timer = StorageTimer(study._storage)
+    timer = StorageTimer(study_storage(study))
     rss: dict[int, tuple[float, float]] = {}
 
     def measure(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

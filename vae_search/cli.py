@@ -1,19 +1,73 @@
-"""Shared command-line pieces (no TensorFlow, no Optuna): one-line argument errors."""
+"""Every command line of vae_search: the parsers, their shared arguments, the exit codes, and
+``vae-search``, the one command that dispatches to them.
+
+Nothing here imports Optuna, plotly or TensorFlow: ``vae-search --help`` and
+``vae-search run --help`` answer at once. Adding a subcommand is one line in :data:`COMMANDS`
+(the module must have ``main(argv)``); ``python -m vae_search.<module>`` keeps working.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import NamedTuple
 
-__all__ = ["EXIT_USAGE", "OneLineParser", "bounded_int"]
+__all__ = [
+    "COMMANDS",
+    "EXIT_FAULT",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TERMINATED",
+    "EXIT_USAGE",
+    "STORAGE_ENV",
+    "OneLineParser",
+    "RunOptions",
+    "add_storage_args",
+    "bounded_int",
+    "build_dashboard_parser",
+    "build_report_parser",
+    "build_run_parser",
+    "main",
+    "positive_float",
+]
 
+EXIT_OK = 0
+EXIT_FAULT = 1  # the environment failed (database lost); not a user mistake
 EXIT_USAGE = 2  # bad input: flags, config, storage, data, study mismatch
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+STORAGE_ENV = "VAE_SEARCH_STORAGE"  # default for --storage (keeps passwords off command lines)
+DEFAULT_STUDY = "seed_mse"  # the recipe's loss: the schedule decides collapse (README)
+DEFAULT_TRIALS = 20
+DEFAULT_WORKERS = 1
+DEFAULT_HOST = "127.0.0.1"  # dashboard: local only, optuna-dashboard has no authentication
+DEFAULT_PORT = 8080  # optuna-dashboard's own default
+
+
+class Command(NamedTuple):
+    module: str  # has main(argv)
+    summary: str  # one line for ``vae-search --help``
+
+
+# The subcommands of ``vae-search``: one line each.
+COMMANDS: dict[str, Command] = {
+    "run": Command("vae_search.run", "create or join a study and run trials (the search)"),
+    "report": Command("vae_search.report", "write the HTML report and print the findings"),
+    "dashboard": Command("vae_search.dashboard", "refresh the figures, serve optuna-dashboard"),
+    "bench": Command("vae_search.bench", "benchmark the trainer, start-up and storage share"),
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line and exit status 2 (no usage dump)."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -40,3 +94,195 @@ def bounded_int(
         return value
 
     return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type`` for a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+_positive_int = bounded_int(1)
+_nonneg_int = bounded_int(0)
+_port = bounded_int(1, 65535, noun="a port number")
+
+
+def add_storage_args(parser: argparse.ArgumentParser, *, study_name_help: str) -> None:
+    """``--storage`` (default ``$VAE_SEARCH_STORAGE``, else the SQLite file) and
+    ``--study-name``: the same two arguments for every command.
+
+    Args:
+        parser: The command's parser.
+        study_name_help: What ``--study-name`` means for this command.
+    """
+    from vae_search.storage import DEFAULT_STORAGE
+
+    parser.add_argument(
+        "--storage", default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,
+        help=f"SQLAlchemy URL of the study database (default: ${STORAGE_ENV}, else "
+        f"{DEFAULT_STORAGE})",
+    )
+    parser.add_argument("--study-name", default=None, help=study_name_help)
+
+
+def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=prog,
+        description="Search KL-annealing schedules (klstart, annealtime), latent dimension and "
+        "reduction for a VAE, with Optuna, judging every trial by its validation ELBO and "
+        "recording posterior-collapse diagnostics.",
+    )
+    parser.add_argument(
+        "--trials", type=_positive_int, default=DEFAULT_TRIALS,
+        help="total budget of finished (complete + pruned) trials in the study, shared by all "
+        f"workers; re-running resumes up to it (default {DEFAULT_TRIALS})",
+    )
+    parser.add_argument(
+        "--timeout", type=positive_float, default=None,
+        help="stop starting new trials after this many seconds",
+    )
+    parser.add_argument(
+        "--study", default=DEFAULT_STUDY,
+        help=f"a study config: a name under studies/ or a path to a TOML file "
+        f"(default {DEFAULT_STUDY})",
+    )
+    add_storage_args(parser, study_name_help="default: the config's name")
+    parser.add_argument(
+        "--seed", type=_nonneg_int, default=None, help="override the config's seed"
+    )
+    parser.add_argument(
+        "--epochs", type=_positive_int, default=None, help="override train.epochs"
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, default=DEFAULT_WORKERS,
+        help="local worker processes sharing the study and its --trials budget "
+        f"(default {DEFAULT_WORKERS}; never more than the trials left); more machines can "
+        "join with the same --storage",
+    )
+    parser.add_argument(
+        "--threads", type=_positive_int, default=None,
+        help="TensorFlow threads per worker process (default: TensorFlow's choice for one "
+        "worker, CPU cores / --workers for several)",
+    )
+    parser.add_argument(  # set by the --workers parent for its children
+        "--worker-index", type=_nonneg_int, default=None, help=argparse.SUPPRESS
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, summary only")
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="show tracebacks for errors instead of one line, and TensorFlow's warnings",
+    )
+    return parser
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """What ``vae-search run`` was asked to do, parsed and checked once (see its --help)."""
+
+    trials: int = DEFAULT_TRIALS
+    timeout: float | None = None
+    study: str = DEFAULT_STUDY
+    storage: str = ""
+    study_name: str | None = None
+    seed: int | None = None
+    epochs: int | None = None
+    workers: int = DEFAULT_WORKERS
+    threads: int | None = None
+    worker_index: int | None = None  # set for the children of a --workers parent
+    quiet: bool = False
+    debug: bool = False
+
+    @classmethod
+    def from_namespace(cls, args: argparse.Namespace) -> RunOptions:
+        """The options of a parsed ``build_run_parser()`` command line."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    @classmethod
+    def parse(cls, argv: Sequence[str] | None = None, *,
+              prog: str = "python -m vae_search.run") -> RunOptions:
+        """Parse a ``run`` command line (exits with status 2 on bad input, 0 for --help)."""
+        return cls.from_namespace(build_run_parser(prog).parse_args(argv))
+
+    @property
+    def child(self) -> bool:
+        """Whether this process is one of the workers started by a ``--workers`` parent."""
+        return self.worker_index is not None
+
+
+def build_report_parser(prog: str = "python -m vae_search.report") -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=prog,
+        description="Write a self-contained HTML report (figures + findings tables) of a "
+        "vae_search study, print the findings tables, and refresh the figures stored in the "
+        "study for optuna-dashboard.",
+    )
+    add_storage_args(parser,
+                     study_name_help="the study (default: the only study in the storage)")
+    parser.add_argument("--out", required=True, help="the HTML file to write")
+    parser.add_argument("--figures-dir", default=None,
+                        help="also write each figure as a standalone page DIR/<figure id>.html")
+    parser.add_argument("--no-save", action="store_true",
+                        help="do not refresh the figures stored in the study")
+    return parser
+
+
+def build_dashboard_parser(
+    prog: str = "python -m vae_search.dashboard",
+) -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=prog,
+        description="Refresh the vae_search figures stored in the study (or every study in the "
+        "storage), then serve optuna-dashboard on the same storage and artifact directory.",
+    )
+    add_storage_args(parser,
+                     study_name_help="refresh only this study's figures (default: every study)")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                        help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--artifact-dir", default=None,
+                        help="artifact directory (default: beside the SQLite file, "
+                        "e.g. vae_search-artifacts/, or ./vae_search-artifacts for servers)")
+    return parser
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    width = max(len(name) for name in COMMANDS)
+    listing = "\n".join(f"  {name:<{width}}  {c.summary}" for name, c in COMMANDS.items())
+    parser = OneLineParser(
+        prog="vae-search",
+        usage="vae-search COMMAND [ARGS...]",
+        description="Search KL-annealing schedules under which a VAE's posterior does not\n"
+        "collapse (Optuna), and show which ones do.",
+        epilog=f"commands:\n{listing}\n\n'vae-search COMMAND --help' shows a command's "
+        "arguments. Each command is also 'python -m vae_search.COMMAND'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND",
+                        help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``vae-search COMMAND [ARGS...]``: run one subcommand (imported only when chosen)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _top_parser()
+    if not argv:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if argv[0].startswith("-"):
+        parser.parse_args(argv[:1])  # --help (exit 0) or an error (exit 2)
+    name = parser.parse_args(argv[:1]).command
+    command_main = importlib.import_module(COMMANDS[name].module).main
+    if "prog" in inspect.signature(command_main).parameters:
+        return int(command_main(argv[1:], prog=f"vae-search {name}") or 0)
+    return int(command_main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -70,7 +70,7 @@ class DataConfig:
     dataset: DatasetName = "digits"  # digits | synthetic | file | mnist | sequences | text
     path: str = ""  # file: a .npz, .npy or .csv array (rows = examples); text: a UTF-8 file
     val_fraction: float = 0.2  # held-out share for the validation ELBO (fixed, seeded split)
-    binarize: Binarize = "fixed"  # bernoulli only: "fixed" (sampled once) or "dynamic" (every epoch)
+    binarize: Binarize = "fixed"  # bernoulli: "fixed" (sampled once) | "dynamic" (every epoch)
     n_samples: int = 4000  # synthetic, sequences: number of examples
     n_features: int = 64  # synthetic: data dimension N
     true_latent_dim: int = 4  # synthetic, sequences: number of true generative factors k
@@ -82,10 +82,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    likelihood: Likelihood = "bernoulli"  # bernoulli (binarized) | gaussian | categorical (token data)
+    likelihood: Likelihood = "bernoulli"  # bernoulli (binarized) | gaussian | categorical (tokens)
     variance: Variance = "learned"  # gaussian: "learned" (per dim, starts at 1) | "fixed" (sigma2)
     sigma2: float = 0.5  # gaussian, fixed: 0.5 makes -log p = sum((x - x_hat)^2) + const
-    decoder: DecoderName = "dense"  # dense (factorized) | made (autoregressive) | gru (recurrent, tokens)
+    decoder: DecoderName = "dense"  # dense (factorized) | made (autoregressive) | gru (tokens)
     hidden: tuple[int, ...] = (128, 64)  # encoder widths, mirrored by dense/made; gru: [units]
     context: int = -1  # made: previous dims each dim sees (0 = factorized, -1 = all)
     embedding_dim: int = 32  # gru: token embedding width
@@ -269,7 +269,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             continue
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, raw[name], key)
         else:
             kwargs[name] = _coerce(raw[name], tp, key)

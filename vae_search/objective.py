@@ -12,9 +12,9 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.storages import RDBStorage
 
 from vae_search import keys
+from vae_search._optuna import set_user_attrs  # the batched user-attr write
 from vae_search._tf import tf
 from vae_search.config import StudyConfig
 from vae_search.data import Dataset, load_dataset
@@ -48,32 +48,6 @@ class TrainingDiverged(RuntimeError):
 def trial_seed(study_seed: int, trial_number: int) -> int:
     """A per-trial seed: the same study seed and trial number give the same trial."""
     return (study_seed * 1_000_003 + trial_number) % (2**31 - 1)
-
-
-def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
-    """``trial.set_user_attr`` for every item, in one storage transaction when possible.
-
-    Each ``set_user_attr`` is its own commit (an fsync on SQLite, a round-trip on PostgreSQL).
-    For Optuna's RDB storage (optionally behind its cache) the rows are written in one
-    transaction through the storage's own per-attribute upsert; any other storage, or an Optuna
-    without that internal, falls back to one call per key. The stored rows are the same.
-    """
-    storage = trial.storage
-    backend = getattr(storage, "_backend", storage)
-    write = getattr(backend, "_set_trial_attr_without_commit", None)
-    if not attrs:
-        return
-    if len(attrs) == 1 or write is None or not isinstance(backend, RDBStorage):
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        return
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    with _create_scoped_session(backend.scoped_session, True) as session:
-        for key, value in attrs.items():
-            write(session, models.TrialUserAttributeModel, trial._trial_id, key, value)
-    trial._cached_frozen_trial.user_attrs.update(attrs)
 
 
 class Objective:

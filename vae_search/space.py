@@ -7,8 +7,9 @@ space is fixed, which multivariate TPE needs to model the parameters jointly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from vae_search.config import ModelConfig, SearchConfig
 from vae_search.schedule import CyclicalSchedule, LinearSchedule, Schedule
@@ -73,7 +74,7 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchConfig, epochs: int,
         The sampled parameters. Single-choice dimensions are not suggested (they would only add
         noise to the dashboard); they take their one value.
     """
-    schedule = space.schedule[0]
+    schedule: str = space.schedule[0]
     if len(space.schedule) > 1:
         schedule = trial.suggest_categorical(SCHEDULE, list(space.schedule))
     klstart = trial.suggest_int(KLSTART, *space.klstart)
@@ -87,7 +88,7 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchConfig, epochs: int,
     latent_dim = space.latent_dim[0]
     if len(space.latent_dim) > 1:
         latent_dim = trial.suggest_categorical(LATENT_DIM, list(space.latent_dim))
-    reduction = space.reduction[0]
+    reduction: str = space.reduction[0]
     if len(space.reduction) > 1:
         reduction = trial.suggest_categorical(REDUCTION, list(space.reduction))
     sigma2 = _sigma2(model) if model is not None else None

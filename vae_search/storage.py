@@ -5,6 +5,8 @@
 * Heartbeats on every RDB storage: a trial whose worker died is failed after the grace period
   and re-queued (bounded) by :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`.
 
+:func:`make_storage` opens a storage to run trials in (creating it if needed);
+:func:`open_storage` and :func:`load_study` open an existing one to read (report, dashboard).
 Passwords in URLs are never printed: use :func:`mask_url` for anything shown to a user.
 """
 
@@ -28,10 +30,12 @@ __all__ = [
     "DEFAULT_STORAGE",
     "SQLITE_BUSY_TIMEOUT",
     "StorageError",
+    "error_reason",
+    "load_study",
     "make_storage",
     "mask_url",
+    "open_storage",
     "sqlite_path",
-    "error_reason",
     "worker_seed",
 ]
 
@@ -225,6 +229,55 @@ def make_storage(
                     "--storage URL'; if it is newer, upgrade Optuna"
                 ) from None
             raise
+
+
+def open_storage(storage_url: str) -> tuple[optuna.storages.BaseStorage, list[str]]:
+    """Open an existing storage (never creates a database or tables) and list its studies.
+
+    Raises:
+        StorageError: bad URL, missing SQLite file, or a database Optuna cannot read.
+    """
+    import optuna
+
+    shown = mask_url(storage_url)
+    try:
+        path = sqlite_path(storage_url)
+    except Exception as exc:  # sqlalchemy.exc.ArgumentError and friends
+        raise StorageError(f"invalid storage URL {shown!r}: {exc}") from None
+    if path is not None and not path.is_file():
+        raise StorageError(f"no database at {shown} (file {path} does not exist)")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = optuna.storages.RDBStorage(storage_url, skip_table_creation=True)
+        names = [s.study_name for s in storage.get_all_studies()]
+    except Exception as exc:  # unknown driver, refused connection, not an Optuna database...
+        raise StorageError(f"cannot open storage {shown}: {error_reason(exc)}") from None
+    return storage, names
+
+
+def load_study(storage_url: str, study_name: str | None) -> optuna.Study:
+    """Load an existing study (never creates one).
+
+    Args:
+        storage_url: SQLAlchemy URL. A SQLite file must exist.
+        study_name: The study; may be omitted when the storage holds exactly one.
+
+    Raises:
+        StorageError: bad URL, missing file, missing or ambiguous study.
+    """
+    import optuna
+
+    storage, names = open_storage(storage_url)
+    shown = mask_url(storage_url)
+    if study_name is None:
+        if len(names) != 1:
+            raise StorageError(f"storage {shown} holds {len(names)} studies "
+                               f"({', '.join(sorted(names)) or 'none'}); pass --study-name")
+        study_name = names[0]
+    if study_name not in names:
+        raise StorageError(f"no study {study_name!r} in {shown} (studies: "
+                           f"{', '.join(sorted(names)) or 'none'})")
+    return optuna.load_study(study_name=study_name, storage=storage)
 
 
 def worker_seed(study_seed: int, identity: str) -> int:

@@ -27,7 +27,7 @@ def _wait_for_config(study: optuna.Study, timeout: float) -> dict | None:
     """The stored configuration once the study's creator has written it (``None`` on timeout)."""
     deadline = time.monotonic() + timeout
     while True:
-        stored = study._storage.get_study_user_attrs(study._study_id).get(keys.STUDY_ATTR_CONFIG)
+        stored = study.user_attrs.get(keys.STUDY_ATTR_CONFIG)  # read from the storage
         if stored is not None or time.monotonic() >= deadline:
             return stored
         time.sleep(CONFIG_POLL)

@@ -80,10 +80,9 @@ def build_vae(spec: TrainerSpec, *, seed: int = 0) -> VAE:
     elif spec.decoder == "gru":
         from vae_search.models.gru import build_gru_decoder, build_gru_encoder
 
-        sizes = dict(embedding_dim=spec.embedding_dim, units=spec.hidden[0])
-        encoder = build_gru_encoder(spec.vocab_size, n, spec.latent_dim, **sizes)
-        decoder = build_gru_decoder(spec.vocab_size, n, spec.latent_dim, unroll=spec.unroll,
-                                    **sizes)
+        v, d, e, u = spec.vocab_size, spec.latent_dim, spec.embedding_dim, spec.hidden[0]
+        encoder = build_gru_encoder(v, n, d, embedding_dim=e, units=u, unroll=spec.unroll)
+        decoder = build_gru_decoder(v, n, d, embedding_dim=e, units=u, unroll=spec.unroll)
     elif spec.decoder == "builder":
         from vae_search.models.builder import build_user_model
 

@@ -19,7 +19,8 @@ does not import, raises, or returns the wrong shapes is a :class:`BuilderError` 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vae_search.config import ConfigError
 

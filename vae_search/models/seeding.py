@@ -4,10 +4,11 @@ A trainer compiles one graph per architecture and reuses it for hundreds of tria
 cannot simply build a new model: :class:`Reseeder` re-initialises the existing one, inside one
 compiled call. Every weight is redrawn from its own layer's initializer (``<weight
 name>_initializer``, the Keras convention; a GRU cell's ``recurrent_kernel`` uses
-``recurrent_initializer``) with the stream ``seed * 1009 + i`` for the i-th seeded draw, in build
-order (so a dense VAE draws what it drew when each kernel was seeded that way); a weight without an initializer
-(a user layer's) goes back to its value at build time. Every ``SeedGenerator`` found on the
-model's layers (sampling, dropout, word dropout) is reseeded, so nothing random escapes the seed.
+``recurrent_initializer``) with the stream ``seed * 1009 + i`` for the i-th seeded draw, in
+build order (a dense VAE draws what it drew when each kernel was seeded that way); a weight
+without an initializer (a user layer's) goes back to its value at build time. Every
+``SeedGenerator`` found on the model's layers (sampling, dropout, word dropout) is reseeded, so
+nothing random escapes the seed.
 """
 
 from __future__ import annotations

@@ -148,7 +148,8 @@ class Trainer:
             x_train, x_val, tf.constant(beta, dtype="float32"),
             tf.constant(eval_seed, dtype="int64"), tf.constant(active_threshold, dtype="float32"),
         ).numpy()
-        return EpochResult(*(float(v) for v in out[:6]), active_units=int(out[6]))
+        loss, recon, kl, neg_elbo, val_recon, val_kl = (float(v) for v in out[:6])
+        return EpochResult(loss, recon, kl, neg_elbo, val_recon, val_kl, int(out[6]))
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """``p(x|z)``'s mean (factorized) or its greedy mode, position by position

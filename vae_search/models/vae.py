@@ -97,7 +97,7 @@ class VAE(keras.Model):
         return self.decode(self.sampling.sample(z_mean, z_log_var), x, training)
 
     def terms(self, x: Any, *, training: bool, seed: Any = None) -> tuple[Any, Any]:
-        """Per example: ``recon = -log p(x|z)`` summed over positions ``(B,)``, and KL ``(B, D)``."""
+        """Per example: ``-log p(x|z)`` summed over positions ``(B,)``, and KL ``(B, D)``."""
         z_mean, z_log_var = self.encoder(x, training=training)
         z = self.sampling.sample(z_mean, z_log_var, seed)
         log_px = self.likelihood.log_prob(x, self.decode(z, x, training))

@@ -1,0 +1,151 @@
+"""The Optuna seam (``vae_search/_optuna.py``): every private Optuna name it relies on.
+
+When one of these fails after an Optuna upgrade, the message names the internal that changed;
+fix ``_optuna.py`` (or replace it with a public API the new Optuna offers), nowhere else.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from vae_search import _optuna
+from vae_search.storage import make_storage
+
+
+@pytest.fixture
+def study(tmp_path) -> optuna.Study:
+    storage = make_storage(f"sqlite:///{tmp_path / 'seam.db'}", heartbeat=False)
+    return optuna.create_study(storage=storage, study_name="seam")
+
+
+def _commits(study: optuna.Study) -> list[int]:
+    """A list that grows by one per transaction committed on the study's engine."""
+    engine = _optuna.study_storage(study)._backend.engine
+    commits: list[int] = []
+    sqlalchemy.event.listen(engine, "commit", lambda conn: commits.append(1))
+    return commits
+
+
+def test_private_names_still_exist_with_the_shapes_we_call():
+    from optuna.storages import RDBStorage
+    from optuna.storages._cached_storage import _CachedStorage
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    params = list(inspect.signature(RDBStorage._set_trial_attr_without_commit).parameters)
+    assert params == ["self", "session", "model_cls", "trial_id", "key", "value"], (
+        "RDBStorage._set_trial_attr_without_commit changed its signature", params)
+    assert list(inspect.signature(_create_scoped_session).parameters)[:2] == [
+        "scoped_session", "ignore_integrity_error"], "_create_scoped_session changed"
+    assert hasattr(models, "TrialUserAttributeModel"), "models.TrialUserAttributeModel is gone"
+    assert "_backend" in inspect.getsource(_CachedStorage.__init__), "_CachedStorage._backend"
+    for name in ("_trial_id", "_cached_frozen_trial", "storage"):
+        assert name in inspect.getsource(optuna.Trial.__init__), f"Trial.{name} is gone"
+    for name in ("_storage", "_study_id"):
+        assert name in inspect.getsource(optuna.Study.__init__), f"Study.{name} is gone"
+
+
+def test_batched_user_attrs_are_one_transaction_and_the_same_rows(study, tmp_path):
+    trial = study.ask()
+    commits = _commits(study)
+    attrs = {f"k{i}": [0.5 * i, i] if i % 2 else i for i in range(15)}
+    _optuna.set_user_attrs(trial, attrs)
+    assert len(commits) == 1, "the batched write fell back to one commit per attr"
+    assert trial.user_attrs == attrs  # the trial's own cache is updated too
+    again = optuna.load_study(study_name="seam", storage=f"sqlite:///{tmp_path / 'seam.db'}")
+    assert again.trials[0].user_attrs == attrs  # stored exactly as set_user_attr would
+    study.tell(trial, state=TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        _optuna.set_user_attrs(trial, {"a": 1, "b": 2})  # the storage's own checks still run
+
+
+def test_single_attr_and_in_memory_storage_use_the_public_call():
+    study = optuna.create_study()
+    trial = study.ask()
+    _optuna.set_user_attrs(trial, {"a": 1, "b": [2.0]})
+    _optuna.set_user_attrs(trial, {"c": "x"})
+    _optuna.set_user_attrs(trial, {})
+    assert study.trials[0].user_attrs == {"a": 1, "b": [2.0], "c": "x"}
+
+
+def test_fresh_trial_sees_a_change_made_by_another_process(study, tmp_path):
+    trial = study.ask()
+    assert _optuna.fresh_trial(trial).state == TrialState.RUNNING
+    other = optuna.load_study(study_name="seam", storage=f"sqlite:///{tmp_path / 'seam.db'}")
+    other.tell(trial.number, state=TrialState.FAIL)
+    assert _optuna.fresh_trial(trial).state == TrialState.FAIL
+    assert _optuna.study_storage(study).get_trial(trial._trial_id).state == TrialState.FAIL
+
+
+def test_study_system_attrs_is_where_the_dashboard_saves_figures(study):
+    import plotly.graph_objects as go
+    from optuna_dashboard import save_plotly_graph_object
+
+    storage = _optuna.study_storage(study)
+    assert _optuna.study_id(study) == storage.get_study_id_from_name("seam")
+    assert _optuna.study_system_attrs(study) == {}
+    save_plotly_graph_object(study, go.Figure(), graph_object_id="fig")
+    assert any("fig" in key for key in _optuna.study_system_attrs(study))
+
+
+def test_artifact_store_protocol_type():
+    from optuna.artifacts import FileSystemArtifactStore
+
+    store_type = _optuna.ArtifactStore
+    for method in ("open_reader", "write", "remove"):
+        assert callable(getattr(store_type, method, None)), f"ArtifactStore.{method} is gone"
+        assert callable(getattr(FileSystemArtifactStore, method))
+    with pytest.raises(AttributeError):
+        _optuna.NoSuchName  # noqa: B018 (the module __getattr__ still refuses other names)
+
+
+class _Planned(Exception):
+    pass
+
+
+class _Bug(Exception):
+    pass
+
+
+def test_quiet_failed_trials_hides_only_the_chosen_failures():
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(_optuna.OPTIMIZE_LOGGER)
+    logger.addHandler(handler)
+    quiet = _optuna.QuietFailedTrials((_Planned,)).install()
+    try:
+        study = optuna.create_study()
+
+        def objective(trial: optuna.Trial) -> float:
+            if trial.number == 0:
+                raise _Planned("ended on purpose")
+            if trial.number == 1:
+                raise _Bug("a real failure") from _Planned("chained")  # chain: still planned
+            raise _Bug("a real failure")
+
+        study.optimize(objective, n_trials=3, catch=(_Planned, _Bug))
+    finally:
+        logger.removeFilter(quiet)
+        logger.removeHandler(handler)
+    assert quiet.numbers == {0, 1}, (
+        f"Optuna's failure warning changed: logger {_optuna.OPTIMIZE_LOGGER!r}, message "
+        f"{_optuna.FAILED_TRIAL.pattern!r} and exc_info are relied on")
+    shown = [r.getMessage() for r in records]
+    assert shown and all(m.startswith("Trial 2 failed") for m in shown), shown
+
+
+def test_installing_the_filter_again_replaces_the_earlier_one():
+    logger = logging.getLogger(_optuna.OPTIMIZE_LOGGER)
+    first = _optuna.QuietFailedTrials((_Planned,)).install()
+    second = _optuna.QuietFailedTrials((_Planned,)).install()
+    try:
+        assert first not in logger.filters and second in logger.filters
+    finally:
+        logger.removeFilter(second)

@@ -1,0 +1,152 @@
+"""The one seam to Optuna's internals: every private Optuna name used by vae_search is here.
+
+Everything else in the package uses Optuna's public API only. Each name below is guarded by
+``tests/test_optuna_seam.py``, which fails loudly (naming the internal) when an Optuna upgrade
+changes what is relied on, instead of letting a worker break mid-study:
+
+* :func:`set_user_attrs`: several trial user attrs in one storage transaction (Optuna's RDB
+  storage has no public batched write; a loop of ``trial.set_user_attr`` is one commit each).
+* :func:`study_storage`, :func:`study_id`, :func:`study_system_attrs`, :func:`fresh_trial`: the
+  storage behind a study, its id, and a trial's current row (no public accessors exist).
+* :data:`ArtifactStore`: the artifact-store protocol type (only for annotations).
+* :class:`QuietFailedTrials`: a filter on the logger and message with which Optuna's optimize
+  loop reports a failed trial (there is no hook to silence it per trial).
+
+Importing this module does not import Optuna: the names are resolved when first used.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts._protocol import ArtifactStore
+    from optuna.storages import BaseStorage
+
+__all__ = [
+    "OPTIMIZE_LOGGER",
+    "ArtifactStore",
+    "QuietFailedTrials",
+    "fresh_trial",
+    "set_user_attrs",
+    "study_id",
+    "study_storage",
+    "study_system_attrs",
+]
+
+OPTIMIZE_LOGGER = "optuna.study._optimize"  # the logger of Optuna's optimize loop
+FAILED_TRIAL = re.compile(r"Trial (\d+) failed")  # how that loop starts a failure warning
+
+
+def __getattr__(name: str) -> Any:
+    """``ArtifactStore`` at run time, imported on first use (Optuna exports no such type)."""
+    if name == "ArtifactStore":
+        from optuna.artifacts._protocol import ArtifactStore
+
+        return ArtifactStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def study_storage(study: optuna.Study) -> BaseStorage:
+    """The storage a study reads and writes (Optuna's cache wrapper around an RDB storage)."""
+    return study._storage
+
+
+def study_id(study: optuna.Study) -> int:
+    """The study's id in its storage (optuna-dashboard's study pages are addressed by it)."""
+    return study._study_id
+
+
+def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    """The study's system attrs, where optuna-dashboard keeps the figures saved in the study."""
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
+def fresh_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    """The trial's current row in the storage (its state may have been changed by another
+    process, e.g. failed as stale by a worker that saw no heartbeat)."""
+    return trial.storage.get_trial(trial._trial_id)
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """``trial.set_user_attr`` for every item, in one storage transaction when possible.
+
+    Each ``set_user_attr`` is its own commit (an fsync on SQLite, a round-trip on PostgreSQL).
+    For Optuna's RDB storage (behind its cache or not) the rows are written in one transaction
+    through the storage's own per-attribute upsert, so the stored rows are the same; any other
+    storage (or an Optuna without that internal: the seam test fails first) falls back to one
+    call per key. Measured with 15 attrs per call: about 7 ms batched against 9 ms looped on
+    SQLite, 20 ms against 27 ms on PostgreSQL.
+
+    Args:
+        trial: A running trial.
+        attrs: User-attr keys and JSON-serializable values.
+    """
+    if not attrs:
+        return
+    from optuna.storages import RDBStorage
+
+    storage = trial.storage
+    backend = getattr(storage, "_backend", storage)
+    write = getattr(backend, "_set_trial_attr_without_commit", None)
+    if len(attrs) == 1 or write is None or not isinstance(backend, RDBStorage):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for key, value in attrs.items():
+            write(session, models.TrialUserAttributeModel, trial._trial_id, key, value)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
+class QuietFailedTrials(logging.Filter):
+    """Hide Optuna's "Trial N failed" warnings (and their tracebacks) for chosen exceptions.
+
+    Optuna's optimize loop logs every failed trial, with the traceback, on
+    :data:`OPTIMIZE_LOGGER`. For trials a worker ended on purpose (interrupted, surplus) or lost
+    with its database connection, the worker says so in one line itself. A trial whose
+    exception (or any exception in its chain) is an instance of ``expected`` is silenced, with
+    every later warning about the same trial; real failures are still shown.
+
+    Args:
+        expected: Exception types whose trials are not reported.
+    """
+
+    def __init__(self, expected: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.expected = expected
+        self.numbers: set[int] = set()
+
+    def _expected(self, exc: BaseException | None) -> bool:
+        seen: set[int] = set()
+        while exc is not None and id(exc) not in seen:
+            if isinstance(exc, self.expected):
+                return True
+            seen.add(id(exc))
+            exc = exc.__cause__ or exc.__context__
+        return False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = FAILED_TRIAL.match(record.getMessage())
+        if not match:
+            return True
+        number = int(match.group(1))
+        if record.exc_info and self._expected(record.exc_info[1]):
+            self.numbers.add(number)
+        return number not in self.numbers
+
+    def install(self) -> QuietFailedTrials:
+        """Attach the filter to Optuna's optimize logger, replacing any earlier one (a process
+        may run several studies, e.g. tests calling ``main``); returns ``self``."""
+        logger = logging.getLogger(OPTIMIZE_LOGGER)
+        for old in [f for f in logger.filters if isinstance(f, QuietFailedTrials)]:
+            logger.removeFilter(old)
+        logger.addFilter(self)
+        return self

@@ -1,0 +1,148 @@
+"""The findings tables: best trials, and the collapse rate by reduction and schedule region.
+
+The same tables are printed by ``vae-search report``, drawn into the HTML page, and (the best
+trials) printed by ``vae-search run`` at the end as its summary. No plotting here.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vae_search.report.rows import StateCounts, TrialRow, best_rows, trial_rows
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "BEST_ROWS",
+    "WARMUP_BINS",
+    "Findings",
+    "counts_line",
+    "findings",
+    "findings_text",
+    "summary_table",
+    "text_table",
+]
+
+BEST_ROWS = 10  # rows of the best-trials table
+# Schedule regions by warm-up length: the epochs before beta stays at 1 (full_beta_epoch).
+WARMUP_BINS = ((0, 0, "none (beta = 1 from epoch 0)"), (1, 5, "short (1-5 epochs)"),
+               (6, 15, "medium (6-15 epochs)"), (16, 10**9, "long (16+ epochs)"))
+BEST_HEADER = ("trial", "klstart", "annealtime", "latent", "reduction", "val ELBO", "active",
+               "KL", "I(x;z)", "collapsed")
+RATE_COLUMNS = ("trials", "collapsed", "rate", "median active", "median I(x;z)", "best ELBO")
+
+Table = tuple[tuple[str, ...], list[tuple[str, ...]]]  # (header, rows), all strings
+
+
+@dataclass(frozen=True)
+class Findings:
+    """Tables as (header, rows) pairs of strings, plus the counts they are based on."""
+
+    counts: dict[str, int]
+    best: Table
+    by_reduction: Table
+    by_region: Table
+
+
+def _number(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def _best_table(rows: Sequence[TrialRow], n: int) -> Table:
+    """The ``n`` best complete trials with their schedule and diagnostics."""
+    return BEST_HEADER, [(
+        str(r.number), str(r.p.klstart), str(r.p.annealtime), str(r.p.latent_dim),
+        r.p.reduction, _number(r.value),
+        str(r.active_units) if r.active_units is not None else "-",
+        _number(r.kl_total), _number(r.mutual_info), "yes" if r.collapsed else "no",
+    ) for r in best_rows(rows, n) if r.params is not None]
+
+
+def _rate_row(label: tuple[str, ...], sel: Sequence[TrialRow]) -> tuple[str, ...]:
+    n = len(sel)
+    collapsed = sum(1 for r in sel if r.collapsed)
+    values = [r.value for r in sel if r.value is not None]
+    return (*label, str(n), str(collapsed), f"{collapsed / n:.0%}" if n else "-",
+            f"{statistics.median(r.active_units or 0 for r in sel):g}" if n else "-",
+            f"{statistics.median(r.mutual_info or 0.0 for r in sel):.2f}" if n else "-",
+            f"{max(values):.2f}" if values else "-")
+
+
+def _warmup_label(full_beta: int) -> str:
+    return next(label for lo, hi, label in WARMUP_BINS if lo <= full_beta <= hi)
+
+
+def findings(study: optuna.Study, rows: Sequence[TrialRow] | None = None) -> Findings:
+    """The findings tables. Collapse rates count complete and pruned trials with diagnostics
+    (a pruned trial is diagnosed at the point of pruning, after beta reached 1)."""
+    rows = trial_rows(study) if rows is None else rows
+    diag = [r for r in rows if r.diagnosed and r.params is not None]
+    states = StateCounts.of_rows(rows)
+    counts = {"complete": states.complete, "pruned": states.pruned, "fail": states.fail,
+              "diagnosed": len(diag), "collapsed": sum(1 for r in diag if r.collapsed)}
+    modes = sorted({r.p.reduction for r in diag}, key=lambda m: (m != "sum", m))
+    by_reduction = [_rate_row((m,), [r for r in diag if r.p.reduction == m]) for m in modes]
+    by_region = []
+    for m in modes:
+        for _, _, label in WARMUP_BINS:
+            sel = [r for r in diag if r.p.reduction == m
+                   and r.full_beta_epoch is not None and _warmup_label(r.full_beta_epoch) == label]
+            if sel:
+                by_region.append(_rate_row((m, label), sel))
+    return Findings(
+        counts=counts,
+        best=_best_table(rows, BEST_ROWS),
+        by_reduction=(("reduction", *RATE_COLUMNS), by_reduction),
+        by_region=(("reduction", "KL warm-up before beta = 1", *RATE_COLUMNS), by_region),
+    )
+
+
+def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """A right-aligned plain-text table, indented by two spaces."""
+    if not rows:
+        return "  (none)"
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = ["  " + "  ".join(c.rjust(w) for c, w in zip(header, widths, strict=True)),
+             "  " + "  ".join("-" * w for w in widths)]
+    lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def counts_line(study_name: str, f: Findings) -> str:
+    """One line of counts, the first line of the findings."""
+    c = f.counts
+    return (f"study {study_name!r}: {c['complete']} complete, {c['pruned']} pruned, "
+            f"{c['fail']} failed; {c['diagnosed']} diagnosed, {c['collapsed']} collapsed")
+
+
+def findings_text(study: optuna.Study, f: Findings | None = None) -> str:
+    """The findings tables as plain text (what ``vae-search report`` prints)."""
+    f = f or findings(study)
+    return "\n\n".join([
+        counts_line(study.study_name, f),
+        "best trials by validation ELBO (nats/example, higher is better):\n"
+        + text_table(*f.best),
+        "collapse rate by reduction mode:\n" + text_table(*f.by_reduction),
+        "collapse rate by schedule region:\n" + text_table(*f.by_region),
+    ])
+
+
+def summary_table(study: optuna.Study, rows: int = BEST_ROWS) -> str:
+    """What ``vae-search run`` prints at the end: the trial counts and the best trials."""
+    counts = StateCounts.of_trials(study.get_trials(deepcopy=False))
+    lines = [
+        f"study {study.study_name!r}: {counts.total} trials — {counts.complete} complete, "
+        f"{counts.pruned} pruned, {counts.fail} failed, {counts.running} running; "
+        f"{counts.collapsed} collapsed"
+    ]
+    header, best = _best_table(trial_rows(study), rows)
+    if not best:
+        lines.append("no complete trials yet")
+        return "\n".join(lines)
+    lines.append(f"best {len(best)} by validation ELBO (nats/example, higher is better):")
+    lines.append(text_table(header, best))
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""The standalone report: one self-contained HTML page (plotly.js inlined, works offline)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vae_search.report.figures import build_figures
+from vae_search.report.findings import counts_line, findings
+from vae_search.report.rows import study_config, trial_rows
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["report_html", "write_figure_pages", "write_report"]
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:right}th{background:#f3f3f3}.fig{margin:1em 0 2em}"""
+
+
+def _html_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    if not rows:
+        return "<p><i>none yet</i></p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def report_html(study: optuna.Study) -> str:
+    """The standalone report: one HTML document, plotly.js inlined, no network resources."""
+    from plotly.offline import get_plotlyjs
+
+    config = study_config(study)
+    rows = trial_rows(study, config)
+    figs = build_figures(study, rows, config)
+    f = findings(study, rows)
+    name = html.escape(study.study_name)
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>vae_search report: {name}</title><style>{_CSS}</style>",
+        f"<script>{get_plotlyjs()}</script></head><body>",
+        f"<h1>vae_search report: study {name}</h1>",
+        f"<p>{html.escape(counts_line(study.study_name, f))}. Objective: validation ELBO at "
+        "beta = 1, sum reduction, nats per example (higher is better). Collapsed: fewer than "
+        f"{config.collapse.min_active_units} active unit(s) or I(x;z) &lt; "
+        f"{config.collapse.min_mutual_info} nats.</p>",
+        "<h2>Findings</h2><h3>Best trials</h3>", _html_table(*f.best),
+        "<h3>Collapse rate by reduction mode</h3>", _html_table(*f.by_reduction),
+        "<h3>Collapse rate by schedule region</h3>", _html_table(*f.by_region),
+        "<h2>Figures</h2>",
+    ]
+    for fid, fig in figs.items():
+        body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=fid)
+        parts.append(f"<div class='fig'>{body}</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_figure_pages(study: optuna.Study, directory: str | Path) -> list[Path]:
+    """Write each figure as its own self-contained page ``<figure id>.html`` (for screenshots
+    and embedding); returns the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fid, fig in build_figures(study).items():
+        path = directory / f"{fid}.html"
+        fig.write_html(path, include_plotlyjs=True, full_html=True, div_id=fid)
+        paths.append(path)
+    return paths
+
+
+def write_report(study: optuna.Study, out: str | Path) -> Path:
+    """Write :func:`report_html` to ``out`` (parent directories must exist)."""
+    path = Path(out)
+    path.write_text(report_html(study), encoding="utf-8")
+    return path

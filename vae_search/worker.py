@@ -1,0 +1,385 @@
+"""One worker's trial loop: the budget gate, signals, and riding out database faults.
+
+:func:`run_worker` is to ``vae-search run`` what Optuna's ``study/_optimize.py`` is to
+``Study.optimize``: the loop in its own module, the command (``run.py``) a thin facade. It takes
+a frozen :class:`~vae_search.cli.RunOptions` and the resolved configuration, and keeps no module
+state: the SIGINT/SIGTERM handlers write to the :class:`SignalState` passed in.
+Importing this module does not import TensorFlow or Optuna.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from vae_search import keys
+from vae_search._optuna import QuietFailedTrials, fresh_trial
+from vae_search.budget import FAIL_SURPLUS, BudgetGate, BudgetReached
+from vae_search.cli import RunOptions
+from vae_search.config import StudyConfig
+from vae_search.report.rows import StateCounts
+from vae_search.storage import error_reason, mask_url, worker_seed
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "FAIL_INTERRUPTED",
+    "FAIL_SURPLUS",
+    "BudgetGate",
+    "BudgetReached",
+    "DatabaseLost",
+    "Interrupted",
+    "SignalState",
+    "finish",
+    "open_worker_study",
+    "run_worker",
+]
+
+STORAGE_RETRIES = 5  # consecutive lost-connection failures a worker rides out
+STORAGE_BACKOFF = 2.0  # seconds, times the attempt number, before retrying
+FAIL_INTERRUPTED = "interrupted"  # fail_reason of a trial stopped by SIGINT/SIGTERM
+MAX_CONSECUTIVE_FAILURES = 10  # a worker stops when this many trials in a row fail
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; carries the exit status (128 + signal number)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class DatabaseLost(RuntimeError):
+    """The database kept failing mid-run; finished trials are committed, the run can resume."""
+
+
+class SignalState:
+    """SIGINT and SIGTERM as :class:`Interrupted`, raised now or held for a safe point.
+
+    The exception unwinds the running trial like Ctrl-C does (Optuna marks it FAIL; the worker
+    records ``fail_reason = "interrupted"``) instead of the default SIGTERM action, which would
+    leave the trial RUNNING until its heartbeat goes stale. While Optuna stores a trial's result
+    (``deferred``) or TensorFlow runs (``training``) the signal is held and raised at the next
+    safe point, so a finished trial is never half-written. A second signal exits at once with
+    the same status.
+    """
+
+    def __init__(self) -> None:
+        self.fired: int | None = None
+        self.deferred = False  # True while Optuna records a finished trial (must not be torn)
+        self.training = False  # True while the objective runs TensorFlow code
+        self.pending: int | None = None
+
+    def install(self) -> dict[int, Any]:
+        """Handle SIGINT and SIGTERM (main thread); returns the previous handlers."""
+        saved: dict[int, Any] = {
+            sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        for sig in saved:
+            signal.signal(sig, self.handler)
+        return saved
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.fired is not None:  # a second signal during the clean-up: leave now
+            os._exit(128 + self.fired)
+        self.fired = signum
+        if self.deferred or self.training:
+            # An exception raised from a signal handler inside TensorFlow's tracing or C++
+            # calls can surface as a SystemError; hold it for the next epoch boundary instead.
+            self.pending = signum
+            return
+        raise Interrupted(signum)
+
+    def raise_pending(self) -> None:
+        """Raise the signal that arrived while it was held, if any."""
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise Interrupted(signum)
+
+    def at_epoch_end(self, trial: Any, epoch: int, record: Any) -> None:
+        """``Objective(on_epoch=...)``: a safe point to raise a signal held during training."""
+        self.raise_pending()
+
+    def defer(self) -> None:
+        self.deferred = True
+
+    def resume(self) -> None:
+        """Stop deferring; raise the signal that arrived meanwhile, if any."""
+        self.deferred = False
+        self.raise_pending()
+
+
+class TrialLoop:
+    """This worker's side of ``study.optimize``: the gated objective and the after-trial check.
+
+    Args:
+        gate: The study-wide budget.
+        signals: Where the signal handlers record what arrived.
+        warn: Prints one line without breaking the progress bar.
+    """
+
+    def __init__(
+        self, gate: BudgetGate, signals: SignalState, *, warn: Callable[[str], None]
+    ) -> None:
+        self.gate = gate
+        self.signals = signals
+        self.warn = warn
+        self.current: optuna.Trial | None = None  # this worker's running trial
+        self.failures = 0  # consecutive failed trials
+
+    def wrap(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+        """The objective behind the reservation check, recording interruptions."""
+
+        def gated(trial: optuna.Trial) -> float:
+            self.current = trial
+            try:
+                self.gate.admit(trial)
+                self.signals.training = True
+                try:
+                    return objective(trial)
+                finally:
+                    self.signals.training = False
+            except Interrupted:
+                trial.set_user_attr(keys.ATTR_FAIL_REASON, FAIL_INTERRUPTED)
+                raise
+            finally:
+                self.signals.defer()  # Optuna now stores the result; held until the callback
+
+        return gated
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """The last callback after each trial: stop after too many failures in a row, raise a
+        held signal, and stop unless a budget slot is (or becomes) free."""
+        self.current = None
+        if trial.state.name == "FAIL":
+            self.failures += 1
+            if self.failures >= MAX_CONSECUTIVE_FAILURES:
+                last = trial.user_attrs.get(keys.ATTR_FAIL_REASON, "see log")
+                self.warn(f"stopping: {self.failures} trials in a row failed (last: {last})")
+                study.stop()
+        else:
+            self.failures = 0
+        self.signals.resume()
+        if not self.gate.slot_free(study):
+            study.stop()
+
+    def taken_over(self) -> bool:
+        """Whether this worker's trial was finished by someone else (failed as stale)."""
+        trial, self.current = self.current, None
+        return trial is not None and fresh_trial(trial).state.is_finished()
+
+    def close_interrupted(self, study: optuna.Study, reason: str = FAIL_INTERRUPTED) -> None:
+        """Fail this worker's trial if an interruption left it RUNNING (outside the objective).
+
+        Args:
+            study: The study.
+            reason: The recorded ``fail_reason``.
+        """
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        trial, self.current = self.current, None
+        if trial is None:
+            return
+        try:
+            trial.set_user_attr(keys.ATTR_FAIL_REASON, reason)
+        except UpdateFinishedTrialError:
+            return  # finished after all (stored before the interruption, or failed as stale)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def sampler_identity(options: RunOptions) -> str:
+    """What makes this worker's sampler seed distinct: host and pool index, else host:pid."""
+    if options.worker_index is None:
+        return worker_identity()
+    return f"{socket.gethostname()}#{options.worker_index}"  # reproducible per host and index
+
+
+def open_worker_study(options: RunOptions, config: StudyConfig) -> optuna.Study:
+    """Open the storage and create or join the study with this worker's own sampler seed."""
+    from vae_search.storage import make_storage
+    from vae_search.study import open_study
+
+    storage = make_storage(options.storage, run=config.run)
+    return open_study(
+        config, storage, study_name=options.study_name,
+        sampler_seed=worker_seed(config.seed, sampler_identity(options)),
+    )
+
+
+def setup_optuna() -> QuietFailedTrials:
+    """Optuna's warnings only; failures of trials a worker ended on purpose are not logged."""
+    import warnings
+
+    import optuna
+    from optuna.exceptions import ExperimentalWarning, StorageInternalError
+    from sqlalchemy.exc import DBAPIError
+
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return QuietFailedTrials(
+        (Interrupted, BudgetReached, StorageInternalError, DBAPIError)
+    ).install()
+
+
+def quiet_tensorflow(debug: bool) -> None:
+    """TensorFlow's Python warnings (e.g. "... triggered tf.function retracing") are for
+    ``--debug`` only; errors are always shown."""
+    if not debug:
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def finished_count(study: optuna.Study) -> int:
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    return StateCounts.of_trials(study.get_trials(deepcopy=False, states=states)).finished
+
+
+def budget_met(study: optuna.Study, done: int, budget: int) -> None:
+    print(f"study {study.study_name!r} already has {done} finished trials "
+          f"(budget --trials {budget}); raise --trials to add more")
+
+
+def finish(study: optuna.Study, config: StudyConfig, options: RunOptions) -> None:
+    """What a run ends with: refresh the figures, the summary table, how to browse."""
+    from vae_search.report import FigureRefresher, summary_table
+
+    FigureRefresher(0).refresh(study)
+    shown_url = mask_url(options.storage)
+    print(summary_table(study))
+    print(f"\nbrowse: optuna-dashboard {shown_url}" +
+          ("   (password hidden)" if "***" in shown_url else ""))
+
+
+def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -> int:
+    """Run trials in this process until the study's budget is met (or the timeout).
+
+    Returns:
+        The exit status (0).
+
+    Raises:
+        Interrupted: SIGINT/SIGTERM (the trial in flight is failed as interrupted).
+        DatabaseLost: the database failed ``STORAGE_RETRIES`` times in a row.
+    """
+    deadline = None if options.timeout is None else time.monotonic() + options.timeout
+    from vae_search.data import load_dataset
+
+    dataset = load_dataset(config)  # bad data is an error before any study is created
+    if config.model.builder:  # so is a broken model.builder (this imports TensorFlow)
+        from vae_search.models.builder import check_builder
+
+        check_builder(config, dataset)
+    setup_optuna()
+    study = open_worker_study(options, config)
+    done = finished_count(study)
+    if done >= options.trials:
+        if not options.child:
+            budget_met(study, done, options.trials)
+    else:
+        if not options.quiet:
+            print(f"study {study.study_name!r} on {mask_url(options.storage)}: {done}/"
+                  f"{options.trials} trials finished; loading TensorFlow and the data...",
+                  file=sys.stderr)
+        quiet_tensorflow(options.debug)
+        started = time.monotonic()
+        _optimize(study, config, dataset, options, signals, deadline)
+        if not options.quiet:
+            print(f"ran for {time.monotonic() - started:.1f} s", file=sys.stderr)
+    if not options.child:
+        finish(study, config, options)
+    return 0
+
+
+def _optimize(
+    study: optuna.Study, config: StudyConfig, dataset: Any, options: RunOptions,
+    signals: SignalState, deadline: float | None,
+) -> None:
+    """``study.optimize`` behind the budget gate, retried while the database comes back."""
+    from vae_search.models import configure_threads
+
+    configure_threads(options.threads)  # before any TensorFlow op
+    from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+    from sqlalchemy.exc import DBAPIError
+
+    from vae_search.artifacts import artifact_hook
+    from vae_search.objective import Objective, TrainingDiverged
+    from vae_search.report import FigureRefresher, Progress
+
+    save_artifacts = artifact_hook(options.storage)
+
+    def on_finish(trial: optuna.Trial, trainer: Any, data: Any) -> None:
+        save_artifacts(trial, trainer, data)
+
+    objective = Objective(
+        config, dataset, worker=worker_identity(), on_finish=on_finish,
+        on_epoch=signals.at_epoch_end,  # held signals are raised here
+    )
+    gate = BudgetGate(options.trials, deadline=deadline)
+    progress = Progress(study, options.trials, enabled=not options.quiet)
+    loop = TrialLoop(gate, signals, warn=progress.warn)
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [
+        progress, FigureRefresher(config.run.refresh_every), loop.after_trial,
+    ]
+    lost = 0  # consecutive lost-connection failures
+    try:
+        while gate.slot_free(study):
+            try:
+                study.optimize(
+                    loop.wrap(objective),
+                    timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
+                    catch=(TrainingDiverged,),
+                    callbacks=callbacks,
+                )
+                break
+            except (StorageInternalError, DBAPIError) as exc:
+                # The database dropped or refused a connection mid-trial (a server restart,
+                # a network blip). The pool (pool_pre_ping) reconnects on the next call; the
+                # trial in flight is failed (or, if even that write fails, recovered later by
+                # the heartbeat). Finished trials are already committed.
+                lost += 1
+                reason = error_reason(exc)
+                if lost > STORAGE_RETRIES:
+                    raise DatabaseLost(
+                        f"lost the database connection {lost} times in a row ({reason}); "
+                        "finished trials are kept; re-run the same command to resume"
+                    ) from None
+                progress.warn(f"warning: database connection lost ({reason}); "
+                              f"reconnecting (attempt {lost} of {STORAGE_RETRIES})")
+                time.sleep(STORAGE_BACKOFF * lost)
+                # If failing the trial in flight was itself lost, close it now; if the database
+                # is still down, the heartbeat recovers the trial later.
+                with contextlib.suppress(StorageInternalError, DBAPIError):
+                    loop.close_interrupted(study, reason=f"database connection lost: {reason}")
+                signals.resume()
+            except (ValueError, UpdateFinishedTrialError):
+                if not loop.taken_over():
+                    raise
+                progress.warn(
+                    "warning: another worker failed this worker's trial as stale (its "
+                    "heartbeat was later than run.grace_period; raise it if epochs are "
+                    "long); continuing"
+                )
+                signals.resume()
+        signals.resume()
+    except BudgetReached:
+        signals.resume()
+    except Interrupted:
+        signals.deferred = False
+        loop.close_interrupted(study)
+        raise
+    finally:
+        progress.close()
