@@ -156,7 +156,13 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
         "--seed", type=_nonneg_int, default=None, help="override the config's seed"
     )
     parser.add_argument(
-        "--epochs", type=_positive_int, default=None, help="override train.epochs"
+        "--epochs", type=_positive_int, default=None,
+        help="override train.epochs (the schedule box is scaled to fit when needed)",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override any config key, type-checked like the TOML (repeatable), e.g. "
+        "--set model.decoder=made --set search.latent_dim=[4,8]",
     )
     parser.add_argument(
         "--workers", type=_positive_int, default=DEFAULT_WORKERS,
@@ -191,6 +197,7 @@ class RunOptions:
     study_name: str | None = None
     seed: int | None = None
     epochs: int | None = None
+    set: tuple[str, ...] = ()  # --set section.key=value overrides, in order
     workers: int = DEFAULT_WORKERS
     threads: int | None = None
     worker_index: int | None = None  # set for the children of a --workers parent
@@ -200,7 +207,9 @@ class RunOptions:
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> RunOptions:
         """The options of a parsed ``build_run_parser()`` command line."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+        values = {f.name: getattr(args, f.name) for f in fields(cls)}
+        values["set"] = tuple(values["set"])
+        return cls(**values)
 
     @classmethod
     def parse(cls, argv: Sequence[str] | None = None, *,

@@ -29,6 +29,7 @@ __all__ = [
     "StudyConfig",
     "TrainConfig",
     "config_diff",
+    "parse_assignment",
     "with_new_defaults",
     "load_config",
     "parse_config",
@@ -170,13 +171,40 @@ class StudyConfig:
         return d
 
     def with_overrides(self, **overrides: Any) -> StudyConfig:
-        """Return a validated copy with dotted-key overrides, e.g. ``{"train.epochs": 5}``."""
+        """Return a validated copy with dotted-key overrides, e.g. ``{"train.epochs": 5}``.
+
+        Raises:
+            ConfigError: an unknown section or key, or a value the TOML could not hold either.
+        """
         raw = self.to_dict()
         for dotted, value in overrides.items():
             section, _, key = dotted.rpartition(".")
+            if section and not isinstance(raw.get(section), dict):
+                raise ConfigError(f"{dotted}: unknown section {section!r} (sections: "
+                                  f"{', '.join(k for k, v in raw.items() if isinstance(v, dict))})")
             target = raw[section] if section else raw
             target[key] = value
         return parse_config(raw)
+
+    def with_epochs(self, epochs: int) -> tuple[StudyConfig, str]:
+        """A copy that trains ``epochs`` epochs, with the schedule box shrunk in proportion
+        when it would not fit (each upper end to at most ``epochs // 2``), so every trial still
+        ends at beta = 1. Returns the copy and a note saying what was scaled ("" if nothing).
+        """
+        s, old = self.search, self.train.epochs
+        overrides: dict[str, Any] = {"train.epochs": epochs}
+        note = ""
+        if s.klstart[1] + s.annealtime[1] > epochs or s.klstart[1] >= epochs:
+
+            def scaled(lo_hi: tuple[int, int]) -> list[int]:
+                hi = min(lo_hi[1] * epochs // old, epochs // 2)
+                return [min(lo_hi[0], hi), hi]
+
+            overrides["search.klstart"] = scaled(s.klstart)
+            overrides["search.annealtime"] = scaled(s.annealtime)
+            note = (f"schedule ranges scaled to klstart {overrides['search.klstart']}, "
+                    f"annealtime {overrides['search.annealtime']}")
+        return self.with_overrides(**overrides), note
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,6 +458,24 @@ def _validate_optional_dims(c: StudyConfig) -> None:
         if s.word_dropout[1] >= 1:
             raise ConfigError(f"search.word_dropout: must lie in [0, 1), got "
                               f"{list(s.word_dropout)}")
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"section.key=value"`` (``--set``) as ``(dotted key, value)``.
+
+    The value is read as a TOML value (``5``, ``0.5``, ``true``, ``[0, 10]``, ``"sum"``); text
+    that is not TOML is taken as a string, so ``data.dataset=text`` works unquoted. The
+    override is type-checked like the TOML when it is applied.
+    """
+    dotted, sep, value_text = text.partition("=")
+    dotted = dotted.strip()
+    if not sep or not dotted or any(not part.isidentifier() for part in dotted.split(".")):
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. train.epochs=10")
+    try:
+        value = tomllib.loads(f"v = {value_text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = value_text.strip()
+    return dotted, value
 
 
 def parse_config(raw: dict[str, Any]) -> StudyConfig:

@@ -56,6 +56,8 @@ def _child_command(options: RunOptions, index: int, threads: int) -> list[str]:
                         ("--seed", options.seed), ("--epochs", options.epochs)):
         if value is not None:
             argv += [flag, str(value)]
+    for assignment in options.set:
+        argv += ["--set", assignment]
     if options.debug:
         argv.append("--debug")
     return argv
