@@ -30,6 +30,7 @@ __all__ = [
     "add_storage_args",
     "bounded_int",
     "build_dashboard_parser",
+    "build_export_parser",
     "build_report_parser",
     "build_run_parser",
     "main",
@@ -61,6 +62,7 @@ COMMANDS: dict[str, Command] = {
     "report": Command("vae_search.report", "write the HTML report and print the findings"),
     "dashboard": Command("vae_search.dashboard", "refresh the figures, serve optuna-dashboard"),
     "bench": Command("vae_search.bench", "benchmark the trainer, start-up and storage share"),
+    "export": Command("vae_search.export", "re-train one trial and save it as a Keras model"),
 }
 
 
@@ -257,6 +259,21 @@ def build_dashboard_parser(
     parser.add_argument("--artifact-dir", default=None,
                         help="artifact directory (default: beside the SQLite file, "
                         "e.g. vae_search-artifacts/, or ./vae_search-artifacts for servers)")
+    return parser
+
+
+def build_export_parser(prog: str = "python -m vae_search.export") -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=prog,
+        description="Re-train one trial of a study from its stored parameters and seed, check "
+        "that it reproduces the stored validation ELBO, and save it as a Keras model "
+        "(x -> [z_mean, z_log_var, decoded parameters]).",
+    )
+    add_storage_args(parser,
+                     study_name_help="the study (default: the only study in the storage)")
+    parser.add_argument("--trial", default="best",
+                        help="'best' (default: the best feasible complete trial) or a number")
+    parser.add_argument("--out", required=True, help="the .keras file to write")
     return parser
 
 

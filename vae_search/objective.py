@@ -19,7 +19,7 @@ from vae_search._tf import tf
 from vae_search.config import StudyConfig
 from vae_search.data import Dataset, load_dataset
 from vae_search.metrics import Diagnostics, diagnose
-from vae_search.models import Trainer, TrainerSpec, get_trainer, spec_for
+from vae_search.models import EpochResult, Trainer, TrainerSpec, get_trainer, spec_for
 from vae_search.schedule import full_beta_epoch
 from vae_search.space import TrialParams, suggest
 
@@ -82,6 +82,32 @@ class Objective:
     def spec(self, params: TrialParams) -> TrainerSpec:
         return spec_for(self.config, self.dataset, params.latent_dim)
 
+    def start(self, params: TrialParams, seed: int) -> Trainer:
+        """The trial's trainer, freshly initialised from ``seed`` with its settings."""
+        trainer = get_trainer(self.spec(params))
+        trainer.reset(seed)
+        trainer.configure(reduction=params.reduction, free_bits=params.free_bits,
+                          sigma2=params.sigma2, word_dropout=params.word_dropout)
+        return trainer
+
+    def run_epoch(self, trainer: Trainer, beta: float) -> EpochResult:
+        """One compiled call: train at ``beta``, validate at beta = 1, count active units.
+
+        The validation noise draw is the study seed's, the same for every trial and epoch.
+        """
+        return trainer.run_epoch(self.x_train, self.x_val, beta=beta, eval_seed=self.config.seed,
+                                 active_threshold=self.config.collapse.active_threshold)
+
+    def retrain(self, params: TrialParams, seed: int, epochs: int) -> tuple[Trainer, float]:
+        """Train a stored trial again (same parameters and seed) for ``epochs`` epochs; returns
+        the trainer and its last validation ELBO (what the trial reported, up to float noise)."""
+        schedule = params.make_schedule(self.config.train.epochs)
+        trainer = self.start(params, seed)
+        elbo = float("nan")
+        for epoch in range(epochs):
+            elbo = -self.run_epoch(trainer, schedule(epoch)).neg_elbo
+        return trainer, elbo
+
     def diagnostics(self, trainer: Trainer, recon: float, seed: int) -> Diagnostics:
         k = self.config.collapse
         mu, logvar = trainer.encode(self.x_val)
@@ -114,24 +140,13 @@ class Objective:
             start_attrs[keys.ATTR_WORKER] = self.worker
         set_user_attrs(trial, start_attrs)
 
-        trainer = get_trainer(self.spec(params))
-        trainer.reset(seed)
-        trainer.configure(reduction=params.reduction, free_bits=params.free_bits,
-                          sigma2=params.sigma2, word_dropout=params.word_dropout)
+        trainer = self.start(params, seed)
         history: dict[str, list[Any]] = {name: [] for name in keys.HISTORY_FIELDS}
-        active_threshold = c.collapse.active_threshold
         elbo = float("nan")
         recon = float("nan")
         for epoch in range(epochs):
             beta = schedule(epoch)
-            # One compiled call: train at beta, validate at beta = 1, count active units.
-            result = trainer.run_epoch(
-                self.x_train,
-                self.x_val,
-                beta=beta,
-                eval_seed=c.seed,
-                active_threshold=active_threshold,
-            )
+            result = self.run_epoch(trainer, beta)
             loss, elbo, recon = result.train_loss, -result.neg_elbo, result.recon
             if not (math.isfinite(loss) and math.isfinite(elbo)):
                 reason = (
