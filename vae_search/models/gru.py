@@ -119,18 +119,13 @@ def set_word_dropout(model: keras.layers.Layer, rate: float) -> int:
     Returns:
         How many layers were set (0 if the model has no word dropout).
     """
+    from vae_search.models.seeding import walk_layers
+
     _check_rate(rate)
-    found, stack, seen = 0, [model], set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, WordDropout):
-            layer.rate.assign(rate)
-            found += 1
-        stack.extend(getattr(layer, "layers", []))
-    return found
+    found = [layer for layer in walk_layers(model) if isinstance(layer, WordDropout)]
+    for layer in found:
+        layer.rate.assign(rate)
+    return len(found)
 
 
 def build_gru_encoder(
