@@ -132,6 +132,8 @@ class CollapseConfig:
     min_active_units: int = 1  # fewer active units than this = posterior collapse
     min_mutual_info: float = 0.05  # I(x;z) below this (nats) = posterior collapse
     mi_batch_size: int = 256  # B of the aggregate-posterior estimator (MI <= log B)
+    mi_repeats: int = 10  # MI replicates (random batches, fresh draws): mean and standard error
+    mi_max_sd: float = 0.01  # MI enters the verdict only when its standard error is below this
 
 
 @dataclass(frozen=True)
@@ -296,13 +298,16 @@ def _validate(c: StudyConfig) -> None:
         raise ConfigError("pruner.n_startup_trials: must be >= 0")
 
     k = c.collapse
-    for key in ("active_threshold", "kl_threshold", "min_mutual_info"):
+    for key in ("active_threshold", "kl_threshold", "min_mutual_info", "mi_max_sd"):
         if getattr(k, key) < 0:
             raise ConfigError(f"collapse.{key}: must be >= 0, got {getattr(k, key)}")
     if k.min_active_units < 0:
         raise ConfigError("collapse.min_active_units: must be >= 0")
     if k.mi_batch_size < 2:
         raise ConfigError(f"collapse.mi_batch_size: must be >= 2, got {k.mi_batch_size}")
+    if k.mi_repeats < 2:
+        raise ConfigError(f"collapse.mi_repeats: must be >= 2 (the standard error needs two), "
+                          f"got {k.mi_repeats}")
 
     r = c.run
     if r.heartbeat_interval < 1:

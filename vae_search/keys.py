@@ -15,6 +15,7 @@ __all__ = [
     "ATTR_KL_PER_DIM",
     "ATTR_KL_TOTAL",
     "ATTR_MUTUAL_INFO",
+    "ATTR_MUTUAL_INFO_SD",
     "ATTR_PRUNE_FROM_EPOCH",
     "ATTR_RECON",
     "ATTR_SEED",
@@ -43,6 +44,7 @@ ATTR_KL_PER_DIM = "kl_per_dim"
 ATTR_KL_TOTAL = "kl_total"
 ATTR_COLLAPSED_DIMS = "collapsed_dims"
 ATTR_MUTUAL_INFO = "mutual_info"
+ATTR_MUTUAL_INFO_SD = "mutual_info_sd"  # standard error of mutual_info over its replicates
 ATTR_RECON = "recon"
 ATTR_COLLAPSED = "collapsed"
 ATTR_HISTORY = "history"
@@ -57,7 +59,9 @@ HISTORY_FIELDS = ("epoch", "beta", "train_loss", "val_elbo", "val_kl", "active_u
 
 # Optuna 5 constraints (feasible when <= 0): a collapsed trial is infeasible.
 CONSTRAINT_ACTIVE_UNITS = "min_active_units"  # min_active_units - active_units
-CONSTRAINT_MUTUAL_INFO = "min_mutual_info"  # min_mutual_info - I(x; z)
+# min_mutual_info - the information the verdict trusts (total KL, or min(KL, I(x; z)) when the
+# MI estimate's standard error is below collapse.mi_max_sd; see metrics.verdict_information)
+CONSTRAINT_MUTUAL_INFO = "min_mutual_info"
 
 # Study user attrs.
 STUDY_ATTR_CONFIG = "vae_search_config"  # the resolved configuration (comparable part)

@@ -36,6 +36,7 @@ _DIAGNOSTIC_ATTRS = (
     ("kl_total", keys.ATTR_KL_TOTAL),
     ("collapsed_dims", keys.ATTR_COLLAPSED_DIMS),
     ("mutual_info", keys.ATTR_MUTUAL_INFO),
+    ("mutual_info_sd", keys.ATTR_MUTUAL_INFO_SD),
     ("recon", keys.ATTR_RECON),
     ("collapsed", keys.ATTR_COLLAPSED),
 )
@@ -120,6 +121,8 @@ class Objective:
             min_active_units=k.min_active_units,
             min_mutual_info=k.min_mutual_info,
             mi_batch_size=k.mi_batch_size,
+            mi_repeats=k.mi_repeats,
+            mi_max_sd=k.mi_max_sd,
             seed=seed,
         )
 
@@ -189,12 +192,13 @@ class Objective:
         attrs = {attr: d[key] for key, attr in _DIAGNOSTIC_ATTRS}
         attrs[keys.ATTR_HISTORY] = history
         set_user_attrs(trial, attrs)
+        # Feasible (<= 0) exactly when the verdict is "not collapsed".
         k = self.config.collapse
         trial.set_constraint(
             keys.CONSTRAINT_ACTIVE_UNITS, float(k.min_active_units - diag.active_units)
         )
         trial.set_constraint(
-            keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.mutual_info)
+            keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.information)
         )
         if self.on_finish is not None:
             self.on_finish(trial, trainer, self.dataset)
