@@ -134,6 +134,7 @@ class CollapseConfig:
     mi_batch_size: int = 256  # B of the aggregate-posterior estimator (MI <= log B)
     mi_repeats: int = 10  # MI replicates (random batches, fresh draws): mean and standard error
     mi_max_sd: float = 0.01  # MI enters the verdict only when its standard error is below this
+    iwae_samples: int = 100  # k of the IWAE bound stored per trial (Burda et al. 2016)
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,8 @@ def _validate(c: StudyConfig) -> None:
     if k.mi_repeats < 2:
         raise ConfigError(f"collapse.mi_repeats: must be >= 2 (the standard error needs two), "
                           f"got {k.mi_repeats}")
+    if k.iwae_samples < 1:
+        raise ConfigError(f"collapse.iwae_samples: must be >= 1, got {k.iwae_samples}")
 
     r = c.run
     if r.heartbeat_interval < 1:

@@ -12,6 +12,7 @@ __all__ = [
     "ATTR_FAIL_REASON",
     "ATTR_FULL_BETA_EPOCH",
     "ATTR_HISTORY",
+    "ATTR_IWAE",
     "ATTR_KL_PER_DIM",
     "ATTR_KL_TOTAL",
     "ATTR_MUTUAL_INFO",
@@ -32,6 +33,7 @@ __all__ = [
     "HISTORY_FIELDS",
     "OBJECTIVE_NAME",
     "STUDY_ATTR_CONFIG",
+    "STUDY_ATTR_DECODER_ONLY_NLL",
     "STUDY_ATTR_VERSION",
 ]
 
@@ -46,6 +48,7 @@ ATTR_COLLAPSED_DIMS = "collapsed_dims"
 ATTR_MUTUAL_INFO = "mutual_info"
 ATTR_MUTUAL_INFO_SD = "mutual_info_sd"  # standard error of mutual_info over its replicates
 ATTR_RECON = "recon"
+ATTR_IWAE = "iwae"  # IWAE bound with collapse.iwae_samples samples, nats/example (>= the ELBO)
 ATTR_COLLAPSED = "collapsed"
 ATTR_HISTORY = "history"
 ATTR_FAIL_REASON = "fail_reason"
@@ -66,6 +69,9 @@ CONSTRAINT_MUTUAL_INFO = "min_mutual_info"
 # Study user attrs.
 STUDY_ATTR_CONFIG = "vae_search_config"  # the resolved configuration (comparable part)
 STUDY_ATTR_VERSION = "vae_search_version"
+# Validation NLL (nats/example) of the same decoder trained without a latent code (see
+# vae_search.baseline): the ELBO of a collapsed trial, what collapse costs.
+STUDY_ATTR_DECODER_ONLY_NLL = "decoder_only_nll"
 
 # Plotly figure ids saved into the study (optuna-dashboard graph object ids: a refresh with the
 # same id replaces the figure). Also the element ids of the standalone report.

@@ -16,6 +16,7 @@ import optuna
 from vae_search import keys
 from vae_search._optuna import set_user_attrs  # the batched user-attr write
 from vae_search._tf import tf
+from vae_search.baseline import decoder_only_nll, owes_baseline
 from vae_search.config import StudyConfig
 from vae_search.data import Dataset, load_dataset
 from vae_search.metrics import Diagnostics, diagnose
@@ -126,8 +127,24 @@ class Objective:
             seed=seed,
         )
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def iwae(self, trainer: Trainer) -> float:
+        """The IWAE bound on the validation split (``collapse.iwae_samples`` draws, the study
+        seed's), nats per example."""
+        k = self.config.collapse.iwae_samples
+        return float(trainer.iwae(self.x_val, k, seed=self.config.seed).mean())
+
+    def decoder_only_nll(self) -> float:
+        """Train the decoder without a latent code: see :mod:`vae_search.baseline`."""
+        return decoder_only_nll(self.config, self.dataset, self.x_train, self.x_val)
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        """Run one trial; returns its ELBO, or ``(ELBO, I(x;z))`` in a ``pareto`` study.
+
+        (Typed ``Any``: callers such as the worker's loop take a one-float objective type.)
+        """
         c = self.config
+        if owes_baseline(trial):
+            trial.study.set_user_attr(keys.STUDY_ATTR_DECODER_ONLY_NLL, self.decoder_only_nll())
         epochs = c.train.epochs
         params = suggest(trial, c.search, epochs, c.model)
         schedule = params.make_schedule(epochs)
@@ -190,6 +207,7 @@ class Objective:
         diag = self.diagnostics(trainer, recon, seed)
         d = asdict(diag)
         attrs = {attr: d[key] for key, attr in _DIAGNOSTIC_ATTRS}
+        attrs[keys.ATTR_IWAE] = self.iwae(trainer)
         attrs[keys.ATTR_HISTORY] = history
         set_user_attrs(trial, attrs)
         # Feasible (<= 0) exactly when the verdict is "not collapsed".

@@ -91,6 +91,7 @@ class TrialRow:
     kl_per_dim: tuple[float, ...] | None
     collapsed: bool | None
     history: dict[str, list[Any]] = field(default_factory=dict)
+    iwae: float | None = None
     fail_reason: str = ""
 
     @property
@@ -166,6 +167,7 @@ def _row(t: optuna.trial.FrozenTrial, config: StudyConfig) -> TrialRow:
         kl_per_dim=tuple(float(v) for v in kl) if isinstance(kl, list) else None,
         collapsed=collapsed if isinstance(collapsed, bool) else None,
         history=history if isinstance(history, dict) else {},
+        iwae=_float(u.get(keys.ATTR_IWAE)),
         fail_reason=str(u.get(keys.ATTR_FAIL_REASON, "")),
     )
 
