@@ -56,6 +56,7 @@ Reduction = Literal["sum", "mean"]
 ScheduleName = Literal["linear", "cyclical"]
 SamplerName = Literal["tpe", "random"]
 PrunerName = Literal["median", "hyperband", "none"]
+ObjectiveName = Literal["elbo", "pareto"]
 DATASETS = typing.get_args(DatasetName)
 LIKELIHOODS = typing.get_args(Likelihood)
 TOKEN_DATASETS = ("sequences", "text")  # always token ids; "file" is tokens when categorical
@@ -110,6 +111,7 @@ class SearchConfig:
     sigma2: tuple[float, ...] | None = None  # gaussian, fixed: choices of sigma^2
     free_bits: tuple[float, float] | None = None  # [lo, hi] nats per latent dim (Kingma 2016)
     word_dropout: tuple[float, float] | None = None  # gru: [lo, hi] decoder-input dropout
+    objective: ObjectiveName = "elbo"  # "pareto": maximize (ELBO, I(x;z)), pruning off
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,15 @@ __all__ = [
     "FIG_SCHEDULES",
     "FIG_TRAINING_CURVES",
     "HISTORY_FIELDS",
+    "OBJECTIVE_MI_NAME",
     "OBJECTIVE_NAME",
     "STUDY_ATTR_CONFIG",
     "STUDY_ATTR_DECODER_ONLY_NLL",
     "STUDY_ATTR_VERSION",
 ]
 
-OBJECTIVE_NAME = "val_elbo"  # the study's single value: validation ELBO, nats/example (maximize)
+OBJECTIVE_NAME = "val_elbo"  # the study's (first) value: validation ELBO, nats/example (maximize)
+OBJECTIVE_MI_NAME = "val_mutual_info"  # search.objective = "pareto": the second value, I(x;z)
 
 # Trial user attrs (diagnostics on the validation split, at the end or at the point of pruning).
 ATTR_ACTIVE_UNITS = "active_units"

@@ -2,7 +2,9 @@
 
 The value returned (and reported every epoch) is the validation ELBO at beta = 1 with ``sum``
 reduction, in nats per example, whatever beta and reduction the trial trained with: that is what
-makes trials comparable. Higher is better (the study maximizes it).
+makes trials comparable. Higher is better (the study maximizes it). With
+``search.objective = "pareto"`` the trial returns ``(ELBO, I(x;z))``, both maximized; Optuna
+cannot prune multi-objective studies, so such a trial neither reports nor asks to be pruned.
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ class Objective:
         (Typed ``Any``: callers such as the worker's loop take a one-float objective type.)
         """
         c = self.config
+        pareto = c.search.objective == "pareto"
         if owes_baseline(trial):
             trial.study.set_user_attr(keys.STUDY_ATTR_DECODER_ONLY_NLL, self.decoder_only_nll())
         epochs = c.train.epochs
@@ -186,15 +189,16 @@ class Objective:
             }
             for name in keys.HISTORY_FIELDS:
                 history[name].append(record[name])
-            trial.report(elbo, step=epoch)
+            if not pareto:
+                trial.report(elbo, step=epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial, epoch, record)
             # The pruner refuses before prune_from anyway; not asking saves a storage read.
-            if epoch >= prune_from and trial.should_prune():
+            if not pareto and epoch >= prune_from and trial.should_prune():
                 self._finish(trial, trainer, recon, seed, history)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} (ELBO {elbo:.2f})")
-        self._finish(trial, trainer, recon, seed, history)
-        return elbo
+        diag = self._finish(trial, trainer, recon, seed, history)
+        return (elbo, diag.mutual_info) if pareto else elbo
 
     def _finish(
         self,
@@ -203,7 +207,7 @@ class Objective:
         recon: float,
         seed: int,
         history: dict[str, list[Any]],
-    ) -> None:
+    ) -> Diagnostics:
         diag = self.diagnostics(trainer, recon, seed)
         d = asdict(diag)
         attrs = {attr: d[key] for key, attr in _DIAGNOSTIC_ATTRS}
@@ -220,3 +224,4 @@ class Objective:
         )
         if self.on_finish is not None:
             self.on_finish(trial, trainer, self.dataset)
+        return diag
