@@ -56,6 +56,7 @@ Reduction = Literal["sum", "mean"]
 ScheduleName = Literal["linear", "cyclical"]
 SamplerName = Literal["tpe", "random"]
 PrunerName = Literal["median", "hyperband", "none"]
+ObjectiveName = Literal["elbo", "pareto"]
 DATASETS = typing.get_args(DatasetName)
 LIKELIHOODS = typing.get_args(Likelihood)
 TOKEN_DATASETS = ("sequences", "text")  # always token ids; "file" is tokens when categorical
@@ -110,6 +111,7 @@ class SearchConfig:
     sigma2: tuple[float, ...] | None = None  # gaussian, fixed: choices of sigma^2
     free_bits: tuple[float, float] | None = None  # [lo, hi] nats per latent dim (Kingma 2016)
     word_dropout: tuple[float, float] | None = None  # gru: [lo, hi] decoder-input dropout
+    objective: ObjectiveName = "elbo"  # "pareto": maximize (ELBO, I(x;z)), pruning off
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,9 @@ class CollapseConfig:
     min_active_units: int = 1  # fewer active units than this = posterior collapse
     min_mutual_info: float = 0.05  # I(x;z) below this (nats) = posterior collapse
     mi_batch_size: int = 256  # B of the aggregate-posterior estimator (MI <= log B)
+    mi_repeats: int = 10  # MI replicates (random batches, fresh draws): mean and standard error
+    mi_max_sd: float = 0.01  # MI enters the verdict only when its standard error is below this
+    iwae_samples: int = 100  # k of the IWAE bound stored per trial (Burda et al. 2016)
 
 
 @dataclass(frozen=True)
@@ -296,13 +301,18 @@ def _validate(c: StudyConfig) -> None:
         raise ConfigError("pruner.n_startup_trials: must be >= 0")
 
     k = c.collapse
-    for key in ("active_threshold", "kl_threshold", "min_mutual_info"):
+    for key in ("active_threshold", "kl_threshold", "min_mutual_info", "mi_max_sd"):
         if getattr(k, key) < 0:
             raise ConfigError(f"collapse.{key}: must be >= 0, got {getattr(k, key)}")
     if k.min_active_units < 0:
         raise ConfigError("collapse.min_active_units: must be >= 0")
     if k.mi_batch_size < 2:
         raise ConfigError(f"collapse.mi_batch_size: must be >= 2, got {k.mi_batch_size}")
+    if k.mi_repeats < 2:
+        raise ConfigError(f"collapse.mi_repeats: must be >= 2 (the standard error needs two), "
+                          f"got {k.mi_repeats}")
+    if k.iwae_samples < 1:
+        raise ConfigError(f"collapse.iwae_samples: must be >= 1, got {k.iwae_samples}")
 
     r = c.run
     if r.heartbeat_interval < 1:
