@@ -99,3 +99,13 @@ def test_export_command_line(tmp_path, capsys):
     assert main(["--storage", url, "--trial", "7", "--out", str(tmp_path / "n.keras")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("vae_search: error: ") and "no trial 7" in err[-1]
+
+
+def test_export_of_a_pareto_study_needs_a_trial_number(tmp_path):
+    study, _ = _study(tmp_path, model={"hidden": [16]}, search={"objective": "pareto"})
+    assert len(study.directions) == 2
+    with pytest.raises(ExportError, match="pass --trial NUMBER"):
+        export_trial(study, "best", tmp_path / "p.keras")
+    done = export_trial(study, "1", tmp_path / "p.keras")
+    history = study.trials[1].user_attrs[keys.ATTR_HISTORY]["val_elbo"]
+    assert done.stored_elbo == pytest.approx(history[-1]) and done.path.is_file()

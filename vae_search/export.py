@@ -50,6 +50,9 @@ def _pick(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
     from optuna.trial import TrialState
 
     if which == "best":
+        if len(study.directions) > 1:
+            raise ExportError("a pareto study has no single best trial: pass --trial NUMBER "
+                              "(the Pareto front is in optuna-dashboard)")
         try:
             return study.best_trial
         except ValueError:
@@ -63,10 +66,18 @@ def _pick(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
         raise ExportError(f"study {study.study_name!r} has no trial {number} "
                           f"(trials 0..{max(trials, default=-1)})")
     trial = trials[number]
-    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED) or not trial.intermediate_values:
+    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED) or not _elbos(trial):
         raise ExportError(f"trial {number} is {trial.state.name.lower()}: only complete or pruned "
                           "trials can be exported")
     return trial
+
+
+def _elbos(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """The trial's validation ELBO per epoch (its history; a pareto trial reports none)."""
+    history = trial.user_attrs.get(keys.ATTR_HISTORY) or {}
+    if history.get("val_elbo"):
+        return [float(v) for v in history["val_elbo"]]
+    return [float(trial.intermediate_values[s]) for s in sorted(trial.intermediate_values)]
 
 
 def inference_model(trainer: Any, name: str) -> Any:
@@ -105,8 +116,8 @@ def export_trial(study: optuna.Study, which: str, out: str | Path) -> Exported:
     trial = _pick(study, which)
     params = params_from_mapping(trial.params, config.search, config.train.epochs, config.model)
     seed = int(trial.user_attrs[keys.ATTR_SEED])
-    epochs = max(trial.intermediate_values) + 1
-    stored_elbo = float(trial.intermediate_values[epochs - 1])
+    elbos = _elbos(trial)
+    epochs, stored_elbo = len(elbos), elbos[-1]
     trainer, elbo = Objective(config, load_dataset(config)).retrain(params, seed, epochs)
     if abs(elbo - stored_elbo) > ELBO_TOLERANCE:
         raise ExportError(f"trial {trial.number} re-trained to ELBO {elbo:.3f}, stored "

@@ -139,11 +139,8 @@ class Objective:
         """Train the decoder without a latent code: see :mod:`vae_search.baseline`."""
         return decoder_only_nll(self.config, self.dataset, self.x_train, self.x_val)
 
-    def __call__(self, trial: optuna.Trial) -> Any:
-        """Run one trial; returns its ELBO, or ``(ELBO, I(x;z))`` in a ``pareto`` study.
-
-        (Typed ``Any``: callers such as the worker's loop take a one-float objective type.)
-        """
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        """Run one trial; returns its ELBO, or ``(ELBO, I(x;z))`` in a ``pareto`` study."""
         c = self.config
         pareto = c.search.objective == "pareto"
         if owes_baseline(trial):

@@ -48,6 +48,8 @@ STORAGE_BACKOFF = 2.0  # seconds, times the attempt number, before retrying
 FAIL_INTERRUPTED = "interrupted"  # fail_reason of a trial stopped by SIGINT/SIGTERM
 MAX_CONSECUTIVE_FAILURES = 10  # a worker stops when this many trials in a row fail
 
+Value = float | tuple[float, float]  # the ELBO, or (ELBO, I(x;z)) in a pareto study
+
 
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived; carries the exit status (128 + signal number)."""
@@ -136,10 +138,10 @@ class TrialLoop:
         self.current: optuna.Trial | None = None  # this worker's running trial
         self.failures = 0  # consecutive failed trials
 
-    def wrap(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+    def wrap(self, objective: Callable[[optuna.Trial], Value]) -> Callable[[optuna.Trial], Value]:
         """The objective behind the reservation check, recording interruptions."""
 
-        def gated(trial: optuna.Trial) -> float:
+        def gated(trial: optuna.Trial) -> Value:
             self.current = trial
             try:
                 self.gate.admit(trial)
