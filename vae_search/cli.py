@@ -61,6 +61,7 @@ COMMANDS: dict[str, Command] = {
     "report": Command("vae_search.report", "write the HTML report and print the findings"),
     "dashboard": Command("vae_search.dashboard", "refresh the figures, serve optuna-dashboard"),
     "bench": Command("vae_search.bench", "benchmark the trainer, start-up and storage share"),
+    "serve": Command("vae_search.serve", "serve Optuna's gRPC storage proxy for many workers"),
 }
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT",
     "StorageError",
     "error_reason",
+    "is_storage_fault",
     "load_study",
     "make_storage",
     "mask_url",
@@ -107,6 +108,23 @@ def storage_faults() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover (grpcio is a dependency)
         return faults
     return (*faults, grpc.RpcError)
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, one of :func:`storage_faults`.
+
+    Optuna's optimize loop can hide the fault: when storing a trial's result fails and so does
+    its fallback read, it raises an unrelated ``UnboundLocalError`` from the fault.
+    """
+    faults = storage_faults()
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, faults):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def proxy_address(url: str) -> tuple[str, int] | None:
