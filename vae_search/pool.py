@@ -53,7 +53,8 @@ def _child_command(options: RunOptions, index: int, threads: int) -> list[str]:
             str(index), "--threads", str(threads), "--trials", str(options.trials),
             "--study", str(options.study), "--quiet"]
     for flag, value in (("--timeout", options.timeout), ("--study-name", options.study_name),
-                        ("--seed", options.seed), ("--epochs", options.epochs)):
+                        ("--seed", options.seed), ("--epochs", options.epochs),
+                        ("--artifacts", options.artifacts)):
         if value is not None:
             argv += [flag, str(value)]
     if options.debug:
@@ -101,6 +102,9 @@ def run_pool(options: RunOptions, config: StudyConfig) -> int:
         from vae_search.models.builder import check_builder
 
         check_builder(config, dataset)
+    from vae_search.artifacts import make_artifact_store
+
+    make_artifact_store(options.storage, options.artifacts)  # one clear error, not one per child
     setup_optuna()
     study = open_worker_study(options, config)
     done = finished_count(study)

@@ -294,6 +294,9 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
         from vae_search.models.builder import check_builder
 
         check_builder(config, dataset)
+    from vae_search.artifacts import make_artifact_store
+
+    artifact_store = make_artifact_store(options.storage, options.artifacts)  # checked early
     setup_optuna()
     study = open_worker_study(options, config)
     done = finished_count(study)
@@ -307,7 +310,7 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
                   file=sys.stderr)
         quiet_tensorflow(options.debug)
         started = time.monotonic()
-        _optimize(study, config, dataset, options, signals, deadline)
+        _optimize(study, config, dataset, options, signals, deadline, artifact_store)
         if not options.quiet:
             print(f"ran for {time.monotonic() - started:.1f} s", file=sys.stderr)
     if not options.child:
@@ -317,7 +320,7 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
 
 def _optimize(
     study: optuna.Study, config: StudyConfig, dataset: Any, options: RunOptions,
-    signals: SignalState, deadline: float | None,
+    signals: SignalState, deadline: float | None, artifact_store: Any,
 ) -> None:
     """``study.optimize`` behind the budget gate, retried while the database comes back."""
     from vae_search.models import configure_threads
@@ -325,12 +328,12 @@ def _optimize(
     configure_threads(options.threads)  # before any TensorFlow op
     from optuna.exceptions import UpdateFinishedTrialError
 
-    from vae_search.artifacts import artifact_hook
+    from vae_search.artifacts import ReconstructionArtifacts
     from vae_search.heartbeat import heartbeat_relay
     from vae_search.objective import Objective, TrainingDiverged
     from vae_search.report import FigureRefresher, Progress
 
-    save_artifacts = artifact_hook(options.storage)
+    save_artifacts = ReconstructionArtifacts(artifact_store)
 
     def on_finish(trial: optuna.Trial, trainer: Any, data: Any) -> None:
         save_artifacts(trial, trainer, data)
