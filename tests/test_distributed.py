@@ -287,53 +287,6 @@ def test_signal_stops_all_local_workers_cleanly(tmp_path, pg_url, study_name, si
     assert {t.number for t in kept} <= {t.number for t in _finished(after)}
 
 
-def _interpolate(value: str) -> str:
-    """Compose's ``${VAR:-default}`` with the defaults (the environment is not consulted)."""
-    import re
-
-    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: m.group(2), value)
-
-
-def test_compose_file_wires_one_storage_url_to_workers_and_dashboard():
-    import sqlalchemy
-    import yaml
-
-    from vae_search.run import STORAGE_ENV, build_parser
-
-    compose = yaml.safe_load((REPO / "docker" / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert set(services) == {"db", "worker", "dashboard"}
-    db, worker, dashboard = services["db"], services["worker"], services["dashboard"]
-
-    worker_url = worker["environment"][STORAGE_ENV]
-    assert dashboard["command"] == [worker_url]  # the very same URL (one anchor)
-    url = sqlalchemy.make_url(_interpolate(worker_url))
-    env = {k: _interpolate(str(v)) for k, v in db["environment"].items()}
-    assert url.drivername == "postgresql+psycopg"
-    assert url.host == "db" and url.port == 5432
-    assert (url.username, url.password, url.database) == (
-        env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]
-    )
-    assert worker_url.count("${POSTGRES_PASSWORD") == 1
-    assert db["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD")
-
-    # N worker replicas, started once the database is healthy, with flags the CLI accepts
-    assert int(_interpolate(str(worker["deploy"]["replicas"]))) >= 2
-    assert worker["depends_on"]["db"]["condition"] == "service_healthy"
-    assert "healthcheck" in db
-    args = build_parser().parse_args([_interpolate(a) for a in worker["command"]])
-    assert args.trials >= 1 and "--storage" not in worker["command"]
-    assert dashboard["entrypoint"][0] == "optuna-dashboard"
-    assert dashboard["depends_on"]["db"]["condition"] == "service_healthy"
-
-    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
-    assert worker["build"]["dockerfile"] == "docker/Dockerfile"
-    assert (REPO / "docker" / worker["build"]["context"]).resolve() == REPO
-    assert 'ENTRYPOINT ["python", "-m", "vae_search.run"]' in dockerfile
-    for needed in ("COPY vae_search", "COPY studies", "pip install"):
-        assert needed in dockerfile
-
-
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_heartbeats_keep_beating_through_a_long_compiled_epoch(tmp_path, pg_url, study_name):
