@@ -177,14 +177,19 @@ def spawn(
     Raises:
         StorageError: the proxy exited or did not answer in time (it is stopped).
     """
+    import warnings
+
     import optuna
+    from optuna.exceptions import ExperimentalWarning
 
     child_env = {**(os.environ if env is None else env), STORAGE_ENV: storage}
     proc = subprocess.Popen(
         [sys.executable, "-m", "vae_search.serve", "--host", host, "--port", str(port), *extra],
         env=child_env, **popen,
     )
-    client = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        client = optuna.storages.GrpcStorageProxy(host=host, port=port)
     deadline = time.monotonic() + timeout
     try:
         while proc.poll() is None and time.monotonic() < deadline:
