@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy
 
 from tests.conftest import subprocess_env
-from vae_search.loadtest import CallLatencies, LoadSpec, RunResult, print_results
+from vae_search.loadtest import LoadSpec, RunResult, print_results
+from vae_search.loadworker import CallLatencies
 
 
 @pytest.mark.postgres
@@ -24,9 +25,8 @@ def test_quick_load_test_runs_both_modes_and_cleans_up(pg_url):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    table = proc.stdout.split("\n\n")[-1].splitlines()
-    rows = {line.split()[0]: line.split() for line in table if line.split()[0] in ("direct",
-                                                                                   "proxy")}
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()
+            if line.split()[:1] in (["direct"], ["proxy"])}
     assert set(rows) == {"direct", "proxy"}, proc.stdout
     for mode, cells in rows.items():
         workers, rate, wall, connections = int(cells[1]), float(cells[2]), float(cells[3]), int(

@@ -1,19 +1,14 @@
 """``python -m vae_search.bench --storage-load`` (all knobs: ``python -m vae_search.loadtest``):
 the storage load of N workers on PostgreSQL, directly and through the gRPC storage proxy.
 
-Each simulated worker is a process without TensorFlow that does, against the storage, what a
-real worker does per trial: the budget gate's reads (before asking and at the start), ask,
-four suggestions, the start attrs, the heartbeat (Optuna's thread on the database, the relay
-behind the proxy), one ``trial.report`` per "epoch" (an epoch is a sleep of a few ms), the
-pruner's reads from half-way (its answer is ignored, so every trial has the same length), the
-diagnostics attrs and tell. Not simulated: the figure refresh every few trials.
-
-Every run gets a scratch database (dropped afterwards), a hard time limit, and this machine
-only. The workers wait at a barrier until all have started, so start-up is not measured. A
-direct run is refused when the server has too few free connections for it (each direct worker
-keeps about two: its main thread and its heartbeat thread) rather than starve the server's
-other users. Printed per run: trials/s, the database connections in use (most seen), the load
-average, and the p50/p99 latency of each storage call, as seen by the workers.
+The workers are simulated (:mod:`vae_search.loadworker`): processes without TensorFlow that
+make a real worker's storage calls, with a sleep of a few ms per epoch. Every run gets a scratch
+database (dropped afterwards), a hard time limit, and this machine only. The workers wait at a
+barrier until all have started, so start-up is not measured. A direct run is refused when the
+server has too few free connections for it (each direct worker keeps about two: its main
+thread and its heartbeat thread) rather than starve the server's other users. Printed per run:
+trials/s, the database connections in use (most seen), the load average, and the p50/p99
+latency of each storage call, as seen by the workers.
 """
 
 from __future__ import annotations
@@ -25,52 +20,51 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vae_search.cli import STORAGE_ENV, OneLineParser, bounded_int, positive_float
+from vae_search.loadworker import READY_TIMEOUT
 
 __all__ = ["LoadSpec", "RunResult", "main", "run_load_test"]
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_WORKERS = (8, 32, 128)
 QUICK_WORKERS = (4,)
-DEFAULT_TRIALS = 5  # per simulated worker
+DEFAULT_DURATION = 60.0  # seconds each worker starts trials for (after all have started)
+QUICK_DURATION = 5.0
 DEFAULT_EPOCHS = 10  # reports per trial
 DEFAULT_EPOCH_MS = 5.0  # the "training" of one epoch
 DEFAULT_PROXY_THREADS = 8
-READY_TIMEOUT = 300.0  # seconds for N processes to start and open the storage
-RUN_TIMEOUT = 300.0  # seconds the trials may take, then every worker is killed
+RUN_GRACE = 120.0  # seconds past the duration before every worker is stopped (SIGTERM)
+STOP_TIMEOUT = 30.0  # seconds a stopped worker has to write its numbers
 RESERVED_CONNECTIONS = 15  # left free for the server's other users
 DIRECT_CONNECTIONS = 2  # a direct worker's pool in use: main thread + heartbeat thread
 MODES = ("direct", "proxy")
-SHOWN_CALLS = (  # storage calls in the table (all are in the JSON)
+SHOWN_CALLS = (  # storage calls in the table (label, method)
     ("report", "set_trial_intermediate_value"),
     ("read trials", "get_all_trials"),
-    ("ask", "create_new_trial"),
+    ("new trial", "create_new_trial"),
     ("param", "set_trial_param"),
     ("attrs", "user attrs (batch)"),
     ("tell", "set_trial_state_values"),
     ("heartbeat", "heartbeat"),
 )
-HEARTBEAT_CALLS = ("record_heartbeat", "set_trial_system_attr")  # direct / relayed
 
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """One load test: every N in ``workers``, each mode, same trials per worker."""
+    """One load test: every N in ``workers``, each mode, each worker for ``duration`` s."""
 
     workers: tuple[int, ...] = DEFAULT_WORKERS
-    trials: int = DEFAULT_TRIALS
+    duration: float = DEFAULT_DURATION
     epochs: int = DEFAULT_EPOCHS
     epoch_ms: float = DEFAULT_EPOCH_MS
     proxy_threads: int = DEFAULT_PROXY_THREADS
-    run_timeout: float = RUN_TIMEOUT
 
 
 @dataclass
@@ -89,126 +83,6 @@ class RunResult:
     @property
     def rate(self) -> float:
         return self.trials / self.wall if self.wall > 0 else 0.0
-
-
-# -- the simulated worker ---------------------------------------------------------------------
-
-
-class CallLatencies:
-    """Records the wall time of every outermost public-method call on one storage object.
-
-    Thread-safe: the heartbeat thread calls the storage too. Instance patching, so Optuna's
-    own calls (``study._storage.x(...)``) are recorded.
-    """
-
-    def __init__(self, storage: Any) -> None:
-        self.ms: dict[str, list[float]] = {}
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        for name in dir(type(storage)):
-            method = getattr(storage, name, None)
-            if not name.startswith("_") and callable(method):
-                setattr(storage, name, self.timed(name, method))
-
-    def add(self, name: str, ms: float) -> None:
-        with self._lock:
-            self.ms.setdefault(name, []).append(round(ms, 3))
-
-    def timed(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if getattr(self._local, "inside", False):  # a call made by a recorded call
-                return method(*args, **kwargs)
-            self._local.inside = True
-            start = time.perf_counter()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self.add(name, (time.perf_counter() - start) * 1e3)
-                self._local.inside = False
-
-        return call
-
-
-def _wait_for(path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {path.name} after {timeout:.0f} s")
-        time.sleep(0.02)
-
-
-def simulate(args: argparse.Namespace) -> int:
-    """The ``--worker`` mode: one simulated worker; writes its measurements as JSON."""
-    import warnings
-
-    import optuna
-    from optuna.exceptions import ExperimentalWarning
-    from optuna.trial import TrialState
-
-    from vae_search._optuna import set_user_attrs, study_storage
-    from vae_search.config import RunConfig
-    from vae_search.heartbeat import heartbeat_relay
-    from vae_search.storage import make_storage
-
-    warnings.simplefilter("ignore", ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run = RunConfig()
-    study = optuna.load_study(
-        study_name=args.study, storage=make_storage(os.environ[STORAGE_ENV], run=run),
-        sampler=optuna.samplers.RandomSampler(seed=args.index),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2),
-    )
-    storage = study_storage(study)
-    calls = CallLatencies(storage)
-    relay = heartbeat_relay(storage, run.heartbeat_interval)
-    gate_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    epochs, pause = args.epochs, args.epoch_ms / 1e3
-
-    def gate(study: optuna.Study, trial: Any = None) -> None:  # BudgetGate's read
-        study.get_trials(deepcopy=False, states=gate_states)
-
-    def attrs(trial: optuna.Trial, values: dict[str, Any]) -> None:
-        start = time.perf_counter()
-        set_user_attrs(trial, values)
-        calls.add("user attrs (batch)", (time.perf_counter() - start) * 1e3)
-
-    def objective(trial: optuna.Trial) -> float:
-        with relay(trial):
-            gate(study)
-            latent = trial.suggest_categorical("latent_dim", [2, 4, 8, 16])
-            klstart = trial.suggest_int("klstart", 0, epochs // 2)
-            trial.suggest_int("annealtime", 0, epochs // 2)
-            trial.suggest_categorical("reduction", ["sum", "mean"])
-            attrs(trial, {"seed": trial.number, "worker": f"sim#{args.index}",
-                          "full_beta_epoch": klstart, "prune_from_epoch": epochs // 2,
-                          "data": "simulated"})
-            value = -100.0
-            for epoch in range(epochs):
-                time.sleep(pause)
-                value = -100.0 + epoch + trial.number % 7
-                trial.report(value, epoch)
-                if epoch >= epochs // 2:
-                    trial.should_prune()  # read as the pruner does; never acted on
-            attrs(trial, {"active_units": latent // 2, "kl_per_dim": [0.5] * latent,
-                          "unit_variances": [0.1] * latent, "kl_total": 3.0,
-                          "collapsed_dims": 0, "mutual_info": 1.2, "recon": -90.0,
-                          "collapsed": False, "history": {"epoch": list(range(epochs))},
-                          "fail_reason": None})
-        return value
-
-    barrier = Path(args.barrier)
-    (barrier / f"ready-{args.index}").touch()
-    _wait_for(barrier / "go", READY_TIMEOUT)
-    started = time.time()
-    gate(study)
-    study.optimize(objective, n_trials=args.trials, callbacks=[gate])
-    ended = time.time()
-    for name in HEARTBEAT_CALLS:
-        calls.ms.setdefault("heartbeat", []).extend(calls.ms.pop(name, []))
-    result = {"index": args.index, "start": started, "end": ended, "trials": args.trials,
-              "tensorflow": "tensorflow" in sys.modules, "ms": calls.ms}
-    Path(args.out).write_text(json.dumps(result))
-    return 0
 
 
 # -- one run ---------------------------------------------------------------------------------
@@ -303,8 +177,8 @@ def _start_workers(url: str, workers: int, spec: LoadSpec, tmp: Path) -> list[su
            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     procs = []
     for index in range(workers):
-        argv = [sys.executable, "-m", "vae_search.loadtest", "--worker", "--index", str(index),
-                "--study", "load", "--trials", str(spec.trials), "--epochs", str(spec.epochs),
+        argv = [sys.executable, "-m", "vae_search.loadworker", "--index", str(index),
+                "--study", "load", "--duration", str(spec.duration), "--epochs", str(spec.epochs),
                 "--epoch-ms", str(spec.epoch_ms), "--barrier", str(tmp),
                 "--out", str(tmp / f"worker-{index}.json")]
         with open(tmp / f"worker-{index}.log", "w") as log:
@@ -323,16 +197,25 @@ def _measure(result: RunResult, db: Database, procs: list[subprocess.Popen], wor
         time.sleep(0.2)
     (tmp / "go").touch()
     released = time.time()
-    deadline = time.monotonic() + spec.run_timeout
+    limit = spec.duration + RUN_GRACE
+    deadline = time.monotonic() + limit
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
         result.connections = max(result.connections, db.connections())
         time.sleep(0.5)
     result.load = os.getloadavg()[0]
-    if any(p.poll() is None for p in procs):
-        result.note = f"stopped at the {spec.run_timeout:.0f} s limit"
+    late = [p for p in procs if p.poll() is None]
+    if late:  # the time limit: each stops and reports the trials it finished
+        result.note = f"stopped at the {limit:.0f} s limit"
+        for proc in late:
+            proc.terminate()
+        for proc in late:
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     reports = [json.loads(p.read_text()) for p in sorted(tmp.glob("worker-*.json"))]
     if len(reports) < workers and not result.note:
-        failed = next(p for p in procs if p.returncode)
+        failed = next(p for p in procs if p.returncode)  # the first worker that failed
         log = (tmp / f"worker-{procs.index(failed)}.log").read_text().strip().splitlines()
         result.note = f"{workers - len(reports)} workers failed: {log[-1] if log else '?'}"
     if any(r["tensorflow"] for r in reports):
@@ -354,35 +237,41 @@ def _percentiles(values: list[float]) -> str:
     return f"{cuts[49]:.1f}/{cuts[98]:.0f}"
 
 
+def print_header(spec: LoadSpec) -> None:
+    print(f"each worker starts trials of {spec.epochs} epochs ({spec.epoch_ms:g} ms each) for "
+          f"{spec.duration:g} s; proxy: {spec.proxy_threads} threads; storage calls: p50/p99 "
+          "ms as the workers see them")
+    print(f"{'mode':<7}{'workers':>8}{'trials/s':>10}{'wall s':>8}{'db conns':>9}{'load':>6}  "
+          + "  ".join(f"{label:>11}" for label, _ in SHOWN_CALLS), flush=True)
+
+
+def print_row(r: RunResult) -> None:
+    if r.note.startswith("not run"):
+        print(f"{r.mode:<7}{r.workers:>8}  {r.note}", flush=True)
+        return
+    cells = "  ".join(f"{_percentiles(r.latencies.get(name, [])):>11}" for _, name in SHOWN_CALLS)
+    print(f"{r.mode:<7}{r.workers:>8}{r.rate:>10.1f}{r.wall:>8.1f}{r.connections:>9}"
+          f"{r.load:>6.1f}  {cells}" + (f"  ({r.note})" if r.note else ""), flush=True)
+
+
 def print_results(results: Sequence[RunResult], spec: LoadSpec) -> None:
-    """The table (one line per run), then what did not run."""
-    head = (f"{'mode':<7}{'workers':>8}{'trials/s':>10}{'wall s':>8}{'db conns':>9}"
-            f"{'load':>6}  " + "  ".join(f"{label:>11}" for label, _ in SHOWN_CALLS))
-    print(f"storage calls: p50/p99 ms as seen by the workers; {spec.trials} trials x "
-          f"{spec.epochs} epochs ({spec.epoch_ms:g} ms) per worker; proxy "
-          f"{spec.proxy_threads} threads")
-    print(head)
+    """The table: a header, one line per run."""
+    print_header(spec)
     for r in results:
-        if r.note.startswith("not run"):
-            print(f"{r.mode:<7}{r.workers:>8}  {r.note}")
-            continue
-        cells = "  ".join(f"{_percentiles(r.latencies.get(name, [])):>11}"
-                          for _, name in SHOWN_CALLS)
-        print(f"{r.mode:<7}{r.workers:>8}{r.rate:>10.1f}{r.wall:>8.1f}{r.connections:>9}"
-              f"{r.load:>6.1f}  {cells}" + (f"  ({r.note})" if r.note else ""), flush=True)
+        print_row(r)
 
 
 def run_load_test(spec: LoadSpec, admin_url: str = DEFAULT_POSTGRES) -> list[RunResult]:
-    """Every N in ``spec.workers``, directly and through the proxy; prints as it goes."""
+    """Every N in ``spec.workers``, directly and through the proxy; prints each run's line."""
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; "
           f"{os.cpu_count()} cores", flush=True)
+    print_header(spec)
     results = []
     for workers in spec.workers:
         for mode in MODES:
             results.append(run_once(mode, workers, spec, admin_url))
-            print_results(results[-1:], spec)
-    print()
-    print_results(results, spec)
+            print_row(results[-1])
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     return results
 
 
@@ -394,43 +283,36 @@ def build_parser(prog: str = "python -m vae_search.loadtest") -> argparse.Argume
     parser.add_argument("--workers", default=",".join(map(str, DEFAULT_WORKERS)),
                         help="comma-separated numbers of simulated workers")
     parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_WORKERS[0]} workers x 2 trials x 3 epochs (a smoke test)")
-    parser.add_argument("--trials", type=bounded_int(1), default=DEFAULT_TRIALS,
-                        help=f"trials per worker (default {DEFAULT_TRIALS})")
+                        help=f"{QUICK_WORKERS[0]} workers for {QUICK_DURATION:g} s (a smoke test)")
+    parser.add_argument("--duration", type=positive_float, default=DEFAULT_DURATION,
+                        help="seconds each worker starts new trials for, once all have started "
+                        f"(default {DEFAULT_DURATION:g}); a run is stopped {RUN_GRACE:g} s "
+                        "later at the latest")
     parser.add_argument("--epochs", type=bounded_int(1), default=DEFAULT_EPOCHS,
                         help=f"reports per trial (default {DEFAULT_EPOCHS})")
     parser.add_argument("--epoch-ms", type=positive_float, default=DEFAULT_EPOCH_MS,
                         help=f"milliseconds of each simulated epoch (default {DEFAULT_EPOCH_MS})")
     parser.add_argument("--proxy-threads", type=bounded_int(1, 256),
                         default=DEFAULT_PROXY_THREADS, help="the proxy's --threads")
-    parser.add_argument("--run-timeout", type=positive_float, default=RUN_TIMEOUT,
-                        help=f"seconds each run may take (default {RUN_TIMEOUT:.0f})")
-    for hidden in ("--study", "--barrier", "--out"):
-        parser.add_argument(hidden, help=argparse.SUPPRESS)
-    parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
 def spec_from_args(args: argparse.Namespace) -> LoadSpec:
     if args.quick:
-        return LoadSpec(workers=QUICK_WORKERS, trials=2, epochs=3, epoch_ms=args.epoch_ms,
-                        proxy_threads=args.proxy_threads, run_timeout=args.run_timeout)
+        return LoadSpec(workers=QUICK_WORKERS, duration=QUICK_DURATION, epochs=3,
+                        epoch_ms=args.epoch_ms, proxy_threads=args.proxy_threads)
     try:
         workers = tuple(int(n) for n in args.workers.split(","))
     except ValueError:
         workers = ()
     if not workers or min(workers) < 1:
         build_parser().error(f"--workers: expected numbers like 8,32,128, got {args.workers!r}")
-    return LoadSpec(workers=workers, trials=args.trials, epochs=args.epochs,
-                    epoch_ms=args.epoch_ms, proxy_threads=args.proxy_threads,
-                    run_timeout=args.run_timeout)
+    return LoadSpec(workers=workers, duration=args.duration, epochs=args.epochs,
+                    epoch_ms=args.epoch_ms, proxy_threads=args.proxy_threads)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.worker:
-        return simulate(args)
     from vae_search.storage import StorageError, error_reason, is_storage_fault
 
     try:
