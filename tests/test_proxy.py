@@ -7,7 +7,6 @@ The proxy runs as a real process (``serve.spawn``); so do the workers.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,10 @@ from optuna.trial import TrialState
 from tests.conftest import stored_figures, subprocess_env, write_tiny_toml
 from tests.test_distributed import (
     _assert_intact,
+    _assert_recovered,
     _finished,
+    _kill_mid_trial,
+    _running_trial,
     _toml,
     _wait_all,
     _worker,
@@ -32,7 +34,7 @@ from tests.test_hardening import assert_one_line_error
 from vae_search import keys, serve
 from vae_search._optuna import trial_id
 from vae_search.heartbeat import HEARTBEAT_KEY, StaleTrialReaper, served_storage
-from vae_search.run import FAIL_INTERRUPTED, FAIL_SURPLUS
+from vae_search.run import FAIL_INTERRUPTED
 from vae_search.storage import StorageError, make_storage, proxy_address
 
 GRACE = 8  # the proxy's grace period in these tests (seconds without a heartbeat)
@@ -56,19 +58,6 @@ def running_proxy(
             proc.wait(timeout=30)
 
 
-def _running_with_epochs(url: str, name: str, pids: set[int], epochs: int = 2):
-    """A running trial of one of ``pids`` that reported ``epochs`` epochs, and its pid."""
-    try:
-        study = optuna.load_study(study_name=name, storage=url)
-    except KeyError:
-        return None, None
-    for t in study.get_trials(states=(TrialState.RUNNING,)):
-        pid = int(str(t.user_attrs.get(keys.ATTR_WORKER, ":0")).rsplit(":", 1)[1])
-        if pid in pids and len(t.intermediate_values) >= epochs:
-            return t, pid
-    return None, None
-
-
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_three_workers_behind_the_proxy_exact_budget_and_a_killed_trial_recovered(
@@ -79,39 +68,13 @@ def test_three_workers_behind_the_proxy_exact_budget_and_a_killed_trial_recovere
     budget = 6
     with running_proxy(pg_url, tmp_path / "serve.log") as (proxy_url, proxy):
         procs = [_worker(toml, proxy_url, study_name, budget) for _ in range(3)]
-        pids = {p.pid for p in procs}
-        victim, deadline = None, time.monotonic() + 180
-        while victim is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-            victim, victim_pid = _running_with_epochs(pg_url, study_name, pids)
-        assert victim is not None, "no trial reached its second epoch in time"
-        os.kill(victim_pid, signal.SIGKILL)
+        victim, victim_pid = _kill_mid_trial(pg_url, study_name, procs)
         results = _wait_all(procs)
         assert proxy.poll() is None, "the proxy died"
-    for proc, (code, _, err) in zip(procs, results):
-        if proc.pid == victim_pid:
-            assert code == -signal.SIGKILL
-        else:
-            assert code == 0, err
-            assert "Traceback" not in err, err
-
     trials = optuna.load_study(study_name=study_name, storage=pg_url).trials
-    killed = trials[victim.number]
-    assert killed.state == TrialState.FAIL
-    assert HEARTBEAT_KEY not in killed.system_attrs  # relayed beats are heartbeat rows, not attrs
-    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
-    assert retry.state == TrialState.COMPLETE and retry.params == killed.params
-    assert retry.user_attrs[keys.ATTR_WORKER] != killed.user_attrs[keys.ATTR_WORKER]
-    finished = _finished(trials)
-    assert len(finished) == budget  # exactly: no surplus trial trained, the retry counted once
-    for t in finished:
-        _assert_intact(t)
-    assert len({t.user_attrs[keys.ATTR_WORKER] for t in finished}) >= 2
-    for t in trials:
-        if t.number != victim.number:
-            assert t.state != TrialState.RUNNING
-            if t.state == TrialState.FAIL:
-                assert str(t.user_attrs.get(keys.ATTR_FAIL_REASON)).startswith(FAIL_SURPLUS)
+    _assert_recovered(procs, results, trials, victim, victim_pid, budget)
+    assert HEARTBEAT_KEY not in trials[victim.number].system_attrs  # rows, not attrs
+    assert len({t.user_attrs[keys.ATTR_WORKER] for t in _finished(trials)}) >= 2
     log = (tmp_path / "serve.log").read_text()
     assert f"trial {victim.number} of study {study_name!r}: no heartbeat" in log, log
     assert "re-queued" in log and "Traceback" not in log, log
@@ -134,7 +97,7 @@ def test_sigterm_stops_a_worker_behind_the_proxy_cleanly(tmp_path, pg_url, study
         trial = None
         while trial is None and time.monotonic() < deadline:
             time.sleep(0.5)
-            trial, _ = _running_with_epochs(pg_url, study_name, {proc.pid}, epochs=1)
+            trial, _ = _running_trial(pg_url, study_name, {proc.pid}, epochs=1)
         assert trial is not None, "no trial started"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
@@ -156,7 +119,7 @@ def test_workers_ride_out_a_proxy_restart(tmp_path, pg_url, study_name):  # noqa
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            running, _ = _running_with_epochs(pg_url, study_name, {p.pid for p in procs}, 1)
+            running, _ = _running_trial(pg_url, study_name, {p.pid for p in procs}, 1)
             if running is not None:
                 break
         assert running is not None, "no trial started"

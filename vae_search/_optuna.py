@@ -26,6 +26,8 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from vae_search.storage import in_chain
+
 if TYPE_CHECKING:
     import optuna
     from optuna.artifacts._protocol import ArtifactStore
@@ -141,21 +143,12 @@ class QuietFailedTrials(logging.Filter):
         self.expected = expected
         self.numbers: set[int] = set()
 
-    def _expected(self, exc: BaseException | None) -> bool:
-        seen: set[int] = set()
-        while exc is not None and id(exc) not in seen:
-            if isinstance(exc, self.expected):
-                return True
-            seen.add(id(exc))
-            exc = exc.__cause__ or exc.__context__
-        return False
-
     def filter(self, record: logging.LogRecord) -> bool:
         match = FAILED_TRIAL.match(record.getMessage())
         if not match:
             return True
         number = int(match.group(1))
-        if record.exc_info and self._expected(record.exc_info[1]):
+        if record.exc_info and in_chain(record.exc_info[1], self.expected):
             self.numbers.add(number)
         return number not in self.numbers
 

@@ -116,22 +116,27 @@ _nonneg_int = bounded_int(0)
 _port = bounded_int(1, 65535, noun="a port number")
 
 
-def add_storage_args(parser: argparse.ArgumentParser, *, study_name_help: str) -> None:
+def add_storage_args(
+    parser: argparse.ArgumentParser, *, study_name_help: str | None,
+    what: str = "SQLAlchemy URL of the study database, or grpc://HOST:PORT for the proxy",
+) -> None:
     """``--storage`` (default ``$VAE_SEARCH_STORAGE``, else the SQLite file) and
     ``--study-name``: the same two arguments for every command.
 
     Args:
         parser: The command's parser.
-        study_name_help: What ``--study-name`` means for this command.
+        study_name_help: What ``--study-name`` means for this command (``None``: no such
+            argument, e.g. for ``serve``).
+        what: What ``--storage`` names, for its help.
     """
     from vae_search.storage import DEFAULT_STORAGE
 
     parser.add_argument(
         "--storage", default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,
-        help=f"SQLAlchemy URL of the study database (default: ${STORAGE_ENV}, else "
-        f"{DEFAULT_STORAGE})",
+        help=f"{what} (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE})",
     )
-    parser.add_argument("--study-name", default=None, help=study_name_help)
+    if study_name_help is not None:
+        parser.add_argument("--study-name", default=None, help=study_name_help)
 
 
 def add_artifacts_arg(parser: argparse.ArgumentParser, *aliases: str) -> None:

@@ -34,12 +34,13 @@ from vae_search.cli import (
     EXIT_USAGE,
     STORAGE_ENV,
     OneLineParser,
+    add_storage_args,
     bounded_int,
     positive_float,
 )
 from vae_search.config import RunConfig
 from vae_search.heartbeat import DEFAULT_REAP_EVERY
-from vae_search.storage import DEFAULT_PROXY_PORT, DEFAULT_STORAGE, StorageError, mask_url
+from vae_search.storage import DEFAULT_PROXY_PORT, StorageError, mask_url
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_THREADS", "build_parser", "free_port", "main", "spawn"]
 
@@ -59,11 +60,8 @@ def build_parser(prog: str = "python -m vae_search.serve") -> OneLineParser:
         "many workers (--storage grpc://HOST:PORT) share a few database connections; fails "
         "and re-queues the trials of workers that die behind it.",
     )
-    parser.add_argument(
-        "--storage", default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,
-        help=f"SQLAlchemy URL of the study database (default: ${STORAGE_ENV}, else "
-        f"{DEFAULT_STORAGE})",
-    )
+    add_storage_args(parser, study_name_help=None,
+                     what="SQLAlchemy URL of the study database (not a proxy)")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
     parser.add_argument("--port", type=bounded_int(1, 65535, noun="a port number"),

@@ -36,6 +36,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT",
     "StorageError",
     "error_reason",
+    "in_chain",
     "is_storage_fault",
     "load_study",
     "make_storage",
@@ -110,21 +111,24 @@ def storage_faults() -> tuple[type[BaseException], ...]:
     return (*faults, grpc.RpcError)
 
 
+def in_chain(exc: BaseException | None, types: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc``, or an exception it was raised from or while handling, is a ``types``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, types):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def is_storage_fault(exc: BaseException) -> bool:
     """Whether ``exc`` is, or was raised while handling, one of :func:`storage_faults`.
 
     Optuna's optimize loop can hide the fault: when storing a trial's result fails and so does
     its fallback read, it raises an unrelated ``UnboundLocalError`` from the fault.
     """
-    faults = storage_faults()
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, faults):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return in_chain(exc, storage_faults())
 
 
 def proxy_address(url: str) -> tuple[str, int] | None:
