@@ -7,6 +7,7 @@ The proxy runs as a real process (``serve.spawn``); so do the workers.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -140,6 +141,23 @@ def test_workers_ride_out_a_proxy_restart(tmp_path, pg_url, study_name):  # noqa
         assert t.state != TrialState.RUNNING
 
 
+def test_local_workers_through_a_proxy_on_sqlite(tmp_path):
+    """``--workers 2`` behind the proxy: the pool's parent and children all go through it."""
+    toml = _toml(tmp_path)
+    url = f"sqlite:///{tmp_path / 'behind.db'}"
+    with running_proxy(url, tmp_path / "serve.log") as (proxy_url, _):
+        proc = subprocess.run(
+            [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage",
+             proxy_url, "--trials", "6", "--workers", "2", "--quiet"],
+            cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+        )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    trials = optuna.load_study(study_name="dist", storage=url).trials
+    assert len(_finished(trials)) == 6
+    assert len({t.user_attrs[keys.ATTR_WORKER] for t in _finished(trials)}) == 2
+    assert f"browse: vae-search dashboard --storage {proxy_url}" in proc.stdout
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 def test_a_trial_started_through_the_proxy_is_covered_before_its_first_relayed_beat(tmp_path):
     """A worker killed while sampling (before its relay starts) still leaves a stale trial:
@@ -230,8 +248,11 @@ def test_worker_with_no_proxy_there_is_one_line_exit_2(tmp_path, monkeypatch, ca
     assert f"cannot reach the storage proxy at grpc://127.0.0.1:{port}" in lines[0]
 
 
-def test_report_reads_through_the_proxy_too(tmp_path):
+def test_report_and_dashboard_read_through_the_proxy_too(tmp_path):
     """``report`` and ``dashboard`` normally read the database; a proxy URL works as well."""
+    import json
+    import urllib.request
+
     from vae_search.storage import load_study
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
@@ -239,3 +260,24 @@ def test_report_reads_through_the_proxy_too(tmp_path):
     with running_proxy(url, tmp_path / "serve.log") as (proxy_url, _):
         study = load_study(proxy_url, None)
         assert study.study_name == "r" and len(study.trials) == 2
+        port = serve.free_port()
+        dashboard = subprocess.Popen(
+            [sys.executable, "-m", "vae_search.dashboard", "--storage", proxy_url, "--port",
+             str(port)], cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert dashboard.poll() is None, "the dashboard exited"
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as resp:
+                        listed = json.loads(resp.read())["study_summaries"]
+                        break
+                except OSError:
+                    assert time.monotonic() < deadline, "the dashboard did not start"
+                    time.sleep(0.5)
+        finally:
+            os.killpg(dashboard.pid, signal.SIGTERM)
+            dashboard.wait(timeout=30)
+    assert [s["study_name"] for s in listed] == ["r"]

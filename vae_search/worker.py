@@ -30,6 +30,7 @@ from vae_search.storage import (
     error_reason,
     is_storage_fault,
     mask_url,
+    proxy_address,
     storage_faults,
     worker_seed,
 )
@@ -272,7 +273,10 @@ def finish(study: optuna.Study, config: StudyConfig, options: RunOptions) -> Non
     FigureRefresher(0).refresh(study)
     shown_url = mask_url(options.storage)
     print(summary_table(study))
-    print(f"\nbrowse: optuna-dashboard {shown_url}" +
+    # optuna-dashboard itself cannot open a proxy URL; our dashboard command can
+    browser = "vae-search dashboard --storage" if proxy_address(options.storage) else (
+        "optuna-dashboard")
+    print(f"\nbrowse: {browser} {shown_url}" +
           ("   (password hidden)" if "***" in shown_url else ""))
 
 
