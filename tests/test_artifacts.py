@@ -78,6 +78,35 @@ def _run_worker(cwd: Path, toml: Path, url: str, trials: int, env: dict[str, str
     assert "artifact not saved" not in proc.stderr, proc.stderr
 
 
+@contextlib.contextmanager
+def serving_dashboard(storage: str, cwd: Path, *extra: str,
+                      env: dict[str, str] | None = None) -> Iterator[str]:
+    """``vae-search dashboard`` in a child process; yields its base URL once it answers."""
+    port = serve.free_port()
+    with open(cwd / "dashboard.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vae_search.dashboard", "--storage", storage, "--port",
+             str(port), *extra],
+            cwd=cwd, env={**subprocess_env(), **(env or {})}, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            assert proc.poll() is None, (cwd / "dashboard.log").read_text()
+            try:
+                with urllib.request.urlopen(f"{base}/api/studies", timeout=10):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the dashboard did not start"
+                time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 def _dashboard_serves_every_png(url: str, artifacts: str, env: dict[str, str],
                                 tmp_path: Path) -> int:
     """Start ``vae-search dashboard`` on the store; fetch every trial's PNG from it over HTTP."""
@@ -86,34 +115,14 @@ def _dashboard_serves_every_png(url: str, artifacts: str, env: dict[str, str],
 
     study = optuna.load_study(study_name="tiny", storage=url)
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-    port = serve.free_port()
-    with open(tmp_path / "dashboard.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vae_search.dashboard", "--storage", url, "--port", str(port),
-             "--artifacts", artifacts],
-            cwd=tmp_path, env={**subprocess_env(), **env}, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     fetched = 0
-    try:
+    with serving_dashboard(url, tmp_path, "--artifacts", artifacts, env=env) as base:
         for trial in finished:
             (meta,) = get_all_artifact_meta(trial, storage=RDBStorage(url))
-            address = (f"http://127.0.0.1:{port}/artifacts/{study_id(study)}/"
-                       f"{trial_id(trial)}/{meta.artifact_id}")
-            deadline = time.monotonic() + TIMEOUT
-            while True:
-                assert proc.poll() is None, (tmp_path / "dashboard.log").read_text()
-                try:
-                    with urllib.request.urlopen(address, timeout=10) as resp:
-                        assert resp.read()[:8] == PNG
-                        fetched += 1
-                        break
-                except OSError:
-                    assert time.monotonic() < deadline, "the dashboard did not serve the PNG"
-                    time.sleep(0.5)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+            address = f"{base}/artifacts/{study_id(study)}/{trial_id(trial)}/{meta.artifact_id}"
+            with urllib.request.urlopen(address, timeout=10) as resp:
+                assert resp.read()[:8] == PNG
+                fetched += 1
     return fetched
 
 

@@ -7,7 +7,6 @@ The proxy runs as a real process (``serve.spawn``); so do the workers.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import stored_figures, subprocess_env, write_tiny_toml
+from tests.test_artifacts import serving_dashboard
 from tests.test_distributed import (
     _assert_intact,
     _assert_recovered,
@@ -260,24 +260,7 @@ def test_report_and_dashboard_read_through_the_proxy_too(tmp_path):
     with running_proxy(url, tmp_path / "serve.log") as (proxy_url, _):
         study = load_study(proxy_url, None)
         assert study.study_name == "r" and len(study.trials) == 2
-        port = serve.free_port()
-        dashboard = subprocess.Popen(
-            [sys.executable, "-m", "vae_search.dashboard", "--storage", proxy_url, "--port",
-             str(port)], cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert dashboard.poll() is None, "the dashboard exited"
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as resp:
-                        listed = json.loads(resp.read())["study_summaries"]
-                        break
-                except OSError:
-                    assert time.monotonic() < deadline, "the dashboard did not start"
-                    time.sleep(0.5)
-        finally:
-            os.killpg(dashboard.pid, signal.SIGTERM)
-            dashboard.wait(timeout=30)
+        with serving_dashboard(proxy_url, tmp_path) as base, \
+                urllib.request.urlopen(f"{base}/api/studies") as resp:
+            listed = json.loads(resp.read())["study_summaries"]
     assert [s["study_name"] for s in listed] == ["r"]
