@@ -102,9 +102,6 @@ def run_pool(options: RunOptions, config: StudyConfig) -> int:
         from vae_search.models.builder import check_builder
 
         check_builder(config, dataset)
-    from vae_search.artifacts import make_artifact_store
-
-    make_artifact_store(options.storage, options.artifacts)  # one clear error, not one per child
     setup_optuna()
     study = open_worker_study(options, config)
     done = finished_count(study)

@@ -224,11 +224,14 @@ def sampler_identity(options: RunOptions) -> str:
 
 
 def open_worker_study(options: RunOptions, config: StudyConfig) -> optuna.Study:
-    """Open the storage and create or join the study with this worker's own sampler seed."""
+    """Open the storage, check the artifact store, and create or join the study with this
+    worker's own sampler seed (a bad storage or store is an error before the study exists)."""
+    from vae_search.artifacts import make_artifact_store
     from vae_search.storage import make_storage
     from vae_search.study import open_study
 
     storage = make_storage(options.storage, run=config.run)
+    make_artifact_store(options.storage, options.artifacts)
     return open_study(
         config, storage, study_name=options.study_name,
         sampler_seed=worker_seed(config.seed, sampler_identity(options)),
@@ -298,9 +301,6 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
         from vae_search.models.builder import check_builder
 
         check_builder(config, dataset)
-    from vae_search.artifacts import make_artifact_store
-
-    artifact_store = make_artifact_store(options.storage, options.artifacts)  # checked early
     setup_optuna()
     study = open_worker_study(options, config)
     done = finished_count(study)
@@ -314,7 +314,7 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
                   file=sys.stderr)
         quiet_tensorflow(options.debug)
         started = time.monotonic()
-        _optimize(study, config, dataset, options, signals, deadline, artifact_store)
+        _optimize(study, config, dataset, options, signals, deadline)
         if not options.quiet:
             print(f"ran for {time.monotonic() - started:.1f} s", file=sys.stderr)
     if not options.child:
@@ -324,7 +324,7 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
 
 def _optimize(
     study: optuna.Study, config: StudyConfig, dataset: Any, options: RunOptions,
-    signals: SignalState, deadline: float | None, artifact_store: Any,
+    signals: SignalState, deadline: float | None,
 ) -> None:
     """``study.optimize`` behind the budget gate, retried while the database comes back."""
     from vae_search.models import configure_threads
@@ -332,12 +332,12 @@ def _optimize(
     configure_threads(options.threads)  # before any TensorFlow op
     from optuna.exceptions import UpdateFinishedTrialError
 
-    from vae_search.artifacts import ReconstructionArtifacts
+    from vae_search.artifacts import artifact_hook
     from vae_search.heartbeat import heartbeat_relay
     from vae_search.objective import Objective, TrainingDiverged
     from vae_search.report import FigureRefresher, Progress
 
-    save_artifacts = ReconstructionArtifacts(artifact_store)
+    save_artifacts = artifact_hook(options.storage, options.artifacts)
 
     def on_finish(trial: optuna.Trial, trainer: Any, data: Any) -> None:
         save_artifacts(trial, trainer, data)
