@@ -70,7 +70,7 @@ def test_bench_help_does_not_import_tensorflow():
 
 def test_bench_quick_prints_every_measurement():
     out = subprocess.run([sys.executable, "-m", "vae_search.bench", "--quick"],
-                         capture_output=True, text=True, env=subprocess_env(), timeout=300)
+                         capture_output=True, text=True, env=subprocess_env(), timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = {line.split("  ")[0].strip(): line for line in out.stdout.splitlines()}
     for label in (

@@ -163,15 +163,18 @@ def test_tensorflow_warnings_only_with_debug():
     assert "retracing" in debug.stderr
 
 
-def test_a_normal_run_prints_no_tensorflow_warnings(tmp_path):
-    proc = subprocess.run(  # the default study, as a newcomer first runs it
-        [sys.executable, "-m", "vae_search.run", "--trials", "3", "--epochs", "3"],
+@pytest.mark.parametrize("study", ["seed_mse", "sequences"])  # the default; a token model
+def test_a_normal_run_prints_no_tensorflow_warnings(tmp_path, study):
+    proc = subprocess.run(  # as a newcomer first runs it
+        [sys.executable, "-m", "vae_search.run", "--study", study, "--trials", "3",
+         "--epochs", "3", "--set", "data.n_samples=300"],
         capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     for line in proc.stderr.replace("\r", "\n").splitlines():
         assert "WARNING" not in line and "retracing" not in line, line
         assert "tensorflow" not in line.lower() or "loading TensorFlow" in line, line
+        assert "oneDNN" not in line, line
 
 
 def test_readme_test_command_is_what_ci_runs():

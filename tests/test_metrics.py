@@ -13,7 +13,9 @@ from vae_search.metrics import (
     gaussian_kl,
     gaussian_log_likelihood,
     mutual_information,
+    mutual_information_replicates,
     negative_elbo,
+    verdict_information,
 )
 
 
@@ -65,3 +67,61 @@ def test_informative_encoder_is_active_and_bounded_by_log_b():
     mi = mutual_information(mu, logvar, batch_size=256)
     assert 2.0 < mi <= math.log(256) + 1e-9
     assert not diagnose(mu, logvar, recon=1.0).collapsed
+
+
+def test_collapsed_posteriors_give_zero_information_without_noise():
+    # q(z|x) = N(0, I) for every x, D = 16: the closed-form-entropy estimator spread +-0.3 nats
+    # here (sd ~ sqrt(D / 2B)); with common random numbers every term is exactly 0.
+    mu, logvar = np.zeros((359, 16)), np.zeros((359, 16))
+    for seed in range(20):
+        reps = mutual_information_replicates(mu, logvar, batch_size=256, seed=seed, repeats=10)
+        assert np.all(np.abs(reps) < 1e-9)
+
+
+def test_replicates_spread_matches_the_reported_standard_error():
+    rng = np.random.default_rng(1)
+    mu = rng.standard_normal((400, 3)) * 0.5
+    logvar = np.full((400, 3), math.log(0.5))
+    means = [mutual_information(mu, logvar, batch_size=64, seed=s, repeats=10) for s in range(40)]
+    diag = diagnose(mu, logvar, recon=0.0, mi_batch_size=64, mi_repeats=10, seed=0)
+    assert diag.mutual_info_sd == pytest.approx(np.std(means, ddof=1), rel=0.5)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_constant_encoder_is_always_collapsed(seed):
+    mu, logvar = np.zeros((300, 8)), np.zeros((300, 8))
+    diag = diagnose(mu, logvar, recon=5.0, mi_batch_size=64, seed=seed)
+    assert diag.collapsed
+    assert diag.active_units == 0 and diag.kl_total == 0.0
+    assert abs(diag.mutual_info) < 1e-9 and diag.mutual_info_sd < 1e-9
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_several_clearly_active_units_are_never_collapsed(seed):
+    rng = np.random.default_rng(seed)
+    mu = np.zeros((300, 8))
+    mu[:, :4] = rng.standard_normal((300, 4))  # Var_x(mu_u) ~ 1: far above 0.01
+    logvar = np.zeros((300, 8))
+    logvar[:, :4] = math.log(0.1)
+    diag = diagnose(mu, logvar, recon=5.0, mi_batch_size=64, seed=seed)
+    assert diag.active_units == 4 and not diag.collapsed
+    assert diag.mutual_info > 1.0
+
+
+def test_verdict_trusts_the_mi_estimate_only_when_its_noise_is_small():
+    # the total KL bounds I(x;z) from above and is exact: below the threshold is collapse
+    assert verdict_information(0.02, 0.5, 0.001, max_sd=0.01) == 0.02
+    # a precise MI below the KL tightens it; a noisy one is ignored
+    assert verdict_information(0.3, 0.01, 0.001, max_sd=0.01) == 0.01
+    assert verdict_information(0.3, -0.04, 0.1, max_sd=0.01) == 0.3
+
+
+def test_noisy_mi_estimate_cannot_flag_an_informative_model():
+    # 5 active units, KL 0.10: the case a single noisy estimate of -0.04 once flagged collapsed
+    rng = np.random.default_rng(0)
+    mu = np.zeros((359, 16))
+    mu[:, :5] = rng.standard_normal((359, 5)) * 0.2  # Var_x(mu_u) ~ 0.04 > 0.01
+    logvar = np.zeros((359, 16))
+    diag = diagnose(mu, logvar, recon=5.0, min_mutual_info=0.05, mi_max_sd=0.0, seed=0)
+    assert diag.active_units == 5 and diag.kl_total > 0.05
+    assert diag.information == diag.kl_total and not diag.collapsed

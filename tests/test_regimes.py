@@ -1,6 +1,7 @@
 """Every regime end to end through the runner: the recipe's fixed-variance Gaussian, the MADE
 and GRU decoders on flat digits, synthetic sequences and text, and a user's own model. Each
-study trains, is diagnosed, gets its figures and its per-trial artifact."""
+study trains, is diagnosed (IWAE bound included), gets its decoder-only baseline, its figures
+and its per-trial artifact."""
 
 from __future__ import annotations
 
@@ -66,8 +67,12 @@ def test_regime_runs_end_to_end(regime, tmp_path, monkeypatch):
         assert len(t.user_attrs[keys.ATTR_KL_PER_DIM]) == t.params["latent_dim"]
         assert isinstance(t.user_attrs[keys.ATTR_COLLAPSED], bool)
         assert t.value is None or t.value < 0  # an ELBO in nats
+        elbo = t.user_attrs[keys.ATTR_HISTORY]["val_elbo"][-1]
+        assert t.user_attrs[keys.ATTR_IWAE] >= elbo - 0.5  # IWAE >= ELBO, up to MC error
         if regime == "sequences":
             assert 0.0 <= t.params["word_dropout"] <= 0.5
+    # the decoder alone (no latent code) was trained once, on the same likelihood
+    assert study.user_attrs[keys.STUDY_ATTR_DECODER_ONLY_NLL] > 0
     # the figures were refreshed into the study at the end of the run
     from vae_search.report import build_figures
 

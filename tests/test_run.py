@@ -81,9 +81,26 @@ def test_epochs_override_scales_schedule_box(tmp_path, capsys):
     assert stored["train"]["epochs"] == 4
 
 
+def test_set_overrides_any_key_type_checked_like_the_toml(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    argv = ["--storage", url, "--trials", "1", "--study-name", "s", "--study", "digits",
+            "--set", "train.epochs=3", "--set", "search.klstart=[0, 1]",
+            "--set", "search.annealtime=[0,1]", "--set", "model.decoder=made",
+            "--set", "search.latent_dim=[2]"]
+    assert main(argv) == 0
+    stored = optuna.load_study(study_name="s", storage=url).user_attrs[keys.STUDY_ATTR_CONFIG]
+    assert stored["train"]["epochs"] == 3 and stored["model"]["decoder"] == "made"
+    assert stored["search"]["klstart"] == [0, 1] and stored["search"]["latent_dim"] == [2]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["--set", "train.epochs=many"], "train.epochs: expected an integer, got 'many'"),
+        (["--set", "train.epoch=3"], "train.epoch: unknown key"),
+        (["--set", "trian.epochs=3"], "trian.epochs: unknown section 'trian'"),
+        (["--set", "model.decoder=lstm"], "model.decoder: unknown value 'lstm'"),
+        (["--set", "epochs"], "expected section.key=value"),
         (["--trials", "0"], "--trials: must be >= 1"),
         (["--trials", "-3"], "--trials: must be >= 1"),
         (["--trials", "many"], "expected a whole number"),

@@ -280,14 +280,7 @@ def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = load_config("digits")
-    s = config.search
-    if s.klstart[1] + s.annealtime[1] > epochs:  # keep every trial ending at beta = 1
-        half = epochs // 2
-        config = config.with_overrides(**{
-            "search.klstart": [0, half], "search.annealtime": [0, epochs - half],
-        })
-    config = config.with_overrides(**{"train.epochs": epochs})
+    config, _ = load_config("digits").with_epochs(epochs)
     name = f"bench-{os.getpid()}-{time.time_ns()}"
     study = open_study(config, make_storage(url, run=config.run), study_name=name)
     timer = StorageTimer(study_storage(study))

@@ -32,6 +32,7 @@ __all__ = [
     "add_storage_args",
     "bounded_int",
     "build_dashboard_parser",
+    "build_export_parser",
     "build_report_parser",
     "build_run_parser",
     "main",
@@ -64,6 +65,7 @@ COMMANDS: dict[str, Command] = {
     "report": Command("vae_search.report", "write the HTML report and print the findings"),
     "dashboard": Command("vae_search.dashboard", "refresh the figures, serve optuna-dashboard"),
     "bench": Command("vae_search.bench", "benchmark the trainer, start-up and storage share"),
+    "export": Command("vae_search.export", "re-train one trial and save it as a Keras model"),
     "serve": Command("vae_search.serve", "serve Optuna's gRPC storage proxy for many workers"),
 }
 
@@ -177,7 +179,13 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
         "--seed", type=_nonneg_int, default=None, help="override the config's seed"
     )
     parser.add_argument(
-        "--epochs", type=_positive_int, default=None, help="override train.epochs"
+        "--epochs", type=_positive_int, default=None,
+        help="override train.epochs (the schedule box is scaled to fit when needed)",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override any config key, type-checked like the TOML (repeatable), e.g. "
+        "--set model.decoder=made --set search.latent_dim=[4,8]",
     )
     parser.add_argument(
         "--workers", type=_positive_int, default=DEFAULT_WORKERS,
@@ -213,6 +221,7 @@ class RunOptions:
     artifacts: str | None = None  # the artifact store (None: the storage's default directory)
     seed: int | None = None
     epochs: int | None = None
+    set: tuple[str, ...] = ()  # --set section.key=value overrides, in order
     workers: int = DEFAULT_WORKERS
     threads: int | None = None
     worker_index: int | None = None  # set for the children of a --workers parent
@@ -222,7 +231,9 @@ class RunOptions:
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> RunOptions:
         """The options of a parsed ``build_run_parser()`` command line."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+        values = {f.name: getattr(args, f.name) for f in fields(cls)}
+        values["set"] = tuple(values["set"])
+        return cls(**values)
 
     @classmethod
     def parse(cls, argv: Sequence[str] | None = None, *,
@@ -268,6 +279,21 @@ def build_dashboard_parser(
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
                         help=f"port (default {DEFAULT_PORT})")
     add_artifacts_arg(parser, "--artifact-dir")
+    return parser
+
+
+def build_export_parser(prog: str = "python -m vae_search.export") -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=prog,
+        description="Re-train one trial of a study from its stored parameters and seed, check "
+        "that it reproduces the stored validation ELBO, and save it as a Keras model "
+        "(x -> [z_mean, z_log_var, decoded parameters]).",
+    )
+    add_storage_args(parser,
+                     study_name_help="the study (default: the only study in the storage)")
+    parser.add_argument("--trial", default="best",
+                        help="'best' (default: the best feasible complete trial) or a number")
+    parser.add_argument("--out", required=True, help="the .keras file to write")
     return parser
 
 

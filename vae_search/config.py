@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from vae_search._typed import ConfigError, build_dataclass, parse_assignment
 
 __all__ = [
     "CollapseConfig",
@@ -29,6 +29,7 @@ __all__ = [
     "StudyConfig",
     "TrainConfig",
     "config_diff",
+    "parse_assignment",
     "with_new_defaults",
     "load_config",
     "parse_config",
@@ -55,14 +56,11 @@ Reduction = Literal["sum", "mean"]
 ScheduleName = Literal["linear", "cyclical"]
 SamplerName = Literal["tpe", "random"]
 PrunerName = Literal["median", "hyperband", "none"]
+ObjectiveName = Literal["elbo", "pareto"]
 DATASETS = typing.get_args(DatasetName)
 LIKELIHOODS = typing.get_args(Likelihood)
 TOKEN_DATASETS = ("sequences", "text")  # always token ids; "file" is tokens when categorical
 MAX_SEQUENCE_VOCAB = 62  # sequences: one symbol each from 0-9a-zA-Z
-
-
-class ConfigError(ValueError):
-    """A study configuration is invalid; the message names the offending key."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +111,7 @@ class SearchConfig:
     sigma2: tuple[float, ...] | None = None  # gaussian, fixed: choices of sigma^2
     free_bits: tuple[float, float] | None = None  # [lo, hi] nats per latent dim (Kingma 2016)
     word_dropout: tuple[float, float] | None = None  # gru: [lo, hi] decoder-input dropout
+    objective: ObjectiveName = "elbo"  # "pareto": maximize (ELBO, I(x;z)), pruning off
 
 
 @dataclass(frozen=True)
@@ -135,6 +134,9 @@ class CollapseConfig:
     min_active_units: int = 1  # fewer active units than this = posterior collapse
     min_mutual_info: float = 0.05  # I(x;z) below this (nats) = posterior collapse
     mi_batch_size: int = 256  # B of the aggregate-posterior estimator (MI <= log B)
+    mi_repeats: int = 10  # MI replicates (random batches, fresh draws): mean and standard error
+    mi_max_sd: float = 0.01  # MI enters the verdict only when its standard error is below this
+    iwae_samples: int = 100  # k of the IWAE bound stored per trial (Burda et al. 2016)
 
 
 @dataclass(frozen=True)
@@ -170,110 +172,40 @@ class StudyConfig:
         return d
 
     def with_overrides(self, **overrides: Any) -> StudyConfig:
-        """Return a validated copy with dotted-key overrides, e.g. ``{"train.epochs": 5}``."""
+        """Return a validated copy with dotted-key overrides, e.g. ``{"train.epochs": 5}``.
+
+        Raises:
+            ConfigError: an unknown section or key, or a value the TOML could not hold either.
+        """
         raw = self.to_dict()
         for dotted, value in overrides.items():
             section, _, key = dotted.rpartition(".")
+            if section and not isinstance(raw.get(section), dict):
+                raise ConfigError(f"{dotted}: unknown section {section!r} (sections: "
+                                  f"{', '.join(k for k, v in raw.items() if isinstance(v, dict))})")
             target = raw[section] if section else raw
             target[key] = value
         return parse_config(raw)
 
+    def with_epochs(self, epochs: int) -> tuple[StudyConfig, str]:
+        """A copy that trains ``epochs`` epochs, with the schedule box shrunk in proportion
+        when it would not fit (each upper end to at most ``epochs // 2``), so every trial still
+        ends at beta = 1. Returns the copy and a note saying what was scaled ("" if nothing).
+        """
+        s, old = self.search, self.train.epochs
+        overrides: dict[str, Any] = {"train.epochs": epochs}
+        note = ""
+        if s.klstart[1] + s.annealtime[1] > epochs or s.klstart[1] >= epochs:
 
-# ---------------------------------------------------------------------------------------------
-# Parsing: generic over the dataclasses above, so a new field needs no parser code.
+            def scaled(lo_hi: tuple[int, int]) -> list[int]:
+                hi = min(lo_hi[1] * epochs // old, epochs // 2)
+                return [min(lo_hi[0], hi), hi]
 
-
-def _optional_of(tp: Any) -> Any:
-    """``X`` for a field typed ``X | None`` (absent from the TOML = None), else None."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return args[0]
-    return None
-
-
-def _type_name(tp: Any) -> str:
-    inner = _optional_of(tp)
-    if inner is not None:
-        return _type_name(inner)
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_type_name(args[0])}"
-        return f"a list of {len(args)} {_type_name(args[0])}"
-    if origin is Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(tp)))
-    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    inner = _optional_of(tp)
-    if inner is not None:
-        return None if value is None else _coerce(value, inner, key)
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{key}: unknown value {value!r} (choose from "
-                              f"{', '.join(map(str, allowed))})")
-        return value
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            if not value:
-                raise ConfigError(f"{key}: must not be empty")
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{key}: expected {_type_name(tp)} [low, high], got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a boolean, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: must be finite, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp!r}")  # pragma: no cover - programming error
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a table, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        shown = unknown[0] if unknown[0].isidentifier() else repr(unknown[0])
-        raise ConfigError(
-            f"{where}{shown}: unknown key (known keys{' in [' + prefix + ']' if prefix else ''}: "
-            f"{', '.join(names)})"
-        )
-    kwargs = {}
-    for name in names:
-        if name not in raw:
-            continue
-        key = f"{prefix}.{name}" if prefix else name
-        tp = hints[name]
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, raw[name], key)
-        else:
-            kwargs[name] = _coerce(raw[name], tp, key)
-    return cls(**kwargs)
+            overrides["search.klstart"] = scaled(s.klstart)
+            overrides["search.annealtime"] = scaled(s.annealtime)
+            note = (f"schedule ranges scaled to klstart {overrides['search.klstart']}, "
+                    f"annealtime {overrides['search.annealtime']}")
+        return self.with_overrides(**overrides), note
 
 
 def _range(lo_hi: tuple[float, float], key: str, *, minimum: float) -> None:
@@ -369,13 +301,18 @@ def _validate(c: StudyConfig) -> None:
         raise ConfigError("pruner.n_startup_trials: must be >= 0")
 
     k = c.collapse
-    for key in ("active_threshold", "kl_threshold", "min_mutual_info"):
+    for key in ("active_threshold", "kl_threshold", "min_mutual_info", "mi_max_sd"):
         if getattr(k, key) < 0:
             raise ConfigError(f"collapse.{key}: must be >= 0, got {getattr(k, key)}")
     if k.min_active_units < 0:
         raise ConfigError("collapse.min_active_units: must be >= 0")
     if k.mi_batch_size < 2:
         raise ConfigError(f"collapse.mi_batch_size: must be >= 2, got {k.mi_batch_size}")
+    if k.mi_repeats < 2:
+        raise ConfigError(f"collapse.mi_repeats: must be >= 2 (the standard error needs two), "
+                          f"got {k.mi_repeats}")
+    if k.iwae_samples < 1:
+        raise ConfigError(f"collapse.iwae_samples: must be >= 1, got {k.iwae_samples}")
 
     r = c.run
     if r.heartbeat_interval < 1:
@@ -444,7 +381,7 @@ def parse_config(raw: dict[str, Any]) -> StudyConfig:
     Raises:
         ConfigError: on an unknown key, a wrong type or an impossible value.
     """
-    config = _build(StudyConfig, raw, "")
+    config = build_dataclass(StudyConfig, raw)
     _validate(config)
     return config
 

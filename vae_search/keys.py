@@ -12,9 +12,11 @@ __all__ = [
     "ATTR_FAIL_REASON",
     "ATTR_FULL_BETA_EPOCH",
     "ATTR_HISTORY",
+    "ATTR_IWAE",
     "ATTR_KL_PER_DIM",
     "ATTR_KL_TOTAL",
     "ATTR_MUTUAL_INFO",
+    "ATTR_MUTUAL_INFO_SD",
     "ATTR_PRUNE_FROM_EPOCH",
     "ATTR_RECON",
     "ATTR_SEED",
@@ -29,12 +31,15 @@ __all__ = [
     "FIG_SCHEDULES",
     "FIG_TRAINING_CURVES",
     "HISTORY_FIELDS",
+    "OBJECTIVE_MI_NAME",
     "OBJECTIVE_NAME",
     "STUDY_ATTR_CONFIG",
+    "STUDY_ATTR_DECODER_ONLY_NLL",
     "STUDY_ATTR_VERSION",
 ]
 
-OBJECTIVE_NAME = "val_elbo"  # the study's single value: validation ELBO, nats/example (maximize)
+OBJECTIVE_NAME = "val_elbo"  # the study's (first) value: validation ELBO, nats/example (maximize)
+OBJECTIVE_MI_NAME = "val_mutual_info"  # search.objective = "pareto": the second value, I(x;z)
 
 # Trial user attrs (diagnostics on the validation split, at the end or at the point of pruning).
 ATTR_ACTIVE_UNITS = "active_units"
@@ -43,7 +48,9 @@ ATTR_KL_PER_DIM = "kl_per_dim"
 ATTR_KL_TOTAL = "kl_total"
 ATTR_COLLAPSED_DIMS = "collapsed_dims"
 ATTR_MUTUAL_INFO = "mutual_info"
+ATTR_MUTUAL_INFO_SD = "mutual_info_sd"  # standard error of mutual_info over its replicates
 ATTR_RECON = "recon"
+ATTR_IWAE = "iwae"  # IWAE bound with collapse.iwae_samples samples, nats/example (>= the ELBO)
 ATTR_COLLAPSED = "collapsed"
 ATTR_HISTORY = "history"
 ATTR_FAIL_REASON = "fail_reason"
@@ -57,11 +64,16 @@ HISTORY_FIELDS = ("epoch", "beta", "train_loss", "val_elbo", "val_kl", "active_u
 
 # Optuna 5 constraints (feasible when <= 0): a collapsed trial is infeasible.
 CONSTRAINT_ACTIVE_UNITS = "min_active_units"  # min_active_units - active_units
-CONSTRAINT_MUTUAL_INFO = "min_mutual_info"  # min_mutual_info - I(x; z)
+# min_mutual_info - the information the verdict trusts (total KL, or min(KL, I(x; z)) when the
+# MI estimate's standard error is below collapse.mi_max_sd; see metrics.verdict_information)
+CONSTRAINT_MUTUAL_INFO = "min_mutual_info"
 
 # Study user attrs.
 STUDY_ATTR_CONFIG = "vae_search_config"  # the resolved configuration (comparable part)
 STUDY_ATTR_VERSION = "vae_search_version"
+# Validation NLL (nats/example) of the same decoder trained without a latent code (see
+# vae_search.baseline): the ELBO of a collapsed trial, what collapse costs.
+STUDY_ATTR_DECODER_ONLY_NLL = "decoder_only_nll"
 
 # Plotly figure ids saved into the study (optuna-dashboard graph object ids: a refresh with the
 # same id replaces the figure). Also the element ids of the standalone report.

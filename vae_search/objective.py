@@ -2,7 +2,9 @@
 
 The value returned (and reported every epoch) is the validation ELBO at beta = 1 with ``sum``
 reduction, in nats per example, whatever beta and reduction the trial trained with: that is what
-makes trials comparable. Higher is better (the study maximizes it).
+makes trials comparable. Higher is better (the study maximizes it). With
+``search.objective = "pareto"`` the trial returns ``(ELBO, I(x;z))``, both maximized; Optuna
+cannot prune multi-objective studies, so such a trial neither reports nor asks to be pruned.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import optuna
 from vae_search import keys
 from vae_search._optuna import set_user_attrs  # the batched user-attr write
 from vae_search._tf import tf
+from vae_search.baseline import decoder_only_nll, owes_baseline
 from vae_search.config import StudyConfig
 from vae_search.data import Dataset, load_dataset
 from vae_search.metrics import Diagnostics, diagnose
-from vae_search.models import Trainer, TrainerSpec, get_trainer, spec_for
+from vae_search.models import EpochResult, Trainer, TrainerSpec, get_trainer, spec_for
 from vae_search.schedule import full_beta_epoch
 from vae_search.space import TrialParams, suggest
 
@@ -36,6 +39,7 @@ _DIAGNOSTIC_ATTRS = (
     ("kl_total", keys.ATTR_KL_TOTAL),
     ("collapsed_dims", keys.ATTR_COLLAPSED_DIMS),
     ("mutual_info", keys.ATTR_MUTUAL_INFO),
+    ("mutual_info_sd", keys.ATTR_MUTUAL_INFO_SD),
     ("recon", keys.ATTR_RECON),
     ("collapsed", keys.ATTR_COLLAPSED),
 )
@@ -82,6 +86,32 @@ class Objective:
     def spec(self, params: TrialParams) -> TrainerSpec:
         return spec_for(self.config, self.dataset, params.latent_dim)
 
+    def start(self, params: TrialParams, seed: int) -> Trainer:
+        """The trial's trainer, freshly initialised from ``seed`` with its settings."""
+        trainer = get_trainer(self.spec(params))
+        trainer.reset(seed)
+        trainer.configure(reduction=params.reduction, free_bits=params.free_bits,
+                          sigma2=params.sigma2, word_dropout=params.word_dropout)
+        return trainer
+
+    def run_epoch(self, trainer: Trainer, beta: float) -> EpochResult:
+        """One compiled call: train at ``beta``, validate at beta = 1, count active units.
+
+        The validation noise draw is the study seed's, the same for every trial and epoch.
+        """
+        return trainer.run_epoch(self.x_train, self.x_val, beta=beta, eval_seed=self.config.seed,
+                                 active_threshold=self.config.collapse.active_threshold)
+
+    def retrain(self, params: TrialParams, seed: int, epochs: int) -> tuple[Trainer, float]:
+        """Train a stored trial again (same parameters and seed) for ``epochs`` epochs; returns
+        the trainer and its last validation ELBO (what the trial reported, up to float noise)."""
+        schedule = params.make_schedule(self.config.train.epochs)
+        trainer = self.start(params, seed)
+        elbo = float("nan")
+        for epoch in range(epochs):
+            elbo = -self.run_epoch(trainer, schedule(epoch)).neg_elbo
+        return trainer, elbo
+
     def diagnostics(self, trainer: Trainer, recon: float, seed: int) -> Diagnostics:
         k = self.config.collapse
         mu, logvar = trainer.encode(self.x_val)
@@ -94,11 +124,27 @@ class Objective:
             min_active_units=k.min_active_units,
             min_mutual_info=k.min_mutual_info,
             mi_batch_size=k.mi_batch_size,
+            mi_repeats=k.mi_repeats,
+            mi_max_sd=k.mi_max_sd,
             seed=seed,
         )
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def iwae(self, trainer: Trainer) -> float:
+        """The IWAE bound on the validation split (``collapse.iwae_samples`` draws, the study
+        seed's), nats per example."""
+        k = self.config.collapse.iwae_samples
+        return float(trainer.iwae(self.x_val, k, seed=self.config.seed).mean())
+
+    def decoder_only_nll(self) -> float:
+        """Train the decoder without a latent code: see :mod:`vae_search.baseline`."""
+        return decoder_only_nll(self.config, self.dataset, self.x_train, self.x_val)
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        """Run one trial; returns its ELBO, or ``(ELBO, I(x;z))`` in a ``pareto`` study."""
         c = self.config
+        pareto = c.search.objective == "pareto"
+        if owes_baseline(trial):
+            trial.study.set_user_attr(keys.STUDY_ATTR_DECODER_ONLY_NLL, self.decoder_only_nll())
         epochs = c.train.epochs
         params = suggest(trial, c.search, epochs, c.model)
         schedule = params.make_schedule(epochs)
@@ -114,24 +160,13 @@ class Objective:
             start_attrs[keys.ATTR_WORKER] = self.worker
         set_user_attrs(trial, start_attrs)
 
-        trainer = get_trainer(self.spec(params))
-        trainer.reset(seed)
-        trainer.configure(reduction=params.reduction, free_bits=params.free_bits,
-                          sigma2=params.sigma2, word_dropout=params.word_dropout)
+        trainer = self.start(params, seed)
         history: dict[str, list[Any]] = {name: [] for name in keys.HISTORY_FIELDS}
-        active_threshold = c.collapse.active_threshold
         elbo = float("nan")
         recon = float("nan")
         for epoch in range(epochs):
             beta = schedule(epoch)
-            # One compiled call: train at beta, validate at beta = 1, count active units.
-            result = trainer.run_epoch(
-                self.x_train,
-                self.x_val,
-                beta=beta,
-                eval_seed=c.seed,
-                active_threshold=active_threshold,
-            )
+            result = self.run_epoch(trainer, beta)
             loss, elbo, recon = result.train_loss, -result.neg_elbo, result.recon
             if not (math.isfinite(loss) and math.isfinite(elbo)):
                 reason = (
@@ -151,15 +186,16 @@ class Objective:
             }
             for name in keys.HISTORY_FIELDS:
                 history[name].append(record[name])
-            trial.report(elbo, step=epoch)
+            if not pareto:
+                trial.report(elbo, step=epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial, epoch, record)
             # The pruner refuses before prune_from anyway; not asking saves a storage read.
-            if epoch >= prune_from and trial.should_prune():
+            if not pareto and epoch >= prune_from and trial.should_prune():
                 self._finish(trial, trainer, recon, seed, history)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} (ELBO {elbo:.2f})")
-        self._finish(trial, trainer, recon, seed, history)
-        return elbo
+        diag = self._finish(trial, trainer, recon, seed, history)
+        return (elbo, diag.mutual_info) if pareto else elbo
 
     def _finish(
         self,
@@ -168,18 +204,21 @@ class Objective:
         recon: float,
         seed: int,
         history: dict[str, list[Any]],
-    ) -> None:
+    ) -> Diagnostics:
         diag = self.diagnostics(trainer, recon, seed)
         d = asdict(diag)
         attrs = {attr: d[key] for key, attr in _DIAGNOSTIC_ATTRS}
+        attrs[keys.ATTR_IWAE] = self.iwae(trainer)
         attrs[keys.ATTR_HISTORY] = history
         set_user_attrs(trial, attrs)
+        # Feasible (<= 0) exactly when the verdict is "not collapsed".
         k = self.config.collapse
         trial.set_constraint(
             keys.CONSTRAINT_ACTIVE_UNITS, float(k.min_active_units - diag.active_units)
         )
         trial.set_constraint(
-            keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.mutual_info)
+            keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.information)
         )
         if self.on_finish is not None:
             self.on_finish(trial, trainer, self.dataset)
+        return diag

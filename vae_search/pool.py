@@ -57,6 +57,8 @@ def _child_command(options: RunOptions, index: int, threads: int) -> list[str]:
                         ("--artifacts", options.artifacts)):
         if value is not None:
             argv += [flag, str(value)]
+    for assignment in options.set:
+        argv += ["--set", assignment]
     if options.debug:
         argv.append("--debug")
     return argv

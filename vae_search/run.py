@@ -27,7 +27,7 @@ from vae_search.cli import (
     RunOptions,
 )
 from vae_search.cli import build_run_parser as build_parser
-from vae_search.config import ConfigError, StudyConfig, load_config
+from vae_search.config import ConfigError, StudyConfig, load_config, parse_assignment
 from vae_search.pool import run_pool
 from vae_search.report import summary_table
 from vae_search.storage import StorageError
@@ -59,44 +59,23 @@ __all__ = [
     "open_worker_study",
     "resolve_config",
     "run_pool",
-    "scale_schedule_box",
     "summary_table",
 ]
-
-
-def scale_schedule_box(config: StudyConfig, epochs: int) -> dict[str, list[int]]:
-    """The ``search.klstart`` / ``search.annealtime`` overrides that keep the schedule box
-    inside a run of ``epochs`` epochs (empty when it already fits).
-
-    The box is shrunk in proportion, each upper end to at most ``epochs // 2``, so every trial
-    still ends at beta = 1 (``klstart + annealtime <= epochs``).
-    """
-    s, old = config.search, config.train.epochs
-    if s.klstart[1] + s.annealtime[1] <= epochs and s.klstart[1] < epochs:
-        return {}
-
-    def scaled(lo_hi: tuple[int, int]) -> list[int]:
-        hi = min(lo_hi[1] * epochs // old, epochs // 2)
-        return [min(lo_hi[0], hi), hi]
-
-    return {"search.klstart": scaled(s.klstart), "search.annealtime": scaled(s.annealtime)}
 
 
 def resolve_config(options: RunOptions) -> StudyConfig:
     """Load the config and apply the command-line overrides (validated again)."""
     config = load_config(options.study)
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = dict(parse_assignment(text) for text in options.set)
     if options.seed is not None:
         overrides["seed"] = options.seed
+    if overrides:
+        config = config.with_overrides(**overrides)
     if options.epochs is not None:
-        overrides["train.epochs"] = options.epochs
-        box = scale_schedule_box(config, options.epochs)
-        if box and not options.quiet:
-            print(f"note: --epochs {options.epochs}: schedule ranges scaled to klstart "
-                  f"{box['search.klstart']}, annealtime {box['search.annealtime']}",
-                  file=sys.stderr)
-        overrides.update(box)
-    return config.with_overrides(**overrides) if overrides else config
+        config, note = config.with_epochs(options.epochs)
+        if note and not options.quiet:
+            print(f"note: --epochs {options.epochs}: {note}", file=sys.stderr)
+    return config
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:

@@ -17,7 +17,7 @@ from vae_search.schedule import CyclicalSchedule, LinearSchedule, Schedule
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["PARAM_NAMES", "TrialParams", "params_from_mapping", "suggest"]
+__all__ = ["PARAM_NAMES", "TrialParams", "params_from_mapping", "sigma2_of", "suggest"]
 
 # Parameter names as stored in the study (also the dashboard's axis names).
 KLSTART = "klstart"
@@ -56,7 +56,8 @@ class TrialParams:
         return LinearSchedule(self.klstart, self.annealtime)
 
 
-def _sigma2(model: ModelConfig) -> float | None:
+def sigma2_of(model: ModelConfig) -> float | None:
+    """The model's fixed Gaussian variance (``None`` when the variance is learned or absent)."""
     return model.sigma2 if model.likelihood == "gaussian" and model.variance == "fixed" else None
 
 
@@ -91,7 +92,7 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchConfig, epochs: int,
     reduction: str = space.reduction[0]
     if len(space.reduction) > 1:
         reduction = trial.suggest_categorical(REDUCTION, list(space.reduction))
-    sigma2 = _sigma2(model) if model is not None else None
+    sigma2 = sigma2_of(model) if model is not None else None
     if space.sigma2 is not None:
         sigma2 = space.sigma2[0]
         if len(space.sigma2) > 1:
@@ -138,7 +139,7 @@ def params_from_mapping(
         cycles=cycles,
         ratio=ratio,
         sigma2=float(params[SIGMA2]) if SIGMA2 in params else (
-            space.sigma2[0] if space.sigma2 else (_sigma2(model) if model else None)),
+            space.sigma2[0] if space.sigma2 else (sigma2_of(model) if model else None)),
         free_bits=float(params.get(FREE_BITS, 0.0)),
         word_dropout=float(params.get(WORD_DROPOUT, 0.0)),
     )

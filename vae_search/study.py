@@ -16,9 +16,10 @@ from vae_search.pruning import make_pruner
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
-__all__ = ["DIRECTION", "StudyMismatch", "make_sampler", "open_study"]
+__all__ = ["DIRECTION", "StudyMismatch", "directions", "make_sampler", "metric_names",
+           "open_study"]
 
-DIRECTION = "maximize"  # the validation ELBO
+DIRECTION = "maximize"  # the validation ELBO (and I(x;z) in a pareto study)
 CONFIG_WAIT = 30.0  # seconds a joining worker waits for the creator to store the configuration
 CONFIG_POLL = 0.2  # seconds between those checks
 
@@ -35,6 +36,18 @@ def _wait_for_config(study: optuna.Study, timeout: float) -> dict | None:
 
 class StudyMismatch(RuntimeError):
     """The stored study was made with another configuration or direction."""
+
+
+def metric_names(config: StudyConfig) -> list[str]:
+    """The study's objective names: the ELBO, and I(x;z) when ``search.objective = "pareto"``."""
+    if config.search.objective == "pareto":
+        return [keys.OBJECTIVE_NAME, keys.OBJECTIVE_MI_NAME]
+    return [keys.OBJECTIVE_NAME]
+
+
+def directions(config: StudyConfig) -> list[str]:
+    """One ``DIRECTION`` per objective."""
+    return [DIRECTION] * len(metric_names(config))
 
 
 def make_sampler(config: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:
@@ -63,7 +76,8 @@ def open_study(
 
     Race-free: when many workers start at once, exactly one creates the study and stores the
     configuration; the others wait (up to ``CONFIG_WAIT`` seconds) for it and compare. A study
-    whose configuration differs is refused and left unchanged.
+    whose configuration differs is refused and left unchanged. A ``pareto`` study has two
+    objectives and no pruner (Optuna does not prune multi-objective studies).
 
     Args:
         config: The resolved study configuration (stored in the study on creation).
@@ -79,24 +93,28 @@ def open_study(
         storage = optuna.storages.get_storage(storage)
     # Exactly one worker creates the study: creation is one INSERT on a unique name, so among
     # workers starting at once on a fresh database one wins and the others load its study.
+    wanted = directions(config)
     try:
         storage.create_new_study(
-            directions=[optuna.study.StudyDirection.MAXIMIZE], study_name=name
+            directions=[optuna.study.StudyDirection.MAXIMIZE] * len(wanted), study_name=name
         )
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         created = False
+    pareto = config.search.objective == "pareto"
     study = optuna.load_study(
         study_name=name,
         storage=storage,
         sampler=make_sampler(config, config.seed if sampler_seed is None else sampler_seed),
-        pruner=make_pruner(config.pruner, config.train.epochs),
+        pruner=(optuna.pruners.NopPruner() if pareto
+                else make_pruner(config.pruner, config.train.epochs)),
     )
-    if len(study.directions) != 1 or study.direction.name.lower() != DIRECTION:
-        shown = ", ".join(d.name.lower() for d in study.directions)
+    shown = [d.name.lower() for d in study.directions]
+    if shown != wanted:
         raise StudyMismatch(
-            f"study {name!r} exists with direction {shown}, not {DIRECTION}; it was not made by "
-            "vae_search (choose another --study-name)"
+            f"study {name!r} exists with direction {', '.join(shown)}, not "
+            f"{', '.join(wanted)}; it was not made by vae_search with this search.objective "
+            "(choose another --study-name)"
         )
     current = config.comparable()
     stored = study.user_attrs.get(keys.STUDY_ATTR_CONFIG)
@@ -114,7 +132,7 @@ def open_study(
         study.set_user_attr(keys.STUDY_ATTR_VERSION, __version__)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
-            study.set_metric_names([keys.OBJECTIVE_NAME])
+            study.set_metric_names(metric_names(config))
     elif with_new_defaults(stored) != current:
         diffs = config_diff(with_new_defaults(stored), current)
         more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""

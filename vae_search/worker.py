@@ -56,6 +56,8 @@ STORAGE_BACKOFF = 2.0  # seconds, times the attempt number, before retrying
 FAIL_INTERRUPTED = "interrupted"  # fail_reason of a trial stopped by SIGINT/SIGTERM
 MAX_CONSECUTIVE_FAILURES = 10  # a worker stops when this many trials in a row fail
 
+Value = float | tuple[float, float]  # the ELBO, or (ELBO, I(x;z)) in a pareto study
+
 
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived; carries the exit status (128 + signal number)."""
@@ -149,10 +151,10 @@ class TrialLoop:
         self.failures = 0  # consecutive failed trials
         self.finished = 0  # trials this worker saw to the end (any state)
 
-    def wrap(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+    def wrap(self, objective: Callable[[optuna.Trial], Value]) -> Callable[[optuna.Trial], Value]:
         """The objective behind the reservation check, recording interruptions."""
 
-        def gated(trial: optuna.Trial) -> float:
+        def gated(trial: optuna.Trial) -> Value:
             self.current = trial
             try:
                 with self.heartbeat(trial):
@@ -252,9 +254,16 @@ def setup_optuna() -> QuietFailedTrials:
 
 def quiet_tensorflow(debug: bool) -> None:
     """TensorFlow's Python warnings (e.g. "... triggered tf.function retracing") are for
-    ``--debug`` only; errors are always shown."""
+    ``--debug`` only; Python errors are always shown.
+
+    Its native log too: on CPUs without AVX-512 the token models' graphs make oneDNN print an
+    "E"-level notice that it falls back to Eigen, which is no error. Native failures still raise
+    Python exceptions. (Read when TensorFlow is imported, so this must run before.)
+    """
     if not debug:
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        if "tensorflow" not in sys.modules:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 
 def finished_count(study: optuna.Study) -> int:

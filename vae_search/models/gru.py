@@ -39,6 +39,7 @@ DEFAULT_EMBEDDING_DIM = 32  # small vocabularies need few dims per token
 DEFAULT_UNITS = 128  # GRU state size
 
 
+@keras.saving.register_keras_serializable(package="vae_search")
 class WordDropout(keras.layers.Layer):
     """In training, replace each token by ``blank_id`` with probability ``rate``.
 
@@ -78,6 +79,7 @@ class WordDropout(keras.layers.Layer):
         return {**super().get_config(), "blank_id": self.blank_id, "rate": float(self.rate)}
 
 
+@keras.saving.register_keras_serializable(package="vae_search")
 class ShiftRight(keras.layers.Layer):
     """Teacher forcing: ``[x_1, ..., x_L] -> [bos, x_1, ..., x_{L-1}]``.
 
@@ -117,18 +119,13 @@ def set_word_dropout(model: keras.layers.Layer, rate: float) -> int:
     Returns:
         How many layers were set (0 if the model has no word dropout).
     """
+    from vae_search.models.seeding import walk_layers
+
     _check_rate(rate)
-    found, stack, seen = 0, [model], set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, WordDropout):
-            layer.rate.assign(rate)
-            found += 1
-        stack.extend(getattr(layer, "layers", []))
-    return found
+    found = [layer for layer in walk_layers(model) if isinstance(layer, WordDropout)]
+    for layer in found:
+        layer.rate.assign(rate)
+    return len(found)
 
 
 def build_gru_encoder(
@@ -158,7 +155,7 @@ def build_gru_encoder(
     h = keras.layers.GRU(units, unroll=unroll, name="enc_gru")(e)
     z_mean = keras.layers.Dense(latent_dim, name="z_mean")(h)
     z_log_var = keras.layers.Dense(latent_dim, name="z_log_var")(h)
-    return keras.Model(x, [z_mean, z_log_var], name="gru_encoder")
+    return keras.Model(x, [z_mean, z_log_var], name="encoder")
 
 
 def build_gru_decoder(
@@ -205,7 +202,7 @@ def build_gru_decoder(
         e, initial_state=h0
     )
     logits = keras.layers.Dense(vocab_size, name="x_out")(h)
-    return keras.Model([z, x], logits, name="gru_decoder")
+    return keras.Model([z, x], logits, name="decoder")
 
 
 def gru_generate(

@@ -41,6 +41,7 @@ ops = keras.ops
 __all__ = ["MaskedDense", "build_made_decoder", "made_generate", "made_masks"]
 
 
+@keras.saving.register_keras_serializable(package="vae_search")
 class MaskedDense(keras.layers.Layer):
     """``y = x @ (W * M) + b`` with a fixed binary mask ``M`` of shape ``(inputs, units)``.
 
@@ -198,7 +199,7 @@ def build_made_decoder(
             keras.layers.Dense(n_features, use_bias=False, name="made_z_out")(z),
         ]
     )
-    return keras.Model([z, x], out, name="made_decoder")
+    return keras.Model([z, x], out, name="decoder")
 
 
 def made_generate(

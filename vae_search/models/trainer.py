@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 EVAL_BATCH_SIZE = 2048  # rows per compiled evaluation step (bounds memory on large data)
+IWAE_ROWS = 4096  # decoder rows (k draws x examples) per compiled IWAE step
 MAX_CACHED_TRAINERS = 16  # distinct architectures kept per process
 
 
@@ -97,6 +98,8 @@ class Trainer:
         rows = tf.TensorSpec([None, *spec.data_shape], self.dtype)
         self._evaluate = tf.function(self._evaluate_impl, input_signature=[rows])
         self._encode = tf.function(self._encode_impl, input_signature=[rows])
+        self._iwae = tf.function(self._iwae_impl,
+                                 input_signature=[rows, tf.TensorSpec([], "int32")])
         self._epoch = tf.function(self._epoch_impl, reduce_retracing=True)
 
     # -- per trial -------------------------------------------------------------------------
@@ -107,9 +110,12 @@ class Trainer:
         self.configure()
 
     def configure(self, *, reduction: str = "sum", free_bits: float = 0.0,
-                  sigma2: float | None = None, word_dropout: float = 0.0) -> None:
-        """A trial's training settings (variables: no retrace)."""
+                  sigma2: float | None = None, word_dropout: float = 0.0,
+                  use_code: bool = True) -> None:
+        """A trial's training settings (variables: no retrace); ``use_code=False`` replaces
+        q(z|x) by the prior, so z carries nothing about x (the decoder-only baseline)."""
         self.vae.set_reduction(reduction)
+        self.vae.code_gate.assign(1.0 if use_code else 0.0)
         self.vae.free_bits.assign(float(free_bits))
         if sigma2 is not None:
             self.vae.likelihood.set_sigma2(sigma2)
@@ -134,6 +140,19 @@ class Trainer:
         self.eval_seed.state.assign(np.array([seed, 1], dtype="int64"))
         neg_elbo, recon, kl = self._evaluate(x)
         return EvalResult(float(neg_elbo), float(recon), float(kl))
+
+    def iwae(self, x: Any, k: int, seed: int = 0) -> np.ndarray:
+        """The IWAE bound ``log (1/k) sum_s p(x, z_s) / q(z_s|x)`` per row of ``x``, nats.
+
+        Its mean over rows estimates ``IWAE_k``: ``log p(x) >= IWAE_k >= IWAE_1 = ELBO`` in
+        expectation (Burda et al. 2016). The draws come from ``seed`` (fixed for comparability);
+        rows are taken ``max(1, IWAE_ROWS // k)`` at a time so ``k x rows`` fits in memory.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.eval_seed.state.assign(np.array([seed, 2], dtype="int64"))
+        x = tf.convert_to_tensor(x, dtype=self.dtype)
+        return np.asarray(self._iwae(x, tf.constant(k, dtype="int32")))
 
     def encode(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
         """The encoder's ``(mu, logvar)`` for every row of ``x`` (for the diagnostics)."""
@@ -195,6 +214,18 @@ class Trainer:
             sums += tf.stack([ops.sum(recon), ops.sum(kl)])
         means = sums / tf.cast(n, "float32")
         return means[0] + means[1], means[0], means[1]
+
+    def _iwae_impl(self, x: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+        n = tf.shape(x)[0]
+        per_step = tf.maximum(1, IWAE_ROWS // k)
+        steps = (n + per_step - 1) // per_step
+        out = tf.TensorArray("float32", size=steps, infer_shape=False)
+        log_k = tf.math.log(tf.cast(k, "float32"))
+        for step in tf.range(steps):
+            log_w = self.vae.log_weights(x[step * per_step : (step + 1) * per_step], k,
+                                         self.eval_seed)
+            out = out.write(step, tf.reduce_logsumexp(log_w, axis=0) - log_k)
+        return out.concat()
 
     def _encode_impl(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self.vae.encoder(x, training=False)

@@ -22,6 +22,7 @@ import math
 from typing import Any
 
 from vae_search._tf import keras, tf
+from vae_search.models.likelihoods import LOG_2PI
 
 ops = keras.ops
 
@@ -72,6 +73,8 @@ class VAE(keras.Model):
         self.beta = keras.Variable(0.0, trainable=False, name="beta")
         self.recon_scale = keras.Variable(1.0, trainable=False, name="recon_scale")
         self.free_bits = keras.Variable(0.0, trainable=False, name="free_bits")
+        # 0 replaces q(z|x) by the prior: z carries nothing about x (the decoder-only baseline).
+        self.code_gate = keras.Variable(1.0, trainable=False, name="code_gate")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.recon_tracker = keras.metrics.Mean(name="recon")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -92,17 +95,43 @@ class VAE(keras.Model):
             return self.decoder([z, x], training=training)
         return self.decoder(z, training=training)
 
-    def call(self, x: Any, training: bool = False) -> Any:
+    def posterior(self, x: Any, training: bool = False) -> tuple[Any, Any]:
+        """``(z_mean, z_log_var)`` of q(z|x); ``N(0, I)`` for every x when ``code_gate`` is 0
+        (then the KL is exactly 0 and the decoder sees prior draws, independent of x)."""
         z_mean, z_log_var = self.encoder(x, training=training)
+        return self.code_gate * z_mean, self.code_gate * z_log_var
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        z_mean, z_log_var = self.posterior(x, training=training)
         return self.decode(self.sampling.sample(z_mean, z_log_var), x, training)
+
+    def log_px(self, x: Any, z: Any, training: bool = False) -> Any:
+        """``log p(x|z)`` per example, summed over the data positions: ``(B,)``."""
+        log_px = self.likelihood.log_prob(x, self.decode(z, x, training))
+        return ops.sum(ops.reshape(log_px, (ops.shape(log_px)[0], -1)), axis=1)
 
     def terms(self, x: Any, *, training: bool, seed: Any = None) -> tuple[Any, Any]:
         """Per example: ``-log p(x|z)`` summed over positions ``(B,)``, and KL ``(B, D)``."""
-        z_mean, z_log_var = self.encoder(x, training=training)
+        z_mean, z_log_var = self.posterior(x, training=training)
         z = self.sampling.sample(z_mean, z_log_var, seed)
-        log_px = self.likelihood.log_prob(x, self.decode(z, x, training))
-        recon = -ops.sum(ops.reshape(log_px, (ops.shape(log_px)[0], -1)), axis=1)
-        return recon, kl_divergence(z_mean, z_log_var)
+        return -self.log_px(x, z, training), kl_divergence(z_mean, z_log_var)
+
+    def log_weights(self, x: Any, k: Any, seed: Any) -> Any:
+        """Importance log-weights ``log p(x, z_s) - log q(z_s|x)``, ``z_s ~ q(z|x)``: ``(k, B)``.
+
+        The IWAE bound is ``log mean_s exp(w_s)`` (Burda et al. 2016). An autoregressive
+        decoder is evaluated with teacher forcing on ``x``, which is exact for ``log p(x|z)``.
+        """
+        z_mean, z_log_var = self.posterior(x)
+        b, d = tf.shape(z_mean)[0], tf.shape(z_mean)[1]
+        eps = keras.random.normal(tf.stack([k, b, d]), seed=seed)
+        z = z_mean[None] + ops.exp(0.5 * z_log_var)[None] * eps
+        log_q = -0.5 * ops.sum(ops.square(eps) + z_log_var[None] + LOG_2PI, axis=2)
+        log_prior = -0.5 * ops.sum(ops.square(z) + LOG_2PI, axis=2)
+        rows = tf.concat([[k * b], tf.shape(x)[1:]], axis=0)
+        xs = tf.reshape(tf.broadcast_to(x[None], tf.concat([[k], tf.shape(x)], axis=0)), rows)
+        log_px = self.log_px(xs, tf.reshape(z, tf.stack([k * b, d])))
+        return tf.reshape(log_px, tf.stack([k, b])) + log_prior - log_q
 
     def training_loss(self, recon: Any, kl: Any) -> tuple[Any, Any, Any]:
         """``recon_scale * mean(recon) + beta * sum_j max(free_bits, mean_x KL_j)``."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vae_search import keys
+from vae_search.baseline import stored_baseline
 from vae_search.config import StudyConfig
 from vae_search.report.rows import TrialRow, best_rows, study_config, trial_rows
 from vae_search.schedule import betas
@@ -45,6 +46,8 @@ REDUCTION_COLORS = {"sum": "#1f77b4", "mean": "#d62728"}
 FAILED_COLOR = "#7f7f7f"
 
 FigureBuilder = Callable[..., "go.Figure"]
+BASELINE_OPTION = "decoder_only_nll"  # the figure keyword that receives the study's baseline
+BASELINE_COLOR = "#2ca02c"
 
 
 def _layout(fig: go.Figure, title: str, *, height: int = FIG_HEIGHT) -> go.Figure:
@@ -75,7 +78,8 @@ def _figure(
 
     The decorated ``draw(rows, config, **options)`` only draws: the figure function reads the
     config and rows from the study when they are not given, keeps the rows for which ``keep``
-    holds, and returns a :func:`message_figure` when none are left.
+    holds, and returns a :func:`message_figure` when none are left. A ``draw`` with the
+    keyword ``decoder_only_nll`` gets the study's decoder-only baseline unless it is given.
 
     Args:
         title: The figure title (``str.format``-ed with the figure's keyword options).
@@ -92,6 +96,8 @@ def _figure(
                   config: StudyConfig | None = None, **options: Any) -> go.Figure:
             config = config or study_config(study)
             rows = trial_rows(study, config) if rows is None else rows
+            if BASELINE_OPTION in defaults and BASELINE_OPTION not in options:
+                options[BASELINE_OPTION] = stored_baseline(study)  # a study attr, not a row
             kept = [r for r in rows if keep(r)]
             if not kept:
                 return message_figure(
@@ -262,8 +268,11 @@ CURVES_TITLE = "Training curves: validation ELBO and KL per epoch"
 
 
 @_figure(CURVES_TITLE, needs="trials with history", keep=lambda r: bool(r.history.get("val_elbo")))
-def training_curves_figure(rows: list[TrialRow], config: StudyConfig) -> go.Figure:
-    """Per-epoch validation ELBO and KL of every trial; pruned trials dashed and marked."""
+def training_curves_figure(rows: list[TrialRow], config: StudyConfig, *,
+                           decoder_only_nll: float | None = None) -> go.Figure:
+    """Per-epoch validation ELBO and KL of every trial; pruned trials dashed and marked; a
+    horizontal line at the ELBO of the decoder trained alone (``-decoder_only_nll``), where a
+    collapsed trial ends."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -299,9 +308,16 @@ def training_curves_figure(rows: list[TrialRow], config: StudyConfig) -> go.Figu
                            y=1.0, yref="y domain", showarrow=False, font={"size": 10},
                            row=1, col=1)
     all_elbo = sorted(v for g in groups.values() for v in g["elbo"] if v is not None)
+    (baseline,) = _finite([None if decoder_only_nll is None else -decoder_only_nll])
+    if baseline is not None:
+        fig.add_hline(y=baseline, line={"dash": "dash", "color": BASELINE_COLOR},
+                      annotation_text=f"decoder alone (no latent code): {baseline:.2f} nats",
+                      annotation_position="bottom right", row=1, col=1)
     if all_elbo:
         lo = all_elbo[int(ELBO_CLIP_QUANTILE * (len(all_elbo) - 1))]
         hi = all_elbo[-1]
+        if baseline is not None:
+            lo, hi = min(lo, baseline), max(hi, baseline)
         pad = 0.05 * (hi - lo or 1.0)
         fig.update_yaxes(range=[lo - pad, hi + pad], row=1, col=1)
     fig.update_yaxes(title_text=f"val ELBO (nats; axis from {int(ELBO_CLIP_QUANTILE * 100)}th pct)",

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vae_search.baseline import stored_baseline
 from vae_search.report.rows import StateCounts, TrialRow, best_rows, trial_rows
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ __all__ = [
     "counts_line",
     "findings",
     "findings_text",
+    "gap_to_decoder_only",
     "summary_table",
     "text_table",
 ]
@@ -31,8 +33,8 @@ BEST_ROWS = 10  # rows of the best-trials table
 # Schedule regions by warm-up length: the epochs before beta stays at 1 (full_beta_epoch).
 WARMUP_BINS = ((0, 0, "none (beta = 1 from epoch 0)"), (1, 5, "short (1-5 epochs)"),
                (6, 15, "medium (6-15 epochs)"), (16, 10**9, "long (16+ epochs)"))
-BEST_HEADER = ("trial", "klstart", "annealtime", "latent", "reduction", "val ELBO", "active",
-               "KL", "I(x;z)", "collapsed")
+BEST_HEADER = ("trial", "klstart", "annealtime", "latent", "reduction", "val ELBO", "IWAE",
+               "gap to decoder-only", "active", "KL", "I(x;z)", "collapsed")
 RATE_COLUMNS = ("trials", "collapsed", "rate", "median active", "median I(x;z)", "best ELBO")
 
 Table = tuple[tuple[str, ...], list[tuple[str, ...]]]  # (header, rows), all strings
@@ -43,6 +45,7 @@ class Findings:
     """Tables as (header, rows) pairs of strings, plus the counts they are based on."""
 
     counts: dict[str, int]
+    decoder_only_nll: float | None  # the study's baseline (None until computed)
     best: Table
     by_reduction: Table
     by_region: Table
@@ -52,11 +55,19 @@ def _number(value: float | None) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
-def _best_table(rows: Sequence[TrialRow], n: int) -> Table:
+def gap_to_decoder_only(elbo: float | None, decoder_only_nll: float | None) -> float | None:
+    """``ELBO - (-decoder_only_nll)``, nats: what the latent code buys (0 = collapsed)."""
+    if elbo is None or decoder_only_nll is None:
+        return None
+    return elbo + decoder_only_nll
+
+
+def _best_table(rows: Sequence[TrialRow], n: int, decoder_only_nll: float | None) -> Table:
     """The ``n`` best complete trials with their schedule and diagnostics."""
     return BEST_HEADER, [(
         str(r.number), str(r.p.klstart), str(r.p.annealtime), str(r.p.latent_dim),
-        r.p.reduction, _number(r.value),
+        r.p.reduction, _number(r.value), _number(r.iwae),
+        _number(gap_to_decoder_only(r.value, decoder_only_nll)),
         str(r.active_units) if r.active_units is not None else "-",
         _number(r.kl_total), _number(r.mutual_info), "yes" if r.collapsed else "no",
     ) for r in best_rows(rows, n) if r.params is not None]
@@ -80,6 +91,7 @@ def findings(study: optuna.Study, rows: Sequence[TrialRow] | None = None) -> Fin
     """The findings tables. Collapse rates count complete and pruned trials with diagnostics
     (a pruned trial is diagnosed at the point of pruning, after beta reached 1)."""
     rows = trial_rows(study) if rows is None else rows
+    baseline = stored_baseline(study)
     diag = [r for r in rows if r.diagnosed and r.params is not None]
     states = StateCounts.of_rows(rows)
     counts = {"complete": states.complete, "pruned": states.pruned, "fail": states.fail,
@@ -95,7 +107,8 @@ def findings(study: optuna.Study, rows: Sequence[TrialRow] | None = None) -> Fin
                 by_region.append(_rate_row((m, label), sel))
     return Findings(
         counts=counts,
-        best=_best_table(rows, BEST_ROWS),
+        decoder_only_nll=baseline,
+        best=_best_table(rows, BEST_ROWS, baseline),
         by_reduction=(("reduction", *RATE_COLUMNS), by_reduction),
         by_region=(("reduction", "KL warm-up before beta = 1", *RATE_COLUMNS), by_region),
     )
@@ -115,8 +128,11 @@ def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 def counts_line(study_name: str, f: Findings) -> str:
     """One line of counts, the first line of the findings."""
     c = f.counts
+    nll = f.decoder_only_nll
     return (f"study {study_name!r}: {c['complete']} complete, {c['pruned']} pruned, "
-            f"{c['fail']} failed; {c['diagnosed']} diagnosed, {c['collapsed']} collapsed")
+            f"{c['fail']} failed; {c['diagnosed']} diagnosed, {c['collapsed']} collapsed; "
+            + (f"decoder alone (no latent code): ELBO {-nll:.2f}" if nll is not None
+               else "decoder-only baseline not computed yet"))
 
 
 def findings_text(study: optuna.Study, f: Findings | None = None) -> str:
@@ -139,7 +155,7 @@ def summary_table(study: optuna.Study, rows: int = BEST_ROWS) -> str:
         f"{counts.pruned} pruned, {counts.fail} failed, {counts.running} running; "
         f"{counts.collapsed} collapsed"
     ]
-    header, best = _best_table(trial_rows(study), rows)
+    header, best = _best_table(trial_rows(study), rows, stored_baseline(study))
     if not best:
         lines.append("no complete trials yet")
         return "\n".join(lines)

@@ -34,6 +34,7 @@ def report_html(study: optuna.Study) -> str:
     from plotly.offline import get_plotlyjs
 
     config = study_config(study)
+    k = config.collapse
     rows = trial_rows(study, config)
     figs = build_figures(study, rows, config)
     f = findings(study, rows)
@@ -44,9 +45,12 @@ def report_html(study: optuna.Study) -> str:
         f"<script>{get_plotlyjs()}</script></head><body>",
         f"<h1>vae_search report: study {name}</h1>",
         f"<p>{html.escape(counts_line(study.study_name, f))}. Objective: validation ELBO at "
-        "beta = 1, sum reduction, nats per example (higher is better). Collapsed: fewer than "
-        f"{config.collapse.min_active_units} active unit(s) or I(x;z) &lt; "
-        f"{config.collapse.min_mutual_info} nats.</p>",
+        "beta = 1, sum reduction, nats per example (higher is better); IWAE: the bound with "
+        f"{k.iwae_samples} importance samples; gap to decoder-only: ELBO minus the ELBO of the "
+        "same decoder trained without a latent code (what the code buys; about 0 when collapsed). "
+        f"Collapsed: fewer than {k.min_active_units} active unit(s), or less than "
+        f"{k.min_mutual_info} nats of information (the total KL, or I(x;z) when its standard "
+        f"error is below {k.mi_max_sd}).</p>",
         "<h2>Findings</h2><h3>Best trials</h3>", _html_table(*f.best),
         "<h3>Collapse rate by reduction mode</h3>", _html_table(*f.by_reduction),
         "<h3>Collapse rate by schedule region</h3>", _html_table(*f.by_region),

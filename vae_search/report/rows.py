@@ -20,10 +20,18 @@ from vae_search.space import TrialParams, params_from_mapping
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["StateCounts", "TrialRow", "best_rows", "study_config", "trial_rows"]
+__all__ = ["StateCounts", "TrialRow", "best_rows", "elbo_value", "study_config", "trial_rows"]
 
 COMPLETE, PRUNED, FAIL, RUNNING = "COMPLETE", "PRUNED", "FAIL", "RUNNING"
 FINISHED_STATES = (COMPLETE, PRUNED, FAIL)  # the trials a report shows
+
+
+def elbo_value(t: optuna.trial.FrozenTrial) -> float | None:
+    """A complete trial's validation ELBO: its value, or its first value in a two-objective
+    (``pareto``) study, where ``t.value`` raises. ``None`` for other states."""
+    if t.state.name != COMPLETE or not t.values:
+        return None
+    return float(t.values[0])
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,7 @@ class StateCounts:
     def of_trials(cls, trials: Iterable[optuna.trial.FrozenTrial]) -> StateCounts:
         """Count Optuna trials (e.g. ``study.get_trials(deepcopy=False)``)."""
         return cls._tally(
-            (t.state.name, t.user_attrs.get(keys.ATTR_COLLAPSED) is True,
-             t.value if t.state.name == COMPLETE else None)
+            (t.state.name, t.user_attrs.get(keys.ATTR_COLLAPSED) is True, elbo_value(t))
             for t in trials
         )
 
@@ -82,7 +89,7 @@ class TrialRow:
 
     number: int
     state: str  # COMPLETE | PRUNED | FAIL
-    value: float | None
+    value: float | None  # the validation ELBO of a complete trial
     params: TrialParams | None
     full_beta_epoch: int | None
     active_units: int | None
@@ -91,6 +98,7 @@ class TrialRow:
     kl_per_dim: tuple[float, ...] | None
     collapsed: bool | None
     history: dict[str, list[Any]] = field(default_factory=dict)
+    iwae: float | None = None
     fail_reason: str = ""
 
     @property
@@ -157,7 +165,7 @@ def _row(t: optuna.trial.FrozenTrial, config: StudyConfig) -> TrialRow:
     return TrialRow(
         number=t.number,
         state=t.state.name,
-        value=t.value if t.state.name == COMPLETE else None,
+        value=elbo_value(t),
         params=params,
         full_beta_epoch=int(full) if full is not None else None,
         active_units=int(active) if isinstance(active, (int, float)) else None,
@@ -166,6 +174,7 @@ def _row(t: optuna.trial.FrozenTrial, config: StudyConfig) -> TrialRow:
         kl_per_dim=tuple(float(v) for v in kl) if isinstance(kl, list) else None,
         collapsed=collapsed if isinstance(collapsed, bool) else None,
         history=history if isinstance(history, dict) else {},
+        iwae=_float(u.get(keys.ATTR_IWAE)),
         fail_reason=str(u.get(keys.ATTR_FAIL_REASON, "")),
     )
 

@@ -1,0 +1,72 @@
+"""The Python API: a search from a notebook, without the command line.
+
+``vae_search.search`` runs the same worker as ``vae-search run`` (budget, resume, diagnostics,
+figures, artifacts) in this process and returns the Optuna study.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["search"]
+
+
+def search(
+    study: str = "seed_mse",
+    trials: int = 20,
+    storage: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    study_name: str | None = None,
+    timeout: float | None = None,
+    quiet: bool = True,
+) -> optuna.Study:
+    """Run (or resume) a study until it has ``trials`` finished trials; return it.
+
+    Args:
+        study: A study name under ``studies/`` or a path to a TOML file.
+        trials: The study-wide budget of finished (complete + pruned) trials.
+        storage: A SQLAlchemy URL (default: ``$VAE_SEARCH_STORAGE``, else
+            ``sqlite:///vae_search.db`` in the working directory).
+        overrides: ``{"section.key": value}``, type-checked like the TOML,
+            e.g. ``{"train.epochs": 10, "search.latent_dim": [4, 8]}``.
+        study_name: The Optuna study name (default: the config's name).
+        timeout: Stop starting new trials after this many seconds.
+        quiet: No progress bar.
+
+    Returns:
+        The study (``study.best_trial``, ``study.trials_dataframe()``, ...).
+
+    Raises:
+        vae_search.config.ConfigError: a bad study file or override.
+        vae_search.data.DataError: data that cannot be loaded.
+        vae_search.storage.StorageError: a storage that cannot be opened.
+        vae_search.study.StudyMismatch: the study exists with another configuration.
+        KeyboardInterrupt: interrupted; finished trials are kept, call again to resume.
+    """
+    import os
+
+    from vae_search.cli import STORAGE_ENV, RunOptions
+    from vae_search.config import load_config
+    from vae_search.storage import DEFAULT_STORAGE, load_study
+    from vae_search.worker import SignalState, run_worker
+
+    url = storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    config = load_config(study)
+    if overrides:
+        config = config.with_overrides(**dict(overrides))
+    options = RunOptions(trials=trials, timeout=timeout, study=str(study), storage=url,
+                         study_name=study_name, quiet=quiet)
+    signals = SignalState()
+    saved = signals.install()
+    try:
+        run_worker(options, config, signals)
+    finally:
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)
+    return load_study(url, study_name or config.name)
