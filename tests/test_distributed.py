@@ -112,6 +112,50 @@ def test_three_workers_share_an_exact_budget(tmp_path, pg_url, study_name):
     assert len({t.user_attrs[keys.ATTR_WORKER] for t in finished}) >= 2  # the work was shared
 
 
+def _running_trial(url: str, name: str, pids: set[int], epochs: int = 2):
+    """A running trial of one of ``pids`` that reported ``epochs`` epochs, and its pid."""
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        return None, None
+    for t in study.get_trials(states=(TrialState.RUNNING,)):
+        pid = int(str(t.user_attrs.get(keys.ATTR_WORKER, ":0")).rsplit(":", 1)[1])
+        if pid in pids and len(t.intermediate_values) >= epochs:
+            return t, pid
+    return None, None
+
+
+def _kill_mid_trial(url: str, name: str, procs: list[subprocess.Popen]):
+    """SIGKILL the worker of the first trial seen past its second epoch; the trial and pid."""
+    victim, deadline = None, time.monotonic() + 180
+    while victim is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        victim, pid = _running_trial(url, name, {p.pid for p in procs})
+    assert victim is not None, "no trial reached its second epoch in time"
+    os.kill(pid, signal.SIGKILL)
+    return victim, pid
+
+
+def _assert_recovered(procs, results, trials, victim, victim_pid, budget: int) -> None:
+    """The killed worker's trial failed and was retried once elsewhere with its parameters;
+    the others finished cleanly; the budget is met exactly by intact trials."""
+    for proc, (code, _, err) in zip(procs, results):
+        if proc.pid == victim_pid:
+            assert code == -signal.SIGKILL
+        else:
+            assert code == 0 and "Traceback" not in err, err
+    killed = trials[victim.number]
+    assert killed.state == TrialState.FAIL
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == killed.params
+    assert retry.user_attrs[keys.ATTR_WORKER] != killed.user_attrs[keys.ATTR_WORKER]
+    finished = _finished(trials)
+    assert len(finished) == budget  # exactly: no surplus trial trained, the retry counted once
+    for t in finished:
+        _assert_intact(t)
+    _assert_only_surplus_failures([t for t in trials if t.number != victim.number])
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_killed_worker_trial_fails_and_is_retried_elsewhere(tmp_path, pg_url, study_name):
@@ -119,46 +163,10 @@ def test_killed_worker_trial_fails_and_is_retried_elsewhere(tmp_path, pg_url, st
     toml = _toml(tmp_path, epochs=30, batch_size=32, grace=8)
     budget = 6
     procs = [_worker(toml, pg_url, study_name, budget) for _ in range(3)]
-    pids = {p.pid for p in procs}
-    victim, deadline = None, time.monotonic() + 120
-    while victim is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-        try:
-            study = optuna.load_study(study_name=study_name, storage=pg_url)
-        except KeyError:
-            continue
-        for t in study.get_trials(states=(TrialState.RUNNING,)):
-            pid = int(str(t.user_attrs.get(keys.ATTR_WORKER, ":0")).rsplit(":", 1)[1])
-            if pid in pids and len(t.intermediate_values) >= 2:
-                victim, victim_pid = t, pid
-                os.kill(pid, signal.SIGKILL)
-                break
-    assert victim is not None, "no trial reached its second epoch in time"
+    victim, victim_pid = _kill_mid_trial(pg_url, study_name, procs)
     results = _wait_all(procs)
-    for proc, (code, _, err) in zip(procs, results):
-        if proc.pid == victim_pid:
-            assert code == -signal.SIGKILL
-        else:
-            assert code == 0, err
-
     trials = optuna.load_study(study_name=study_name, storage=pg_url).trials
-    killed = trials[victim.number]
-    assert killed.state == TrialState.FAIL
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retries) == 1
-    retry = retries[0]
-    assert retry.state == TrialState.COMPLETE
-    assert retry.params == killed.params
-    assert retry.user_attrs[keys.ATTR_WORKER] != killed.user_attrs[keys.ATTR_WORKER]
-    finished = _finished(trials)
-    assert len(finished) == budget
-    for t in finished:
-        _assert_intact(t)
-    for t in trials:
-        if t.number != victim.number:
-            assert t.state != TrialState.RUNNING
-            if t.state == TrialState.FAIL:
-                assert str(t.user_attrs.get(keys.ATTR_FAIL_REASON)).startswith(FAIL_SURPLUS)
+    _assert_recovered(procs, results, trials, victim, victim_pid, budget)
 
 
 @pytest.mark.postgres
@@ -285,53 +293,6 @@ def test_signal_stops_all_local_workers_cleanly(tmp_path, pg_url, study_name, si
     after = optuna.load_study(study_name=study_name, storage=pg_url).trials
     assert len(_finished(after)) == len(kept) + 1
     assert {t.number for t in kept} <= {t.number for t in _finished(after)}
-
-
-def _interpolate(value: str) -> str:
-    """Compose's ``${VAR:-default}`` with the defaults (the environment is not consulted)."""
-    import re
-
-    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: m.group(2), value)
-
-
-def test_compose_file_wires_one_storage_url_to_workers_and_dashboard():
-    import sqlalchemy
-    import yaml
-
-    from vae_search.run import STORAGE_ENV, build_parser
-
-    compose = yaml.safe_load((REPO / "docker" / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert set(services) == {"db", "worker", "dashboard"}
-    db, worker, dashboard = services["db"], services["worker"], services["dashboard"]
-
-    worker_url = worker["environment"][STORAGE_ENV]
-    assert dashboard["command"] == [worker_url]  # the very same URL (one anchor)
-    url = sqlalchemy.make_url(_interpolate(worker_url))
-    env = {k: _interpolate(str(v)) for k, v in db["environment"].items()}
-    assert url.drivername == "postgresql+psycopg"
-    assert url.host == "db" and url.port == 5432
-    assert (url.username, url.password, url.database) == (
-        env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]
-    )
-    assert worker_url.count("${POSTGRES_PASSWORD") == 1
-    assert db["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD")
-
-    # N worker replicas, started once the database is healthy, with flags the CLI accepts
-    assert int(_interpolate(str(worker["deploy"]["replicas"]))) >= 2
-    assert worker["depends_on"]["db"]["condition"] == "service_healthy"
-    assert "healthcheck" in db
-    args = build_parser().parse_args([_interpolate(a) for a in worker["command"]])
-    assert args.trials >= 1 and "--storage" not in worker["command"]
-    assert dashboard["entrypoint"][0] == "optuna-dashboard"
-    assert dashboard["depends_on"]["db"]["condition"] == "service_healthy"
-
-    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
-    assert worker["build"]["dockerfile"] == "docker/Dockerfile"
-    assert (REPO / "docker" / worker["build"]["context"]).resolve() == REPO
-    assert 'ENTRYPOINT ["python", "-m", "vae_search.run"]' in dockerfile
-    for needed in ("COPY vae_search", "COPY studies", "pip install"):
-        assert needed in dockerfile
 
 
 @pytest.mark.postgres

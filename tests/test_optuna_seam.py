@@ -149,3 +149,31 @@ def test_installing_the_filter_again_replaces_the_earlier_one():
         assert first not in logger.filters and second in logger.filters
     finally:
         logger.removeFilter(second)
+
+
+def test_trial_id_addresses_the_trial_in_its_storage(study):
+    trial = study.ask()
+    storage = _optuna.study_storage(study)
+    assert storage.get_trial(_optuna.trial_id(trial)).number == trial.number
+    assert _optuna.trial_id(trial) == storage.get_trial_id_from_study_id_trial_number(
+        _optuna.study_id(study), trial.number)
+
+
+def test_cached_storage_is_what_get_storage_puts_before_an_rdb_storage(tmp_path):
+    """The proxy serves a subclass of it (``heartbeat.served_storage``): the class, its
+    constructor and the public methods that subclass overrides and calls must stay."""
+    from optuna.storages import RDBStorage
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    cached = _optuna.CachedStorage
+    rdb = RDBStorage(f"sqlite:///{tmp_path / 'c.db'}", heartbeat_interval=1)
+    assert type(optuna.storages.get_storage(rdb)) is cached, "get_storage no longer caches"
+    assert list(inspect.signature(cached.__init__).parameters) == ["self", "backend"]
+    assert issubclass(cached, BaseHeartbeat), "the cache no longer forwards heartbeats"
+    for name in ("create_new_trial", "set_trial_state_values", "set_trial_system_attr",
+                 "record_heartbeat"):
+        assert name in vars(cached), f"_CachedStorage.{name} is no longer its own method"
+    served = cached(rdb)
+    study = optuna.create_study(storage=served)
+    trial = study.ask()
+    served.record_heartbeat(_optuna.trial_id(trial))  # reaches the database's heartbeat rows

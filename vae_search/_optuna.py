@@ -8,7 +8,11 @@ changes what is relied on, instead of letting a worker break mid-study:
   storage has no public batched write; a loop of ``trial.set_user_attr`` is one commit each).
 * :func:`study_storage`, :func:`study_id`, :func:`study_system_attrs`, :func:`fresh_trial`: the
   storage behind a study, its id, and a trial's current row (no public accessors exist).
+* :func:`trial_id`: a running trial's id in its storage (the gRPC heartbeat relay needs it).
 * :data:`ArtifactStore`: the artifact-store protocol type (only for annotations).
+* :data:`CachedStorage`: the in-process cache Optuna puts in front of an RDB storage (what
+  ``optuna.storages.get_storage`` returns for one, and what Optuna's docs tell the gRPC proxy
+  to serve); the proxy's storage subclasses it to turn relayed heartbeats into heartbeat rows.
 * :class:`QuietFailedTrials`: a filter on the logger and message with which Optuna's optimize
   loop reports a failed trial (there is no hook to silence it per trial).
 
@@ -22,20 +26,25 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from vae_search.storage import in_chain
+
 if TYPE_CHECKING:
     import optuna
     from optuna.artifacts._protocol import ArtifactStore
     from optuna.storages import BaseStorage
+    from optuna.storages._cached_storage import _CachedStorage as CachedStorage  # noqa: F401
 
 __all__ = [
     "OPTIMIZE_LOGGER",
     "ArtifactStore",
+    "CachedStorage",
     "QuietFailedTrials",
     "fresh_trial",
     "set_user_attrs",
     "study_id",
     "study_storage",
     "study_system_attrs",
+    "trial_id",
 ]
 
 OPTIMIZE_LOGGER = "optuna.study._optimize"  # the logger of Optuna's optimize loop
@@ -43,11 +52,16 @@ FAILED_TRIAL = re.compile(r"Trial (\d+) failed")  # how that loop starts a failu
 
 
 def __getattr__(name: str) -> Any:
-    """``ArtifactStore`` at run time, imported on first use (Optuna exports no such type)."""
+    """``ArtifactStore`` and ``CachedStorage`` at run time, imported on first use (Optuna
+    exports no public name for either)."""
     if name == "ArtifactStore":
         from optuna.artifacts._protocol import ArtifactStore
 
         return ArtifactStore
+    if name == "CachedStorage":
+        from optuna.storages._cached_storage import _CachedStorage
+
+        return _CachedStorage
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -64,6 +78,11 @@ def study_id(study: optuna.Study) -> int:
 def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
     """The study's system attrs, where optuna-dashboard keeps the figures saved in the study."""
     return study._storage.get_study_system_attrs(study._study_id)
+
+
+def trial_id(trial: optuna.Trial) -> int:
+    """The trial's id in its storage (storage calls are addressed by it, not by its number)."""
+    return trial._trial_id
 
 
 def fresh_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
@@ -124,21 +143,12 @@ class QuietFailedTrials(logging.Filter):
         self.expected = expected
         self.numbers: set[int] = set()
 
-    def _expected(self, exc: BaseException | None) -> bool:
-        seen: set[int] = set()
-        while exc is not None and id(exc) not in seen:
-            if isinstance(exc, self.expected):
-                return True
-            seen.add(id(exc))
-            exc = exc.__cause__ or exc.__context__
-        return False
-
     def filter(self, record: logging.LogRecord) -> bool:
         match = FAILED_TRIAL.match(record.getMessage())
         if not match:
             return True
         number = int(match.group(1))
-        if record.exc_info and self._expected(record.exc_info[1]):
+        if record.exc_info and in_chain(record.exc_info[1], self.expected):
             self.numbers.add(number)
         return number not in self.numbers
 

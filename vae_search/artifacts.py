@@ -1,12 +1,21 @@
 """Per-trial artifacts: validation reconstructions and prior samples, as a PNG or as text.
 
-Stored with Optuna's artifact API (:class:`optuna.artifacts.FileSystemArtifactStore`) so the
-optuna-dashboard trial page shows what a collapsed posterior looks like (every reconstruction the
-same blurry average) next to a healthy one. The default store is a directory beside the SQLite
-file (``vae_search.db`` -> ``vae_search-artifacts/``), or ``./vae_search-artifacts`` for a
-database server. Token sequences get a text file instead: 8 validation sequences, their greedy
-reconstructions and 8 prior samples, one per line. The rendering is NumPy + Pillow only (no
-TensorFlow).
+Stored with Optuna's artifact API so the optuna-dashboard trial page shows what a collapsed
+posterior looks like (every reconstruction the same blurry average) next to a healthy one. The
+store (``--artifacts``, default ``$VAE_SEARCH_ARTIFACTS``) is one of:
+
+* a directory (:class:`optuna.artifacts.FileSystemArtifactStore`): by default beside the SQLite
+  file (``vae_search.db`` -> ``vae_search-artifacts/``), or ``./vae_search-artifacts`` for a
+  database server or the proxy. With many machines, every worker and the dashboard mount the
+  same directory (a shared volume) and name it;
+* ``s3://BUCKET`` (:class:`optuna.artifacts.Boto3ArtifactStore`, with the ``[s3]`` extra):
+  any S3-compatible store, credentials and endpoint from boto3's usual environment
+  (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` for MinIO and such).
+
+The store is checked when a run starts (one line if it cannot be used); a failed upload later
+costs a warning, never the trial. Token sequences get a text file instead: 8 validation
+sequences, their greedy reconstructions and 8 prior samples, one per line. The rendering is
+NumPy + Pillow only (no TensorFlow).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vae_search.storage import sqlite_path
+from vae_search.storage import StorageError, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
@@ -29,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ARTIFACT_DIR_SUFFIX",
     "DEFAULT_ARTIFACT_DIR",
+    "S3_SCHEME",
     "ReconstructionArtifacts",
     "artifact_hook",
     "default_artifact_dir",
@@ -36,6 +46,7 @@ __all__ = [
     "sample_grid",
 ]
 
+S3_SCHEME = "s3"  # s3://BUCKET: an S3-compatible artifact store (the [s3] extra)
 ARTIFACT_DIR_SUFFIX = "-artifacts"  # vae_search.db -> vae_search-artifacts/
 DEFAULT_ARTIFACT_DIR = Path("vae_search-artifacts")  # for server URLs (PostgreSQL...)
 N_EXAMPLES = 8  # columns: validation examples reconstructed, and prior samples drawn
@@ -55,15 +66,68 @@ def default_artifact_dir(storage_url: str) -> Path:
 
 
 def make_artifact_store(
-    storage_url: str, artifact_dir: str | Path | None = None
+    storage_url: str, artifacts: str | Path | None = None
 ) -> ArtifactStore:
-    """A file-system artifact store (the directory is created)."""
+    """The artifact store named by ``artifacts``, checked to be usable.
+
+    Args:
+        storage_url: The study storage (locates the default directory).
+        artifacts: A directory (created if needed), ``s3://BUCKET``, or ``None`` for the
+            default directory of ``storage_url``.
+
+    Raises:
+        StorageError: the directory cannot be created or written; the bucket is missing or
+            unreachable, or the ``[s3]`` extra (boto3) is not installed.
+    """
+    if artifacts is not None and str(artifacts).lower().startswith(f"{S3_SCHEME}://"):
+        return _s3_store(str(artifacts))
     from optuna.artifacts import FileSystemArtifactStore
 
-    directory = Path(artifact_dir) if artifact_dir is not None else default_artifact_dir(
-        storage_url)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = Path(artifacts) if artifacts is not None else default_artifact_dir(storage_url)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise StorageError(f"cannot write artifacts to {directory}: {exc.strerror or exc}"
+                           ) from None
     return FileSystemArtifactStore(str(directory))
+
+
+def _s3_store(url: str) -> ArtifactStore:
+    """``s3://BUCKET`` as a Boto3 artifact store, once the bucket answers."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.netloc or parts.path.strip("/") or parts.query:
+        raise StorageError(f"malformed artifact store {url!r} (expected s3://BUCKET; artifacts "
+                           "are named by their ids inside the bucket)")
+    try:
+        import boto3
+    except ImportError:
+        raise StorageError(f"artifact store {url}: boto3 is not installed "
+                           "(pip install 'vae_search[s3]')") from None
+    from optuna.artifacts import Boto3ArtifactStore
+
+    client = boto3.client("s3")
+    try:
+        client.head_bucket(Bucket=parts.netloc)
+    except _s3_errors() as exc:
+        raise StorageError(f"cannot use artifact store {url}: {exc}") from None
+    return Boto3ArtifactStore(parts.netloc, client=client)
+
+
+def _upload_errors() -> tuple[type[BaseException], ...]:
+    return (OSError, *_s3_errors())
+
+
+def _s3_errors() -> tuple[type[BaseException], ...]:
+    """What boto3 raises for a missing bucket, bad credentials or an unreachable endpoint."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return ()
+    return (BotoCoreError, ClientError)
 
 
 def _image_shape(n_features: int) -> tuple[int, int]:
@@ -178,13 +242,14 @@ class ReconstructionArtifacts:
                     mimetype = "image/png"
                 return upload_artifact(artifact_store=self.artifact_store, file_path=str(path),
                                        study_or_trial=trial, mimetype=mimetype)
-        except OSError as exc:  # a full or read-only artifact disk must not cost the trial
+        except _upload_errors() as exc:  # a full disk or an S3 outage must not cost the trial
             print(f"warning: trial {trial.number}: artifact not saved: {exc}", file=sys.stderr)
             return ""
 
 
 def artifact_hook(
-    storage_url: str, artifact_dir: str | Path | None = None
+    storage_url: str, artifacts: str | Path | None = None
 ) -> ReconstructionArtifacts:
-    """The runner's ``Objective(on_finish=...)``: PNGs into the storage's artifact directory."""
-    return ReconstructionArtifacts(make_artifact_store(storage_url, artifact_dir))
+    """The runner's ``Objective(on_finish=...)``: PNGs into the artifact store (default: the
+    storage's artifact directory)."""
+    return ReconstructionArtifacts(make_artifact_store(storage_url, artifacts))

@@ -350,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES,
                         help=f"PostgreSQL URL for the storage share (default {DEFAULT_POSTGRES}; "
                         "skipped when unreachable)")
+    parser.add_argument("--storage-load", action="store_true",
+                        help="instead: the storage load test, N simulated workers on "
+                        "--postgres directly and through the gRPC proxy (all its knobs: "
+                        "python -m vae_search.loadtest --help)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-trials", help=argparse.SUPPRESS)
     parser.add_argument("--worker-epochs", type=int, help=argparse.SUPPRESS)
@@ -376,6 +380,10 @@ def _case_lines(case: Case, base: dict, ours: dict) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.storage_load:
+        from vae_search import loadtest
+
+        return loadtest.main(["--postgres", args.postgres, *(["--quick"] if args.quick else [])])
     if args.worker:
         trials = [int(t) for t in args.worker_trials.split(",")]
         print(json.dumps(worker_run(args.worker, trials, args.worker_epochs)))

@@ -48,7 +48,8 @@ class BudgetGate:
     only possible when workers ask at the same instant near the end of the budget, and are never
     trained. Waiting workers also run Optuna's stale-trial check, so a dead worker's trial is
     failed and re-queued (``RetryHeartbeatStaleTrialCallback``) even while the surviving workers
-    have nothing left to start.
+    have nothing left to start. Behind the gRPC proxy that check does nothing in the workers;
+    the proxy process runs it (:mod:`vae_search.heartbeat`).
 
     Args:
         budget: The study's total number of finished trials (``--trials``).

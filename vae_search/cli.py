@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 __all__ = [
+    "ARTIFACTS_ENV",
     "COMMANDS",
     "EXIT_FAULT",
     "EXIT_INTERRUPTED",
@@ -27,6 +28,7 @@ __all__ = [
     "STORAGE_ENV",
     "OneLineParser",
     "RunOptions",
+    "add_artifacts_arg",
     "add_storage_args",
     "bounded_int",
     "build_dashboard_parser",
@@ -44,6 +46,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 STORAGE_ENV = "VAE_SEARCH_STORAGE"  # default for --storage (keeps passwords off command lines)
+ARTIFACTS_ENV = "VAE_SEARCH_ARTIFACTS"  # default for --artifacts (one store for every worker)
 DEFAULT_STUDY = "seed_mse"  # the recipe's loss: the schedule decides collapse (README)
 DEFAULT_TRIALS = 20
 DEFAULT_WORKERS = 1
@@ -63,6 +66,7 @@ COMMANDS: dict[str, Command] = {
     "dashboard": Command("vae_search.dashboard", "refresh the figures, serve optuna-dashboard"),
     "bench": Command("vae_search.bench", "benchmark the trainer, start-up and storage share"),
     "export": Command("vae_search.export", "re-train one trial and save it as a Keras model"),
+    "serve": Command("vae_search.serve", "serve Optuna's gRPC storage proxy for many workers"),
 }
 
 
@@ -114,22 +118,38 @@ _nonneg_int = bounded_int(0)
 _port = bounded_int(1, 65535, noun="a port number")
 
 
-def add_storage_args(parser: argparse.ArgumentParser, *, study_name_help: str) -> None:
+def add_storage_args(
+    parser: argparse.ArgumentParser, *, study_name_help: str | None,
+    what: str = "SQLAlchemy URL of the study database, or grpc://HOST:PORT for the proxy",
+) -> None:
     """``--storage`` (default ``$VAE_SEARCH_STORAGE``, else the SQLite file) and
     ``--study-name``: the same two arguments for every command.
 
     Args:
         parser: The command's parser.
-        study_name_help: What ``--study-name`` means for this command.
+        study_name_help: What ``--study-name`` means for this command (``None``: no such
+            argument, e.g. for ``serve``).
+        what: What ``--storage`` names, for its help.
     """
     from vae_search.storage import DEFAULT_STORAGE
 
     parser.add_argument(
         "--storage", default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,
-        help=f"SQLAlchemy URL of the study database (default: ${STORAGE_ENV}, else "
-        f"{DEFAULT_STORAGE})",
+        help=f"{what} (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE})",
     )
-    parser.add_argument("--study-name", default=None, help=study_name_help)
+    if study_name_help is not None:
+        parser.add_argument("--study-name", default=None, help=study_name_help)
+
+
+def add_artifacts_arg(parser: argparse.ArgumentParser, *aliases: str) -> None:
+    """``--artifacts DIR|s3://BUCKET`` (default ``$VAE_SEARCH_ARTIFACTS``): the one artifact
+    store of a study, the same for every worker and the dashboard."""
+    parser.add_argument(
+        "--artifacts", *aliases, default=os.environ.get(ARTIFACTS_ENV) or None,
+        help=f"artifact store: a directory every worker and the dashboard share, or "
+        f"s3://BUCKET (the [s3] extra) (default: ${ARTIFACTS_ENV}, else a directory beside "
+        "the SQLite file, e.g. vae_search-artifacts/, or ./vae_search-artifacts for servers)",
+    )
 
 
 def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.ArgumentParser:
@@ -154,6 +174,7 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
         f"(default {DEFAULT_STUDY})",
     )
     add_storage_args(parser, study_name_help="default: the config's name")
+    add_artifacts_arg(parser)
     parser.add_argument(
         "--seed", type=_nonneg_int, default=None, help="override the config's seed"
     )
@@ -197,6 +218,7 @@ class RunOptions:
     study: str = DEFAULT_STUDY
     storage: str = ""
     study_name: str | None = None
+    artifacts: str | None = None  # the artifact store (None: the storage's default directory)
     seed: int | None = None
     epochs: int | None = None
     set: tuple[str, ...] = ()  # --set section.key=value overrides, in order
@@ -256,9 +278,7 @@ def build_dashboard_parser(
                         help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
                         help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--artifact-dir", default=None,
-                        help="artifact directory (default: beside the SQLite file, "
-                        "e.g. vae_search-artifacts/, or ./vae_search-artifacts for servers)")
+    add_artifacts_arg(parser, "--artifact-dir")
     return parser
 
 

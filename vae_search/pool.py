@@ -53,7 +53,8 @@ def _child_command(options: RunOptions, index: int, threads: int) -> list[str]:
             str(index), "--threads", str(threads), "--trials", str(options.trials),
             "--study", str(options.study), "--quiet"]
     for flag, value in (("--timeout", options.timeout), ("--study-name", options.study_name),
-                        ("--seed", options.seed), ("--epochs", options.epochs)):
+                        ("--seed", options.seed), ("--epochs", options.epochs),
+                        ("--artifacts", options.artifacts)):
         if value is not None:
             argv += [flag, str(value)]
     for assignment in options.set:

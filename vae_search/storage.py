@@ -1,9 +1,12 @@
-"""Storage URL -> Optuna RDB storage (SQLite by default, PostgreSQL for many workers).
+"""Storage URL -> Optuna storage (SQLite by default, PostgreSQL, or the gRPC storage proxy).
 
 * SQLite: WAL journal and a long busy timeout, so several local workers share one file.
 * PostgreSQL (or any server): ``pool_pre_ping`` and a small pool per process.
+* ``grpc://host:port``: Optuna's gRPC storage proxy (``vae-search serve``) in front of the
+  database, for many workers (:class:`optuna.storages.GrpcStorageProxy`).
 * Heartbeats on every RDB storage: a trial whose worker died is failed after the grace period
-  and re-queued (bounded) by :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`.
+  and re-queued (bounded) by :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`. Behind
+  the proxy, workers relay their heartbeats through it (:mod:`vae_search.heartbeat`).
 
 :func:`make_storage` opens a storage to run trials in (creating it if needed);
 :func:`open_storage` and :func:`load_study` open an existing one to read (report, dashboard).
@@ -27,15 +30,21 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = [
+    "DEFAULT_PROXY_PORT",
     "DEFAULT_STORAGE",
+    "PROXY_SCHEME",
     "SQLITE_BUSY_TIMEOUT",
     "StorageError",
     "error_reason",
+    "in_chain",
+    "is_storage_fault",
     "load_study",
     "make_storage",
     "mask_url",
     "open_storage",
+    "proxy_address",
     "sqlite_path",
+    "storage_faults",
     "worker_seed",
 ]
 
@@ -45,6 +54,9 @@ CONNECT_ATTEMPTS = 4  # first try + retries with exponential backoff for a trans
 CONNECT_BACKOFF = 1.0  # seconds before the first retry (doubles each time)
 CREATE_ATTEMPTS = 8  # table creation racing other workers on a fresh database: retries
 CREATE_BACKOFF = 0.2  # seconds (times a random factor in [1, 2)) between those retries
+PROXY_SCHEME = "grpc"  # grpc://host:port: Optuna's gRPC storage proxy (vae-search serve)
+DEFAULT_PROXY_PORT = 13000  # Optuna's own default for run_grpc_proxy_server
+PROXY_CONNECT_TIMEOUT = 15.0  # seconds to wait for the proxy at start (it may be restarting)
 
 
 class StorageError(RuntimeError):
@@ -71,11 +83,93 @@ def mask_url(url: str) -> str:
 
 def error_reason(exc: BaseException) -> str:
     """One line for a user: the innermost cause's first line (Optuna and SQLAlchemy wrap driver
-    errors in vaguer ones), with any password masked."""
+    errors in vaguer ones), with any password masked. A gRPC error is its status and details
+    (its text is a multi-line dump)."""
     while (exc.__cause__ or exc.__context__) is not None:
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    text = str(exc).strip()
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        status = getattr(code(), "name", code())
+        text = f"proxy: {status}: {details() or ''}".strip().rstrip(":")
+    else:
+        text = str(exc).strip()
     return mask_url(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def storage_faults() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the storage connection failed", not "the request was wrong":
+    a lost database connection, or a gRPC call to the proxy that did not get through (the
+    proxy is down or restarting, or its database is). Workers ride these out."""
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import DBAPIError
+
+    faults: tuple[type[BaseException], ...] = (StorageInternalError, DBAPIError)
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover (grpcio is a dependency)
+        return faults
+    return (*faults, grpc.RpcError)
+
+
+def in_chain(exc: BaseException | None, types: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc``, or an exception it was raised from or while handling, is a ``types``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, types):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, one of :func:`storage_faults`.
+
+    Optuna's optimize loop can hide the fault: when storing a trial's result fails and so does
+    its fallback read, it raises an unrelated ``UnboundLocalError`` from the fault.
+    """
+    return in_chain(exc, storage_faults())
+
+
+def proxy_address(url: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``grpc://host[:port]`` URL, ``None`` for any other URL.
+
+    Raises:
+        StorageError: a ``grpc://`` URL with no host, a bad port, or anything else in it.
+    """
+    from urllib.parse import urlsplit
+
+    if not url.lower().startswith(f"{PROXY_SCHEME}://"):
+        return None
+    parts = urlsplit(url)
+    try:
+        port = parts.port or DEFAULT_PROXY_PORT
+    except ValueError:
+        port = 0
+    if not parts.hostname or not 0 < port < 65536 or parts.path.strip("/") or parts.query \
+            or parts.username:
+        raise StorageError(f"malformed proxy URL {mask_url(url)!r} (expected grpc://host:port, "
+                           f"e.g. grpc://127.0.0.1:{DEFAULT_PROXY_PORT})")
+    return parts.hostname, port
+
+
+def _connect_proxy(host: str, port: int, timeout: float) -> optuna.storages.BaseStorage:
+    """A client of ``vae-search serve``, once the proxy answers (waits up to ``timeout`` s)."""
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():  # experimental since Optuna 4.2
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        storage = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    try:
+        storage.wait_server_ready(timeout=timeout)
+    except ConnectionError:
+        storage.close()
+        raise StorageError(
+            f"cannot reach the storage proxy at {PROXY_SCHEME}://{host}:{port} within "
+            f"{timeout:.0f} s (is 'vae-search serve' running there?)"
+        ) from None
+    return storage
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -125,23 +219,36 @@ def _sqlite_synchronous_normal(storage: optuna.storages.RDBStorage) -> None:
 
 
 def make_storage(
-    url: str, *, run: RunConfig | None = None, heartbeat: bool = True
-) -> optuna.storages.RDBStorage:
+    url: str, *, run: RunConfig | None = None, heartbeat: bool = True,
+    pool_size: int | None = None,
+) -> optuna.storages.BaseStorage:
     """Open (creating tables if needed) the Optuna storage behind ``url``.
 
     Args:
         url: Any SQLAlchemy URL, e.g. ``sqlite:///vae_search.db`` or
-            ``postgresql+psycopg://user@host/db``.
+            ``postgresql+psycopg://user@host/db``, or ``grpc://host:port`` for the storage
+            proxy (``vae-search serve``; the proxy owns the tables and the heartbeats).
         run: Heartbeat and retry settings (defaults when omitted).
         heartbeat: Turn heartbeats and stale-trial retries on.
+        pool_size: Database connections kept per process (server URLs; default 2, plus 2
+            more under load). The proxy keeps one per serving thread.
 
     Returns:
-        The storage.
+        The storage: an :class:`optuna.storages.RDBStorage`, or the proxy's client.
 
     Raises:
-        StorageError: malformed URL, unknown driver, unreachable server (after bounded retries),
-            unwritable SQLite location, or a schema from an incompatible Optuna.
+        StorageError: malformed URL, unknown driver, unreachable server (after bounded retries)
+            or proxy, unwritable SQLite location, or a schema from an incompatible Optuna.
     """
+    address = proxy_address(url)
+    if address is not None:
+        return _connect_proxy(*address, timeout=PROXY_CONNECT_TIMEOUT)
+    return _make_rdb_storage(url, run=run, heartbeat=heartbeat, pool_size=pool_size)
+
+
+def _make_rdb_storage(
+    url: str, *, run: RunConfig | None, heartbeat: bool, pool_size: int | None
+) -> optuna.storages.RDBStorage:
     import optuna
     from optuna.exceptions import ExperimentalWarning
     from sqlalchemy.engine import make_url
@@ -170,7 +277,8 @@ def make_storage(
             _prepare_sqlite(path)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
     else:
-        engine_kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=2, pool_recycle=1800)
+        engine_kwargs.update(pool_pre_ping=True, pool_size=pool_size or 2,
+                             max_overflow=0 if pool_size else 2, pool_recycle=1800)
         if backend == "postgresql":
             engine_kwargs["connect_args"] = {"connect_timeout": 10}
 
@@ -240,6 +348,10 @@ def open_storage(storage_url: str) -> tuple[optuna.storages.BaseStorage, list[st
     import optuna
 
     shown = mask_url(storage_url)
+    address = proxy_address(storage_url)
+    if address is not None:
+        proxy = _connect_proxy(*address, timeout=PROXY_CONNECT_TIMEOUT)
+        return proxy, [s.study_name for s in proxy.get_all_studies()]
     try:
         path = sqlite_path(storage_url)
     except Exception as exc:  # sqlalchemy.exc.ArgumentError and friends

@@ -17,15 +17,23 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from vae_search import keys
-from vae_search._optuna import QuietFailedTrials, fresh_trial
+from vae_search._optuna import QuietFailedTrials, fresh_trial, study_storage
 from vae_search.budget import FAIL_SURPLUS, BudgetGate, BudgetReached
 from vae_search.cli import RunOptions
 from vae_search.config import StudyConfig
 from vae_search.report.rows import StateCounts
-from vae_search.storage import error_reason, mask_url, worker_seed
+from vae_search.storage import (
+    error_reason,
+    is_storage_fault,
+    mask_url,
+    proxy_address,
+    storage_faults,
+    worker_seed,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -127,16 +135,21 @@ class TrialLoop:
         gate: The study-wide budget.
         signals: Where the signal handlers record what arrived.
         warn: Prints one line without breaking the progress bar.
+        heartbeat: What each trial runs inside (from the reservation check to the end of the
+            objective): the heartbeat relay behind the gRPC proxy, else nothing.
     """
 
     def __init__(
-        self, gate: BudgetGate, signals: SignalState, *, warn: Callable[[str], None]
+        self, gate: BudgetGate, signals: SignalState, *, warn: Callable[[str], None],
+        heartbeat: Callable[[optuna.Trial], AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.gate = gate
         self.signals = signals
         self.warn = warn
+        self.heartbeat = heartbeat or (lambda trial: contextlib.nullcontext())
         self.current: optuna.Trial | None = None  # this worker's running trial
         self.failures = 0  # consecutive failed trials
+        self.finished = 0  # trials this worker saw to the end (any state)
 
     def wrap(self, objective: Callable[[optuna.Trial], Value]) -> Callable[[optuna.Trial], Value]:
         """The objective behind the reservation check, recording interruptions."""
@@ -144,12 +157,13 @@ class TrialLoop:
         def gated(trial: optuna.Trial) -> Value:
             self.current = trial
             try:
-                self.gate.admit(trial)
-                self.signals.training = True
-                try:
-                    return objective(trial)
-                finally:
-                    self.signals.training = False
+                with self.heartbeat(trial):
+                    self.gate.admit(trial)
+                    self.signals.training = True
+                    try:
+                        return objective(trial)
+                    finally:
+                        self.signals.training = False
             except Interrupted:
                 trial.set_user_attr(keys.ATTR_FAIL_REASON, FAIL_INTERRUPTED)
                 raise
@@ -162,6 +176,7 @@ class TrialLoop:
         """The last callback after each trial: stop after too many failures in a row, raise a
         held signal, and stop unless a budget slot is (or becomes) free."""
         self.current = None
+        self.finished += 1
         if trial.state.name == "FAIL":
             self.failures += 1
             if self.failures >= MAX_CONSECUTIVE_FAILURES:
@@ -211,11 +226,14 @@ def sampler_identity(options: RunOptions) -> str:
 
 
 def open_worker_study(options: RunOptions, config: StudyConfig) -> optuna.Study:
-    """Open the storage and create or join the study with this worker's own sampler seed."""
+    """Open the storage, check the artifact store, and create or join the study with this
+    worker's own sampler seed (a bad storage or store is an error before the study exists)."""
+    from vae_search.artifacts import make_artifact_store
     from vae_search.storage import make_storage
     from vae_search.study import open_study
 
     storage = make_storage(options.storage, run=config.run)
+    make_artifact_store(options.storage, options.artifacts)
     return open_study(
         config, storage, study_name=options.study_name,
         sampler_seed=worker_seed(config.seed, sampler_identity(options)),
@@ -227,14 +245,11 @@ def setup_optuna() -> QuietFailedTrials:
     import warnings
 
     import optuna
-    from optuna.exceptions import ExperimentalWarning, StorageInternalError
-    from sqlalchemy.exc import DBAPIError
+    from optuna.exceptions import ExperimentalWarning
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return QuietFailedTrials(
-        (Interrupted, BudgetReached, StorageInternalError, DBAPIError)
-    ).install()
+    return QuietFailedTrials((Interrupted, BudgetReached, *storage_faults())).install()
 
 
 def quiet_tensorflow(debug: bool) -> None:
@@ -270,7 +285,10 @@ def finish(study: optuna.Study, config: StudyConfig, options: RunOptions) -> Non
     FigureRefresher(0).refresh(study)
     shown_url = mask_url(options.storage)
     print(summary_table(study))
-    print(f"\nbrowse: optuna-dashboard {shown_url}" +
+    # optuna-dashboard itself cannot open a proxy URL; our dashboard command can
+    browser = "vae-search dashboard --storage" if proxy_address(options.storage) else (
+        "optuna-dashboard")
+    print(f"\nbrowse: {browser} {shown_url}" +
           ("   (password hidden)" if "***" in shown_url else ""))
 
 
@@ -321,14 +339,14 @@ def _optimize(
     from vae_search.models import configure_threads
 
     configure_threads(options.threads)  # before any TensorFlow op
-    from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
-    from sqlalchemy.exc import DBAPIError
+    from optuna.exceptions import UpdateFinishedTrialError
 
     from vae_search.artifacts import artifact_hook
+    from vae_search.heartbeat import heartbeat_relay
     from vae_search.objective import Objective, TrainingDiverged
     from vae_search.report import FigureRefresher, Progress
 
-    save_artifacts = artifact_hook(options.storage)
+    save_artifacts = artifact_hook(options.storage, options.artifacts)
 
     def on_finish(trial: optuna.Trial, trainer: Any, data: Any) -> None:
         save_artifacts(trial, trainer, data)
@@ -339,14 +357,19 @@ def _optimize(
     )
     gate = BudgetGate(options.trials, deadline=deadline)
     progress = Progress(study, options.trials, enabled=not options.quiet)
-    loop = TrialLoop(gate, signals, warn=progress.warn)
+    relay = heartbeat_relay(study_storage(study), config.run.heartbeat_interval)
+    loop = TrialLoop(gate, signals, warn=progress.warn, heartbeat=relay)
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [
         progress, FigureRefresher(config.run.refresh_every), loop.after_trial,
     ]
-    lost = 0  # consecutive lost-connection failures
+    faults = storage_faults()
+    lost = 0  # lost-connection failures with no finished trial in between
+    finished_at_loss = 0
     try:
-        while gate.slot_free(study):
+        while True:
             try:
+                if not gate.slot_free(study):
+                    break
                 study.optimize(
                     loop.wrap(objective),
                     timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
@@ -354,12 +377,25 @@ def _optimize(
                     callbacks=callbacks,
                 )
                 break
-            except (StorageInternalError, DBAPIError) as exc:
+            except (ValueError, UpdateFinishedTrialError):
+                if not loop.taken_over():
+                    raise
+                progress.warn(
+                    "warning: another worker failed this worker's trial as stale (its "
+                    "heartbeat was later than run.grace_period; raise it if epochs are "
+                    "long); continuing"
+                )
+                signals.resume()
+            except Exception as exc:
+                if not is_storage_fault(exc):
+                    raise
                 # The database dropped or refused a connection mid-trial (a server restart,
-                # a network blip). The pool (pool_pre_ping) reconnects on the next call; the
-                # trial in flight is failed (or, if even that write fails, recovered later by
-                # the heartbeat). Finished trials are already committed.
-                lost += 1
+                # a network blip), or the gRPC proxy did (restarting). The pool
+                # (pool_pre_ping) or the gRPC channel reconnects on the next call; the trial in
+                # flight is failed (or, if even that write fails, recovered later through its
+                # stale heartbeat). Finished trials are already committed.
+                lost = 1 if loop.finished > finished_at_loss else lost + 1
+                finished_at_loss = loop.finished
                 reason = error_reason(exc)
                 if lost > STORAGE_RETRIES:
                     raise DatabaseLost(
@@ -371,17 +407,8 @@ def _optimize(
                 time.sleep(STORAGE_BACKOFF * lost)
                 # If failing the trial in flight was itself lost, close it now; if the database
                 # is still down, the heartbeat recovers the trial later.
-                with contextlib.suppress(StorageInternalError, DBAPIError):
+                with contextlib.suppress(*faults):
                     loop.close_interrupted(study, reason=f"database connection lost: {reason}")
-                signals.resume()
-            except (ValueError, UpdateFinishedTrialError):
-                if not loop.taken_over():
-                    raise
-                progress.warn(
-                    "warning: another worker failed this worker's trial as stale (its "
-                    "heartbeat was later than run.grace_period; raise it if epochs are "
-                    "long); continuing"
-                )
                 signals.resume()
         signals.resume()
     except BudgetReached:
