@@ -119,12 +119,11 @@ class Trainer:
         self.vae.free_bits.assign(float(free_bits))
         if sigma2 is not None:
             self.vae.likelihood.set_sigma2(sigma2)
-        if self.spec.decoder == "gru":
-            from vae_search.models.gru import set_word_dropout
+        from vae_search.models.gru import set_word_dropout
 
-            set_word_dropout(self.vae.decoder, word_dropout)
-        elif word_dropout:
-            raise ValueError("word dropout needs the gru decoder")
+        # Every WordDropout layer the decoder has (the gru decoder's, or one in your own model).
+        if set_word_dropout(self.vae.decoder, word_dropout) == 0 and word_dropout:
+            raise ValueError("word dropout needs a decoder with a WordDropout layer (gru)")
         self.vae.beta.assign(0.0)
 
     def set_beta(self, beta: float) -> None:
