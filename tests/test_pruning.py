@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import optuna
 
+from tests.conftest import tiny_config
 from vae_search.config import PrunerConfig
 from vae_search.keys import ATTR_PRUNE_FROM_EPOCH
 from vae_search.pruning import AnnealingAwarePruner, make_pruner
@@ -61,3 +62,25 @@ def test_make_pruner_kinds():
     assert isinstance(median.inner, optuna.pruners.MedianPruner)
     hyper = make_pruner(PrunerConfig(name="hyperband"), 10)
     assert isinstance(hyper.inner, optuna.pruners.HyperbandPruner)
+
+
+def test_naive_pruner_is_plain_and_is_asked_during_warm_up(tmp_path):
+    """``pruner.aware = false`` (the baseline the README measures): a plain MedianPruner, and
+    the objective asks the pruner from the first epoch, at beta = 0."""
+    assert type(make_pruner(PrunerConfig(aware=False), 10)) is optuna.pruners.MedianPruner
+    from vae_search.objective import Objective
+
+    class Always(optuna.pruners.BasePruner):
+        def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+            return True
+
+    # beta reaches 1 at epoch 5; with patience 1 the aware pruner is first asked at epoch 6
+    for aware, pruned_at in ((False, 0), (True, 6)):
+        config = tiny_config(train={"epochs": 8}, pruner={"aware": aware, "patience": 1})
+        study = optuna.create_study(direction="maximize", pruner=Always())
+        study.enqueue_trial({"klstart": 3, "annealtime": 3, "latent_dim": 2, "reduction": "sum"})
+        study.optimize(Objective(config), n_trials=1)
+        trial = study.trials[0]
+        assert trial.state == optuna.trial.TrialState.PRUNED
+        assert trial.user_attrs["full_beta_epoch"] == 5
+        assert max(trial.intermediate_values) == pruned_at

@@ -99,7 +99,12 @@ class BudgetGate:
             time.sleep(BUDGET_POLL)
 
     def admit(self, trial: optuna.Trial) -> None:
-        """The reservation check at trial start; raises :class:`BudgetReached` if surplus."""
+        """The reservation check at trial start; raises :class:`BudgetReached` if surplus.
+
+        A confirmation run (``vae-search confirm`` enqueued it; any worker may pop it) is outside
+        the budget and always admitted."""
+        if keys.ATTR_CONFIRMS in trial.user_attrs:
+            return
         while True:
             counts = self._counts(trial.study, below=trial.number)
             if counts.finished >= self.budget or self._timed_out():

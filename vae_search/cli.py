@@ -31,6 +31,8 @@ __all__ = [
     "add_artifacts_arg",
     "add_storage_args",
     "bounded_int",
+    "ConfirmOptions",
+    "build_confirm_parser",
     "build_dashboard_parser",
     "build_export_parser",
     "build_report_parser",
@@ -52,6 +54,8 @@ DEFAULT_TRIALS = 20
 DEFAULT_WORKERS = 1
 DEFAULT_HOST = "127.0.0.1"  # dashboard: local only, optuna-dashboard has no authentication
 DEFAULT_PORT = 8080  # optuna-dashboard's own default
+DEFAULT_CONFIRM_TOP = 3  # confirm: the best complete, non-collapsed trials repeated
+DEFAULT_CONFIRM_SEEDS = 5  # confirm: new seeds per schedule
 
 
 class Command(NamedTuple):
@@ -66,6 +70,8 @@ COMMANDS: dict[str, Command] = {
     "dashboard": Command("vae_search.dashboard", "refresh the figures, serve optuna-dashboard"),
     "bench": Command("vae_search.bench", "benchmark the trainer, start-up and storage share"),
     "export": Command("vae_search.export", "re-train one trial and save it as a Keras model"),
+    "confirm": Command("vae_search.confirm",
+                       "repeat the best and reference schedules with new seeds (intervals)"),
     "serve": Command("vae_search.serve", "serve Optuna's gRPC storage proxy for many workers"),
 }
 
@@ -295,6 +301,69 @@ def build_export_parser(prog: str = "python -m vae_search.export") -> argparse.A
                         help="'best' (default: the best feasible complete trial) or a number")
     parser.add_argument("--out", required=True, help="the .keras file to write")
     return parser
+
+
+def build_confirm_parser(prog: str = "python -m vae_search.confirm") -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=prog,
+        description="Re-train the best complete, non-collapsed trials of a study and three "
+        "reference schedules (no warm-up, the middle and the longest warm-up of the box) with "
+        "new seeds, as never-pruned trials of the same study outside its --trials budget; "
+        "print and store the collapse rate of each schedule with a 95%% Wilson interval.",
+    )
+    add_storage_args(parser,
+                     study_name_help="the study (default: the only study in the storage)")
+    add_artifacts_arg(parser)
+    parser.add_argument("--top", type=_nonneg_int, default=DEFAULT_CONFIRM_TOP,
+                        help=f"best trials to repeat (default {DEFAULT_CONFIRM_TOP})")
+    parser.add_argument("--seeds", type=_positive_int, default=DEFAULT_CONFIRM_SEEDS,
+                        help="runs (new seeds) per schedule; re-running adds only the missing "
+                        f"ones (default {DEFAULT_CONFIRM_SEEDS})")
+    parser.add_argument("--no-references", action="store_true",
+                        help="repeat only the best trials, not the reference schedules")
+    parser.add_argument("--join", action="store_true",
+                        help="plan nothing: only run the queued confirmation runs (more "
+                        "machines join a confirm this way)")
+    parser.add_argument("--workers", type=_positive_int, default=DEFAULT_WORKERS,
+                        help=f"local worker processes (default {DEFAULT_WORKERS})")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="TensorFlow threads per worker process")
+    parser.add_argument("--worker-index", type=_nonneg_int, default=None,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, table only")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks for errors instead of one line")
+    return parser
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfirmOptions:
+    """What ``vae-search confirm`` was asked to do (see its --help)."""
+
+    storage: str = ""
+    study_name: str | None = None
+    artifacts: str | None = None
+    top: int = DEFAULT_CONFIRM_TOP
+    seeds: int = DEFAULT_CONFIRM_SEEDS
+    no_references: bool = False
+    join: bool = False
+    workers: int = DEFAULT_WORKERS
+    threads: int | None = None
+    worker_index: int | None = None
+    quiet: bool = False
+    debug: bool = False
+
+    @classmethod
+    def parse(cls, argv: Sequence[str] | None = None, *,
+              prog: str = "python -m vae_search.confirm") -> ConfirmOptions:
+        args = build_confirm_parser(prog).parse_args(argv)
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    def run_options(self, study_name: str) -> RunOptions:
+        """The worker-loop options of one confirm worker on ``study_name``."""
+        return RunOptions(storage=self.storage, study_name=study_name, artifacts=self.artifacts,
+                          threads=self.threads, worker_index=self.worker_index,
+                          quiet=self.quiet, debug=self.debug)
 
 
 def _top_parser() -> argparse.ArgumentParser:

@@ -125,6 +125,7 @@ class PrunerConfig:
     name: PrunerName = "median"  # median | hyperband | none
     patience: int = 2  # epochs at beta = 1 before a trial may be pruned
     n_startup_trials: int = 5  # median: trials that finish before any pruning
+    aware: bool = True  # false: the plain pruner from epoch 0 (only to measure its bias)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ __all__ = [
     "ATTR_ACTIVE_UNITS",
     "ATTR_COLLAPSED",
     "ATTR_COLLAPSED_DIMS",
+    "ATTR_CONFIRMS",
     "ATTR_FAIL_REASON",
     "ATTR_FULL_BETA_EPOCH",
     "ATTR_HISTORY",
@@ -26,6 +27,7 @@ __all__ = [
     "CONSTRAINT_MUTUAL_INFO",
     "FIG_ACTIVE_UNITS",
     "FIG_COLLAPSE_MAP",
+    "FIG_COLLAPSE_PROBABILITY",
     "FIG_IDS",
     "FIG_KL_PER_DIM",
     "FIG_SCHEDULES",
@@ -34,6 +36,7 @@ __all__ = [
     "OBJECTIVE_MI_NAME",
     "OBJECTIVE_NAME",
     "STUDY_ATTR_CONFIG",
+    "STUDY_ATTR_CONFIRMATION",
     "STUDY_ATTR_DECODER_ONLY_NLL",
     "STUDY_ATTR_VERSION",
 ]
@@ -58,6 +61,9 @@ ATTR_FULL_BETA_EPOCH = "full_beta_epoch"  # first epoch from which beta stays at
 ATTR_PRUNE_FROM_EPOCH = "prune_from_epoch"  # first epoch at which the pruner may act
 ATTR_SEED = "seed"
 ATTR_WORKER = "worker"
+# A confirmation run (``vae-search confirm``): the source trial's number, or a reference
+# schedule's name. Such trials are never pruned and do not count toward ``--trials``.
+ATTR_CONFIRMS = "confirms"
 
 # Per-epoch history: a dict of equally long lists under ATTR_HISTORY.
 HISTORY_FIELDS = ("epoch", "beta", "train_loss", "val_elbo", "val_kl", "active_units")
@@ -74,6 +80,8 @@ STUDY_ATTR_VERSION = "vae_search_version"
 # Validation NLL (nats/example) of the same decoder trained without a latent code (see
 # vae_search.baseline): the ELBO of a collapsed trial, what collapse costs.
 STUDY_ATTR_DECODER_ONLY_NLL = "decoder_only_nll"
+# The confirmation table (one dict per schedule: collapse rate with its Wilson interval, ...).
+STUDY_ATTR_CONFIRMATION = "confirmation"
 
 # Plotly figure ids saved into the study (optuna-dashboard graph object ids: a refresh with the
 # same id replaces the figure). Also the element ids of the standalone report.
@@ -82,4 +90,6 @@ FIG_SCHEDULES = "vae-schedules-by-outcome"
 FIG_TRAINING_CURVES = "vae-training-curves"
 FIG_ACTIVE_UNITS = "vae-active-units"
 FIG_KL_PER_DIM = "vae-kl-per-dim"
-FIG_IDS = (FIG_COLLAPSE_MAP, FIG_SCHEDULES, FIG_TRAINING_CURVES, FIG_ACTIVE_UNITS, FIG_KL_PER_DIM)
+FIG_COLLAPSE_PROBABILITY = "vae-collapse-probability"
+FIG_IDS = (FIG_COLLAPSE_MAP, FIG_COLLAPSE_PROBABILITY, FIG_SCHEDULES, FIG_TRAINING_CURVES,
+           FIG_ACTIVE_UNITS, FIG_KL_PER_DIM)

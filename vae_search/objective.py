@@ -29,7 +29,12 @@ from vae_search.space import TrialParams, suggest
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Objective", "TrainingDiverged", "set_user_attrs", "trial_seed"]
+__all__ = ["CONFIRM_IWAE_SAMPLES", "Objective", "TrainingDiverged", "set_user_attrs",
+           "trial_seed"]
+
+# k of the IWAE bound of a confirmation run (final numbers; the search uses
+# collapse.iwae_samples, 100 by default): the bound tightens as k grows (Burda et al. 2016).
+CONFIRM_IWAE_SAMPLES = 1000
 
 # Diagnostics field -> user-attr key (the attrs written when a trial completes or is pruned).
 _DIAGNOSTIC_ATTRS = (
@@ -129,10 +134,10 @@ class Objective:
             seed=seed,
         )
 
-    def iwae(self, trainer: Trainer) -> float:
-        """The IWAE bound on the validation split (``collapse.iwae_samples`` draws, the study
-        seed's), nats per example."""
-        k = self.config.collapse.iwae_samples
+    def iwae(self, trainer: Trainer, samples: int | None = None) -> float:
+        """The IWAE bound on the validation split (``samples`` draws, by default
+        ``collapse.iwae_samples``; the study seed's), nats per example."""
+        k = samples or self.config.collapse.iwae_samples
         return float(trainer.iwae(self.x_val, k, seed=self.config.seed).mean())
 
     def decoder_only_nll(self) -> float:
@@ -143,6 +148,10 @@ class Objective:
         """Run one trial; returns its ELBO, or ``(ELBO, I(x;z))`` in a ``pareto`` study."""
         c = self.config
         pareto = c.search.objective == "pareto"
+        # A confirmation run repeats a chosen schedule with a new seed: it is never pruned and
+        # reports no intermediate values (the pruner's medians stay the search's own).
+        confirming = keys.ATTR_CONFIRMS in trial.user_attrs
+        reporting = not (pareto or confirming)
         if owes_baseline(trial):
             trial.study.set_user_attr(keys.STUDY_ATTR_DECODER_ONLY_NLL, self.decoder_only_nll())
         epochs = c.train.epochs
@@ -150,7 +159,8 @@ class Objective:
         schedule = params.make_schedule(epochs)
         full_epoch = full_beta_epoch(schedule, epochs)
         seed = trial_seed(c.seed, trial.number)
-        prune_from = full_epoch + c.pruner.patience
+        # pruner.aware = false (the naive baseline): the pruner is asked from the first epoch.
+        prune_from = full_epoch + c.pruner.patience if c.pruner.aware else 0
         start_attrs: dict[str, Any] = {
             keys.ATTR_FULL_BETA_EPOCH: full_epoch,
             keys.ATTR_PRUNE_FROM_EPOCH: prune_from,
@@ -186,15 +196,16 @@ class Objective:
             }
             for name in keys.HISTORY_FIELDS:
                 history[name].append(record[name])
-            if not pareto:
+            if reporting:
                 trial.report(elbo, step=epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial, epoch, record)
             # The pruner refuses before prune_from anyway; not asking saves a storage read.
-            if not pareto and epoch >= prune_from and trial.should_prune():
+            if reporting and epoch >= prune_from and trial.should_prune():
                 self._finish(trial, trainer, recon, seed, history)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} (ELBO {elbo:.2f})")
-        diag = self._finish(trial, trainer, recon, seed, history)
+        diag = self._finish(trial, trainer, recon, seed, history,
+                            iwae_samples=CONFIRM_IWAE_SAMPLES if confirming else None)
         return (elbo, diag.mutual_info) if pareto else elbo
 
     def _finish(
@@ -204,11 +215,13 @@ class Objective:
         recon: float,
         seed: int,
         history: dict[str, list[Any]],
+        *,
+        iwae_samples: int | None = None,
     ) -> Diagnostics:
         diag = self.diagnostics(trainer, recon, seed)
         d = asdict(diag)
         attrs = {attr: d[key] for key, attr in _DIAGNOSTIC_ATTRS}
-        attrs[keys.ATTR_IWAE] = self.iwae(trainer)
+        attrs[keys.ATTR_IWAE] = self.iwae(trainer, iwae_samples)
         attrs[keys.ATTR_HISTORY] = history
         set_user_attrs(trial, attrs)
         # Feasible (<= 0) exactly when the verdict is "not collapsed".

@@ -21,7 +21,9 @@ from vae_search.worker import budget_met, finish, finished_count, open_worker_st
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["pool_size", "run_pool"]
+    from vae_search.report import Progress
+
+__all__ = ["check_shareable", "pool_size", "run_pool", "supervise"]
 
 POOL_POLL = 1.0  # seconds between the parent's looks at its children and the study
 
@@ -74,7 +76,7 @@ def _die_with_parent() -> None:  # pragma: no cover (runs in the child before ex
         pass
 
 
-def _check_shareable(url: str) -> None:
+def check_shareable(url: str) -> None:
     try:
         in_memory = url.startswith("sqlite") and sqlite_path(url) is None
     except Exception:  # noqa: BLE001 (malformed: make_storage reports it later)
@@ -96,7 +98,7 @@ def run_pool(options: RunOptions, config: StudyConfig) -> int:
     Returns:
         130 (SIGINT) or 143 (SIGTERM); otherwise the first non-zero child status, or 0.
     """
-    _check_shareable(options.storage)
+    check_shareable(options.storage)
     from vae_search.data import load_dataset
 
     dataset = load_dataset(config)  # one clear data error here rather than one per child
@@ -121,7 +123,12 @@ def run_pool(options: RunOptions, config: StudyConfig) -> int:
         print(f"study {study.study_name!r} on {mask_url(options.storage)}: {done}/"
               f"{options.trials} trials finished; starting {size} workers ({threads} "
               "TensorFlow thread(s) each)...", file=sys.stderr)
-    codes, received = _supervise(options, size, threads, study)
+    from vae_search.report import Progress
+
+    codes, received = supervise(
+        [_child_command(options, index, threads) for index in range(size)], options.storage,
+        Progress(study, options.trials, enabled=not options.quiet), study,
+    )
     if received:
         print("interrupted: finished trials are kept; re-run the same command to resume",
               file=sys.stderr)
@@ -135,17 +142,22 @@ def run_pool(options: RunOptions, config: StudyConfig) -> int:
     return failed[0] if failed else 0
 
 
-def _supervise(
-    options: RunOptions, size: int, threads: int, study: optuna.Study
+def supervise(
+    commands: list[list[str]], storage: str, progress: Progress, study: optuna.Study
 ) -> tuple[list[int], int]:
-    """Start the children, forward signals, draw the progress bar until all have exited.
+    """Start one child per command, forward signals, draw the progress bar until all have
+    exited (the bar is closed on return).
+
+    Args:
+        commands: The children's command lines (never holding the storage URL).
+        storage: The storage URL, passed in ``$VAE_SEARCH_STORAGE``.
+        progress: Redrawn from the study while the children run.
+        study: The study the children work on.
 
     Returns:
         The children's exit statuses, and the signal received (0 if none).
     """
-    from vae_search.report import Progress
-
-    env = {**os.environ, STORAGE_ENV: options.storage}
+    env = {**os.environ, STORAGE_ENV: storage}
     # The children import this very package, installed or not (e.g. run from a checkout).
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -161,14 +173,12 @@ def _supervise(
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    for index in range(size):
+    for command in commands:
         procs.append(subprocess.Popen(
-            _child_command(options, index, threads), env=env, start_new_session=True,
-            preexec_fn=_die_with_parent,
+            command, env=env, start_new_session=True, preexec_fn=_die_with_parent,
         ))
         if received:  # a signal arrived while starting them
             procs[-1].send_signal(received[0])
-    progress = Progress(study, options.trials, enabled=not options.quiet)
     try:
         while any(proc.poll() is None for proc in procs):
             time.sleep(POOL_POLL)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vae_search import keys
 from vae_search._optuna import QuietFailedTrials, fresh_trial, study_storage
@@ -38,6 +38,8 @@ from vae_search.storage import (
 if TYPE_CHECKING:
     import optuna
 
+    from vae_search.report import Progress
+
 __all__ = [
     "FAIL_INTERRUPTED",
     "FAIL_SURPLUS",
@@ -46,8 +48,10 @@ __all__ = [
     "DatabaseLost",
     "Interrupted",
     "SignalState",
+    "Gate",
     "finish",
     "open_worker_study",
+    "optimize",
     "run_worker",
 ]
 
@@ -128,6 +132,18 @@ class SignalState:
         self.raise_pending()
 
 
+class Gate(Protocol):
+    """What the trial loop asks before each trial (:class:`BudgetGate` is one)."""
+
+    deadline: float | None  # time.monotonic() after which no trial starts
+
+    def slot_free(self, study: optuna.Study) -> bool:
+        """Wait until a trial may be asked for (True), or the loop is done (False)."""
+
+    def admit(self, trial: optuna.Trial) -> None:
+        """Raise :class:`BudgetReached` if ``trial`` must not run."""
+
+
 class TrialLoop:
     """This worker's side of ``study.optimize``: the gated objective and the after-trial check.
 
@@ -140,7 +156,7 @@ class TrialLoop:
     """
 
     def __init__(
-        self, gate: BudgetGate, signals: SignalState, *, warn: Callable[[str], None],
+        self, gate: Gate, signals: SignalState, *, warn: Callable[[str], None],
         heartbeat: Callable[[optuna.Trial], AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.gate = gate
@@ -323,7 +339,11 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
                   file=sys.stderr)
         quiet_tensorflow(options.debug)
         started = time.monotonic()
-        _optimize(study, config, dataset, options, signals, deadline)
+        from vae_search.report import Progress
+
+        optimize(study, config, dataset, options, signals,
+                 gate=BudgetGate(options.trials, deadline=deadline),
+                 progress=Progress(study, options.trials, enabled=not options.quiet))
         if not options.quiet:
             print(f"ran for {time.monotonic() - started:.1f} s", file=sys.stderr)
     if not options.child:
@@ -331,11 +351,17 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
     return 0
 
 
-def _optimize(
+def optimize(
     study: optuna.Study, config: StudyConfig, dataset: Any, options: RunOptions,
-    signals: SignalState, deadline: float | None,
+    signals: SignalState, *, gate: Gate, progress: Progress,
 ) -> None:
-    """``study.optimize`` behind the budget gate, retried while the database comes back."""
+    """``study.optimize`` behind a gate, retried while the database comes back.
+
+    Args:
+        gate: Decides when to ask for a trial and whether a trial may run: the study's
+            ``--trials`` budget (:class:`BudgetGate`), or the queue of confirmation runs.
+        progress: The progress bar (closed on return).
+    """
     from vae_search.models import configure_threads
 
     configure_threads(options.threads)  # before any TensorFlow op
@@ -344,7 +370,7 @@ def _optimize(
     from vae_search.artifacts import artifact_hook
     from vae_search.heartbeat import heartbeat_relay
     from vae_search.objective import Objective, TrainingDiverged
-    from vae_search.report import FigureRefresher, Progress
+    from vae_search.report import FigureRefresher
 
     save_artifacts = artifact_hook(options.storage, options.artifacts)
 
@@ -355,8 +381,7 @@ def _optimize(
         config, dataset, worker=worker_identity(), on_finish=on_finish,
         on_epoch=signals.at_epoch_end,  # held signals are raised here
     )
-    gate = BudgetGate(options.trials, deadline=deadline)
-    progress = Progress(study, options.trials, enabled=not options.quiet)
+    deadline = gate.deadline
     relay = heartbeat_relay(study_storage(study), config.run.heartbeat_interval)
     loop = TrialLoop(gate, signals, warn=progress.warn, heartbeat=relay)
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [

@@ -25,12 +25,15 @@ class Progress:
         study: The study (read once now for the starting count).
         total: The budget (``--trials``): the bar's end.
         enabled: Draw the bar (``--quiet`` turns it off; :meth:`warn` still prints).
+        confirms: Count the confirmation runs (``vae-search confirm``), not the search's trials.
     """
 
-    def __init__(self, study: optuna.Study, total: int, *, enabled: bool) -> None:
+    def __init__(self, study: optuna.Study, total: int, *, enabled: bool,
+                 confirms: bool = False) -> None:
         from tqdm import tqdm
 
         self.total = total
+        self.confirms = confirms
         done, postfix = self._state(study)
         self.bar = tqdm(
             total=total, initial=done, postfix=postfix, unit="trial", disable=not enabled,
@@ -39,7 +42,7 @@ class Progress:
 
     def _state(self, study: optuna.Study) -> tuple[int, dict[str, Any]]:
         """Finished trials (capped at the budget) and the postfix, from one read of the trials."""
-        counts = StateCounts.of_trials(study.get_trials(deepcopy=False))
+        counts = StateCounts.of_trials(study.get_trials(deepcopy=False), confirms=self.confirms)
         postfix = {
             "best": f"{counts.best:.2f}" if counts.best is not None else "-",
             "collapsed": counts.collapsed,

@@ -1,4 +1,4 @@
-"""The five figures of a study, one function each, and saving them for optuna-dashboard.
+"""The six figures of a study, one function each, and saving them for optuna-dashboard.
 
 Every figure function takes ``(study, rows=None, config=None)`` and shares one preamble
 (:func:`_figure`): read the rows once unless given, keep the trials the figure draws, and show
@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 from vae_search import keys
 from vae_search.baseline import stored_baseline
 from vae_search.config import StudyConfig
+from vae_search.report.confirmation import collapse_probability_figure
+from vae_search.report.plotting import COLORSCALE, FIG_HEIGHT, REDUCTION_COLORS, message_figure
+from vae_search.report.plotting import layout as _layout
 from vae_search.report.rows import TrialRow, best_rows, study_config, trial_rows
 from vae_search.schedule import betas
 
@@ -30,6 +33,7 @@ __all__ = [
     "active_units_figure",
     "build_figures",
     "collapse_map",
+    "collapse_probability_figure",
     "kl_per_dim_figure",
     "message_figure",
     "save_figures",
@@ -39,36 +43,12 @@ __all__ = [
 
 KL_STRIP_TRIALS = 5  # trials in the KL-per-dim heat strip
 ELBO_CLIP_QUANTILE = 0.05  # training-curve ELBO axis starts here: warm-up ELBOs go far lower
-FIG_HEIGHT = 450  # px: optuna-dashboard draws user figures in 450 px boxes (taller is cut off)
-COLORSCALE = "Viridis"
 STATE_SYMBOLS = {"COMPLETE": "circle", "PRUNED": "x", "FAIL": "diamond-open"}
-REDUCTION_COLORS = {"sum": "#1f77b4", "mean": "#d62728"}
 FAILED_COLOR = "#7f7f7f"
 
 FigureBuilder = Callable[..., "go.Figure"]
 BASELINE_OPTION = "decoder_only_nll"  # the figure keyword that receives the study's baseline
 BASELINE_COLOR = "#2ca02c"
-
-
-def _layout(fig: go.Figure, title: str, *, height: int = FIG_HEIGHT) -> go.Figure:
-    fig.update_layout(
-        title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
-        height=height, margin={"l": 60, "r": 20, "t": 60, "b": 50},
-        template="plotly_white", legend={"font": {"size": 10}},
-    )
-    return fig
-
-
-def message_figure(title: str, message: str) -> go.Figure:
-    """A figure that says why there is nothing to plot (e.g. an empty study)."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper",
-                       showarrow=False, font={"size": 14})
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return _layout(fig, title)
 
 
 def _figure(
@@ -396,6 +376,7 @@ def kl_per_dim_figure(rows: list[TrialRow], config: StudyConfig, *,
 
 FIGURE_BUILDERS: dict[str, FigureBuilder] = {
     keys.FIG_COLLAPSE_MAP: collapse_map,
+    keys.FIG_COLLAPSE_PROBABILITY: collapse_probability_figure,
     keys.FIG_SCHEDULES: schedules_figure,
     keys.FIG_TRAINING_CURVES: training_curves_figure,
     keys.FIG_ACTIVE_UNITS: active_units_figure,

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vae_search.baseline import stored_baseline
-from vae_search.report.rows import StateCounts, TrialRow, best_rows, trial_rows
+from vae_search.report.confirmation import confirmation_rows, confirmation_table
+from vae_search.report.rows import WARMUP_BINS, StateCounts, TrialRow, best_rows, trial_rows
 
 if TYPE_CHECKING:
     import optuna
@@ -30,9 +31,6 @@ __all__ = [
 ]
 
 BEST_ROWS = 10  # rows of the best-trials table
-# Schedule regions by warm-up length: the epochs before beta stays at 1 (full_beta_epoch).
-WARMUP_BINS = ((0, 0, "none (beta = 1 from epoch 0)"), (1, 5, "short (1-5 epochs)"),
-               (6, 15, "medium (6-15 epochs)"), (16, 10**9, "long (16+ epochs)"))
 BEST_HEADER = ("trial", "klstart", "annealtime", "latent", "reduction", "val ELBO", "IWAE",
                "gap to decoder-only", "active", "KL", "I(x;z)", "collapsed")
 RATE_COLUMNS = ("trials", "collapsed", "rate", "median active", "median I(x;z)", "best ELBO")
@@ -49,6 +47,7 @@ class Findings:
     best: Table
     by_reduction: Table
     by_region: Table
+    confirmation: Table  # one row per schedule of ``vae-search confirm`` (empty before)
 
 
 def _number(value: float | None) -> str:
@@ -83,10 +82,6 @@ def _rate_row(label: tuple[str, ...], sel: Sequence[TrialRow]) -> tuple[str, ...
             f"{max(values):.2f}" if values else "-")
 
 
-def _warmup_label(full_beta: int) -> str:
-    return next(label for lo, hi, label in WARMUP_BINS if lo <= full_beta <= hi)
-
-
 def findings(study: optuna.Study, rows: Sequence[TrialRow] | None = None) -> Findings:
     """The findings tables. Collapse rates count complete and pruned trials with diagnostics
     (a pruned trial is diagnosed at the point of pruning, after beta reached 1)."""
@@ -102,7 +97,7 @@ def findings(study: optuna.Study, rows: Sequence[TrialRow] | None = None) -> Fin
     for m in modes:
         for _, _, label in WARMUP_BINS:
             sel = [r for r in diag if r.p.reduction == m
-                   and r.full_beta_epoch is not None and _warmup_label(r.full_beta_epoch) == label]
+                   and r.warmup_region == label]
             if sel:
                 by_region.append(_rate_row((m, label), sel))
     return Findings(
@@ -111,6 +106,7 @@ def findings(study: optuna.Study, rows: Sequence[TrialRow] | None = None) -> Fin
         best=_best_table(rows, BEST_ROWS, baseline),
         by_reduction=(("reduction", *RATE_COLUMNS), by_reduction),
         by_region=(("reduction", "KL warm-up before beta = 1", *RATE_COLUMNS), by_region),
+        confirmation=confirmation_table(confirmation_rows(trial_rows(study, confirms=True))),
     )
 
 
@@ -144,6 +140,8 @@ def findings_text(study: optuna.Study, f: Findings | None = None) -> str:
         + text_table(*f.best),
         "collapse rate by reduction mode:\n" + text_table(*f.by_reduction),
         "collapse rate by schedule region:\n" + text_table(*f.by_region),
+        "confirmation (new seeds per schedule, 'vae-search confirm'; rate with its 95% Wilson "
+        "interval):\n" + text_table(*f.confirmation),
     ])
 
 

@@ -54,6 +54,8 @@ def report_html(study: optuna.Study) -> str:
         "<h2>Findings</h2><h3>Best trials</h3>", _html_table(*f.best),
         "<h3>Collapse rate by reduction mode</h3>", _html_table(*f.by_reduction),
         "<h3>Collapse rate by schedule region</h3>", _html_table(*f.by_region),
+        "<h3>Confirmation: new seeds per schedule (collapse rate with its 95% Wilson "
+        "interval)</h3>", _html_table(*f.confirmation),
         "<h2>Figures</h2>",
     ]
     for fid, fig in figs.items():

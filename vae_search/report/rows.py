@@ -20,10 +20,19 @@ from vae_search.space import TrialParams, params_from_mapping
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["StateCounts", "TrialRow", "best_rows", "elbo_value", "study_config", "trial_rows"]
+__all__ = ["WARMUP_BINS", "StateCounts", "TrialRow", "best_rows", "confirms_label", "elbo_value",
+           "is_confirmation", "study_config", "trial_rows"]
 
 COMPLETE, PRUNED, FAIL, RUNNING = "COMPLETE", "PRUNED", "FAIL", "RUNNING"
 FINISHED_STATES = (COMPLETE, PRUNED, FAIL)  # the trials a report shows
+# Schedule regions by warm-up length: the epochs before beta stays at 1 (full_beta_epoch).
+WARMUP_BINS = ((0, 0, "none (beta = 1 from epoch 0)"), (1, 5, "short (1-5 epochs)"),
+               (6, 15, "medium (6-15 epochs)"), (16, 10**9, "long (16+ epochs)"))
+
+
+def is_confirmation(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial is a ``vae-search confirm`` run rather than one of the search's."""
+    return keys.ATTR_CONFIRMS in t.user_attrs
 
 
 def elbo_value(t: optuna.trial.FrozenTrial) -> float | None:
@@ -70,11 +79,15 @@ class StateCounts:
                    running=counts[RUNNING], collapsed=collapsed, best=best, total=total)
 
     @classmethod
-    def of_trials(cls, trials: Iterable[optuna.trial.FrozenTrial]) -> StateCounts:
-        """Count Optuna trials (e.g. ``study.get_trials(deepcopy=False)``)."""
+    def of_trials(
+        cls, trials: Iterable[optuna.trial.FrozenTrial], *, confirms: bool = False
+    ) -> StateCounts:
+        """Count Optuna trials (e.g. ``study.get_trials(deepcopy=False)``): the search's trials,
+        or with ``confirms=True`` only the confirmation runs (which never count toward the
+        search's ``--trials`` budget)."""
         return cls._tally(
             (t.state.name, t.user_attrs.get(keys.ATTR_COLLAPSED) is True, elbo_value(t))
-            for t in trials
+            for t in trials if is_confirmation(t) == confirms
         )
 
     @classmethod
@@ -100,6 +113,7 @@ class TrialRow:
     history: dict[str, list[Any]] = field(default_factory=dict)
     iwae: float | None = None
     fail_reason: str = ""
+    confirms: str | None = None  # a confirmation run: its source trial ("#12") or reference
 
     @property
     def p(self) -> TrialParams:
@@ -110,6 +124,14 @@ class TrialRow:
     @property
     def diagnosed(self) -> bool:
         return self.active_units is not None
+
+    @property
+    def warmup_region(self) -> str | None:
+        """The :data:`WARMUP_BINS` label of the trial's warm-up length (``None`` if unknown)."""
+        full = self.full_beta_epoch
+        if full is None:
+            return None
+        return next(label for lo, hi, label in WARMUP_BINS if lo <= full <= hi)
 
     def hover(self) -> str:
         """Hover text: the trial number, its params and its outcome."""
@@ -176,16 +198,30 @@ def _row(t: optuna.trial.FrozenTrial, config: StudyConfig) -> TrialRow:
         history=history if isinstance(history, dict) else {},
         iwae=_float(u.get(keys.ATTR_IWAE)),
         fail_reason=str(u.get(keys.ATTR_FAIL_REASON, "")),
+        confirms=confirms_label(u.get(keys.ATTR_CONFIRMS)),
     )
 
 
-def trial_rows(study: optuna.Study, config: StudyConfig | None = None) -> list[TrialRow]:
-    """Finished trials (complete, pruned, failed) as :class:`TrialRow`, in trial order."""
+def confirms_label(value: Any) -> str | None:
+    """How a confirmation run's ``confirms`` attr is shown: ``#N`` for a source trial number,
+    the reference schedule's name otherwise (``None``: not a confirmation run)."""
+    if value is None:
+        return None
+    return f"#{value}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def trial_rows(
+    study: optuna.Study, config: StudyConfig | None = None, *, confirms: bool = False
+) -> list[TrialRow]:
+    """Finished trials (complete, pruned, failed) as :class:`TrialRow`, in trial order: the
+    search's trials, or with ``confirms=True`` only the confirmation runs (repeats of chosen
+    schedules; they would weigh those schedules many times in the search's figures)."""
     from optuna.trial import TrialState
 
     config = config or study_config(study)
     states = tuple(TrialState[name] for name in FINISHED_STATES)
-    return [_row(t, config) for t in study.get_trials(deepcopy=False, states=states)]
+    return [_row(t, config) for t in study.get_trials(deepcopy=False, states=states)
+            if is_confirmation(t) == confirms]
 
 
 def best_rows(rows: Sequence[TrialRow], n: int) -> list[TrialRow]:

@@ -1,0 +1,180 @@
+"""``vae-search confirm``: repeated seeds per schedule, Wilson intervals, outside the budget."""
+
+from __future__ import annotations
+
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import stored_figures, tiny_config
+from vae_search import keys
+from vae_search.confirm import REFERENCES, ConfirmGate, main, plan, reference_params
+from vae_search.report import findings_text, report_html, trial_rows
+from vae_search.report.confirmation import (
+    collapse_probability_figure,
+    confirmation_rows,
+    wilson_interval,
+)
+from vae_search.run import main as run_main
+from vae_search.study import open_study
+from vae_search.worker import BudgetReached, finished_count
+
+
+@pytest.mark.parametrize(("k", "n", "low", "high"), [
+    (0, 5, 0.0, 0.4345), (5, 5, 0.5655, 1.0), (3, 10, 0.1078, 0.6032), (1, 1, 0.2065, 1.0),
+])
+def test_wilson_interval_matches_the_formula_tables(k, n, low, high):
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(low, abs=1e-4)
+    assert hi == pytest.approx(high, abs=1e-4)
+    assert lo <= k / n <= hi
+
+
+def test_wilson_interval_is_symmetric_narrows_with_n_and_rejects_bad_counts():
+    for n in (1, 7, 40):
+        for k in range(n + 1):
+            lo, hi = wilson_interval(k, n)
+            lo2, hi2 = wilson_interval(n - k, n)
+            assert (lo, hi) == pytest.approx((1 - hi2, 1 - lo2))
+    widths = [hi - lo for lo, hi in (wilson_interval(n // 2, n) for n in (4, 16, 64, 256))]
+    assert widths == sorted(widths, reverse=True)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(6, 5)
+
+
+def test_reference_schedules_span_the_box_on_the_best_trials_other_parameters():
+    config = tiny_config(train={"epochs": 10},
+                         search={"klstart": [2, 6], "annealtime": [1, 4]})
+    refs = reference_params({"klstart": 5, "annealtime": 2, "latent_dim": 4,
+                             "schedule": "cyclical", "cycles": 2, "ratio": 0.5}, config.search)
+    assert list(refs) == list(REFERENCES)
+    assert [(r["klstart"], r["annealtime"]) for r in refs.values()] == [(0, 0), (4, 2), (6, 4)]
+    for r in refs.values():
+        assert r["latent_dim"] == 4 and r["schedule"] == "linear"
+        assert "cycles" not in r and "ratio" not in r
+
+
+def test_confirm_runs_seeds_outside_the_budget_and_stores_the_table(tmp_path, tiny_toml, capsys):
+    toml = tiny_toml(train={"epochs": 4}, search={"klstart": [0, 2], "annealtime": [0, 2]})
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    assert run_main(["--study", str(toml), "--storage", url, "--trials", "4", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["--storage", url, "--top", "1", "--seeds", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "rate [95% CI]" in out and "no-warmup" in out
+
+    study = optuna.load_study(study_name="tiny", storage=url)
+    runs = [t for t in study.get_trials() if keys.ATTR_CONFIRMS in t.user_attrs]
+    healthy = [t for t in study.get_trials(states=(TrialState.COMPLETE,))
+               if keys.ATTR_CONFIRMS not in t.user_attrs
+               and t.user_attrs[keys.ATTR_COLLAPSED] is False]
+    schedules = (1 if healthy else 0) + len(REFERENCES)
+    assert len(runs) == 2 * schedules
+    assert all(t.state == TrialState.COMPLETE for t in runs)
+    assert all(not t.intermediate_values for t in runs)  # never reported, never pruned
+    assert len({t.user_attrs[keys.ATTR_SEED] for t in runs}) == len(runs)  # new seeds
+    for t in runs:
+        assert t.user_attrs[keys.ATTR_IWAE] >= t.value - 0.3  # IWAE_1000 >= ELBO up to MC noise
+    table = study.user_attrs[keys.STUDY_ATTR_CONFIRMATION]
+    assert len(table) == schedules and all(row["runs"] == 2 for row in table)
+    for row in table:
+        assert 0 <= row["rate_low"] <= row["rate"] <= row["rate_high"] <= 1
+        same = [t for t in runs if str(t.user_attrs[keys.ATTR_CONFIRMS]).lstrip("#")
+                == row["schedule"].lstrip("#")]
+        assert row["collapsed"] == sum(t.user_attrs[keys.ATTR_COLLAPSED] for t in same)
+
+    # outside the search: its budget, its figures and its findings ignore the runs
+    assert finished_count(study) == 4
+    assert len(trial_rows(study)) == 4
+    assert run_main(["--study", str(toml), "--storage", url, "--trials", "4", "--quiet"]) == 0
+    assert "already has 4 finished trials" in capsys.readouterr().out
+    # a re-run adds nothing: every schedule has its runs
+    assert main(["--storage", url, "--top", "1", "--seeds", "2", "--quiet"]) == 0
+    assert len([t for t in optuna.load_study(study_name="tiny", storage=url).get_trials()
+                if keys.ATTR_CONFIRMS in t.user_attrs]) == 2 * schedules
+    # the new figure, in the study for optuna-dashboard and in the report
+    assert keys.FIG_COLLAPSE_PROBABILITY in stored_figures(study)
+    assert keys.FIG_COLLAPSE_PROBABILITY in report_html(study)
+    assert "confirmation" in findings_text(study)
+
+
+def test_collapse_probability_figure_draws_wilson_error_bars(tmp_path, tiny_toml):
+    toml = tiny_toml(train={"epochs": 3}, search={"klstart": [0, 1], "annealtime": [0, 1]})
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    assert run_main(["--study", str(toml), "--storage", url, "--trials", "3", "--quiet"]) == 0
+    assert main(["--storage", url, "--top", "0", "--seeds", "3", "--quiet"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=url)
+    fig = collapse_probability_figure(study)
+    confirm = [t for t in fig.data if t.name.startswith("confirmation")]
+    assert len(confirm) == 1 and len(confirm[0].x) == len(REFERENCES)
+    for row, y, up, down in zip(confirmation_rows(trial_rows(study, confirms=True)),
+                                confirm[0].y, confirm[0].error_y.array,
+                                confirm[0].error_y.arrayminus, strict=True):
+        assert y == pytest.approx(row.rate)
+        assert (y - down, y + up) == pytest.approx((row.rate_low, row.rate_high))
+    search = [t for t in fig.data if t.name.startswith("search")]
+    assert sum(1 for t in search for _ in t.x) >= 1
+
+
+def test_confirm_gate_runs_only_confirmation_runs(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'g.db'}", direction="maximize")
+    gate = ConfirmGate()
+    assert not gate.slot_free(study)
+    study.enqueue_trial({"x": 1}, user_attrs={keys.ATTR_CONFIRMS: "middle"})
+    assert gate.slot_free(study)
+    queued = study.ask()
+    gate.admit(queued)  # a confirmation run passes
+    sampled = study.ask()  # the queue is empty: a sampled trial
+    with pytest.raises(BudgetReached):
+        gate.admit(sampled)
+    assert sampled.user_attrs[keys.ATTR_FAIL_REASON].startswith("surplus")
+
+
+def test_confirm_refuses_a_study_with_nothing_to_confirm(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    open_study(tiny_config(), url)
+    assert main(["--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert "no complete trials to confirm" in err and "Traceback" not in err
+    assert main(["--storage", f"sqlite:///{tmp_path / 'missing.db'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--storage", url, "--seeds", "0"])
+    assert exc.value.code == 2
+
+
+def test_plan_takes_the_best_non_collapsed_trials(tmp_path):
+    config = tiny_config()
+    study = open_study(config, f"sqlite:///{tmp_path / 'p.db'}")
+    for value, collapsed in ((-50.0, False), (-40.0, True), (-45.0, False)):
+        t = study.ask({"klstart": optuna.distributions.IntDistribution(0, 3),
+                       "annealtime": optuna.distributions.IntDistribution(0, 3),
+                       "latent_dim": optuna.distributions.CategoricalDistribution([2, 4])})
+        t.set_user_attr(keys.ATTR_COLLAPSED, collapsed)
+        study.tell(t, value)
+    planned = plan(study, config, top=5)
+    assert [label for label, _ in planned] == [2, 0, *REFERENCES]  # -45 then -50; collapsed out
+    assert all(p["latent_dim"] == study.trials[2].params["latent_dim"]
+               for label, p in planned if label in REFERENCES)
+
+
+@pytest.mark.slow
+def test_confirm_with_workers_on_postgresql(pg_url, tiny_toml, capsys):
+    name = f"confirm-{uuid.uuid4().hex[:8]}"
+    toml = tiny_toml(train={"epochs": 3}, search={"klstart": [0, 1], "annealtime": [0, 1]})
+    assert run_main(["--study", str(toml), "--storage", pg_url, "--study-name", name,
+                     "--trials", "3", "--quiet"]) == 0
+    assert main(["--storage", pg_url, "--study-name", name, "--top", "1", "--seeds", "2",
+                 "--workers", "2", "--quiet"]) == 0
+    study = optuna.load_study(study_name=name, storage=pg_url)
+    runs = [t for t in study.get_trials() if keys.ATTR_CONFIRMS in t.user_attrs]
+    assert runs and all(t.state == TrialState.COMPLETE for t in runs)
+    assert {t.user_attrs[keys.ATTR_WORKER] for t in runs}  # run by the children
+    table = study.user_attrs[keys.STUDY_ATTR_CONFIRMATION]
+    assert sum(row["runs"] for row in table) == len(runs)
+    # no sampled trial slipped in, and the search's budget is untouched
+    assert len(study.get_trials()) == 3 + len(runs)
+    optuna.delete_study(study_name=name, storage=pg_url)
