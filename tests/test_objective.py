@@ -133,3 +133,16 @@ def test_grouped_user_attrs_store_what_set_user_attr_stores(tmp_path, storage):
     assert trial.user_attrs == attrs
     study.tell(trial, 1.0)
     assert study.trials[0].user_attrs == attrs
+
+
+def test_sampler_constraint_off_sets_no_constraints_but_keeps_the_verdict():
+    """``sampler.constraint = false`` (what the README compares against): TPE sees the ELBO
+    alone, while the collapse diagnostics are recorded as usual."""
+    config = tiny_config(sampler={"name": "tpe", "constraint": False})
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(COLLAPSING)
+    study.optimize(Objective(config), n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.COMPLETE
+    assert t.constraints == {}
+    assert isinstance(t.user_attrs[keys.ATTR_COLLAPSED], bool)

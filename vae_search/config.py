@@ -118,6 +118,7 @@ class SearchConfig:
 class SamplerConfig:
     name: SamplerName = "tpe"  # tpe | random
     n_startup_trials: int = 10  # random trials before TPE starts modelling
+    constraint: bool = True  # TPE ranks collapsed trials last (false: the ELBO alone decides)
 
 
 @dataclass(frozen=True)

@@ -224,14 +224,16 @@ class Objective:
         attrs[keys.ATTR_IWAE] = self.iwae(trainer, iwae_samples)
         attrs[keys.ATTR_HISTORY] = history
         set_user_attrs(trial, attrs)
-        # Feasible (<= 0) exactly when the verdict is "not collapsed".
+        # Feasible (<= 0) exactly when the verdict is "not collapsed". TPE ranks infeasible
+        # trials below every feasible one; sampler.constraint = false measures what that buys.
         k = self.config.collapse
-        trial.set_constraint(
-            keys.CONSTRAINT_ACTIVE_UNITS, float(k.min_active_units - diag.active_units)
-        )
-        trial.set_constraint(
-            keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.information)
-        )
+        if self.config.sampler.constraint:
+            trial.set_constraint(
+                keys.CONSTRAINT_ACTIVE_UNITS, float(k.min_active_units - diag.active_units)
+            )
+            trial.set_constraint(
+                keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.information)
+            )
         if self.on_finish is not None:
             self.on_finish(trial, trainer, self.dataset)
         return diag
