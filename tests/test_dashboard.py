@@ -102,6 +102,11 @@ def test_dashboard_study_page_shows_our_collapse_map_in_chromium(tmp_path):
         assert "main-svg" in plot and "Collapse map" in plot and "reduction = mean" in plot
         for fid in keys.FIG_IDS:
             assert f"user-defined-plot:{fid}" in html
+        # the collapse probability by schedule, drawn with its Wilson error bars
+        start = html.index(f'id="user-defined-plot:{keys.FIG_COLLAPSE_PROBABILITY}"')
+        plot = html[start:start + 200_000]
+        assert "main-svg" in plot and "Collapse probability by schedule" in plot
+        assert "errorbar" in plot and "search trials (mean)" in plot
 
         CI_ARTIFACTS.mkdir(exist_ok=True)
         shot = CI_ARTIFACTS / "dashboard-study-page.png"
