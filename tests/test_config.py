@@ -6,10 +6,10 @@ from vae_search.config import (
     STUDIES_DIR,
     ConfigError,
     StudyConfig,
-    config_diff,
     load_config,
     parse_config,
 )
+from vae_search.stored import config_diff
 
 
 def test_shipped_studies_are_valid():
@@ -95,7 +95,8 @@ def test_config_diff_names_changed_keys():
 
 
 def test_a_study_stored_before_new_keys_existed_still_matches_its_defaults():
-    from vae_search.config import StudyConfig, config_diff, with_new_defaults
+    from vae_search.config import StudyConfig
+    from vae_search.stored import config_diff, with_new_defaults
 
     current = StudyConfig().comparable()
     old = {k: dict(v) if isinstance(v, dict) else v for k, v in current.items()}

@@ -139,6 +139,9 @@ def test_confirm_refuses_a_study_with_nothing_to_confirm(tmp_path, capsys):
     assert main(["--storage", url]) == 2
     err = capsys.readouterr().err
     assert "no complete trials to confirm" in err and "Traceback" not in err
+    optuna.create_study(storage=url, study_name="foreign")  # not made by vae_search
+    assert main(["--storage", url, "--study-name", "foreign"]) == 2
+    assert "was not made by vae_search" in capsys.readouterr().err
     assert main(["--storage", f"sqlite:///{tmp_path / 'missing.db'}"]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:

@@ -28,9 +28,7 @@ __all__ = [
     "SearchConfig",
     "StudyConfig",
     "TrainConfig",
-    "config_diff",
     "parse_assignment",
-    "with_new_defaults",
     "load_config",
     "parse_config",
     "resolve_study_path",
@@ -420,36 +418,3 @@ def load_config(study: str | Path) -> StudyConfig:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     raw.setdefault("name", path.stem)
     return parse_config(raw)
-
-
-def with_new_defaults(stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored ``comparable()`` dict with keys added since it was written set to their defaults.
-
-    A study created by an older version then resumes as long as the new keys keep their
-    defaults (which reproduce the old behaviour); a changed value is still a difference.
-    """
-
-    def fill(old: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-        out = dict(old)
-        for key, value in defaults.items():
-            if key not in out:
-                out[key] = value
-            elif isinstance(value, dict) and isinstance(out[key], dict):
-                out[key] = fill(out[key], value)
-        return out
-
-    return fill(stored, StudyConfig().comparable())
-
-
-def config_diff(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """Human-readable differences between two ``comparable()`` dicts (``key: old -> new``)."""
-    diffs: list[str] = []
-    for key in sorted(set(stored) | set(current)):
-        a, b = stored.get(key, "<missing>"), current.get(key, "<missing>")
-        name = f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs.extend(config_diff(a, b, f"{name}."))
-        elif a != b:
-            diffs.append(f"{name}: {json.dumps(a)} -> {json.dumps(b)}")
-    return diffs
-

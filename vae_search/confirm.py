@@ -33,12 +33,13 @@ from typing import TYPE_CHECKING, Any
 from vae_search import keys
 from vae_search.budget import FAIL_SURPLUS, BudgetReached
 from vae_search.cli import EXIT_FAULT, EXIT_INTERRUPTED, EXIT_USAGE, ConfirmOptions
-from vae_search.config import ConfigError, SearchConfig, StudyConfig, parse_config
+from vae_search.config import ConfigError, SearchConfig, StudyConfig
 from vae_search.report.confirmation import confirmation_rows, confirmation_table
 from vae_search.report.findings import text_table
 from vae_search.report.rows import elbo_value, is_confirmation, trial_rows
 from vae_search.space import ANNEALTIME, CYCLES, KLSTART, RATIO, SCHEDULE
 from vae_search.storage import StorageError, load_study
+from vae_search.stored import stored_config
 
 if TYPE_CHECKING:
     import optuna
@@ -55,7 +56,7 @@ Planned = tuple[int | str, dict[str, Any]]  # (the ``confirms`` value, fixed par
 
 
 class ConfirmError(RuntimeError):
-    """Nothing to confirm (no complete trials), or not a vae_search study."""
+    """Nothing to confirm: the study has no complete trial yet."""
 
 
 def reference_params(best: dict[str, Any], space: SearchConfig) -> dict[str, dict[str, Any]]:
@@ -139,16 +140,6 @@ class ConfirmGate:
             raise BudgetReached(FAIL_NO_RUN)
 
 
-def _stored_config(study: optuna.Study) -> StudyConfig:
-    from vae_search.config import with_new_defaults
-
-    raw = study.user_attrs.get(keys.STUDY_ATTR_CONFIG)
-    if not isinstance(raw, dict):
-        raise ConfirmError(f"study {study.study_name!r} was not made by vae_search "
-                           "(no stored configuration)")
-    return parse_config(with_new_defaults(raw))
-
-
 def _child_command(options: ConfirmOptions, name: str, index: int, threads: int) -> list[str]:
     argv = [sys.executable, "-m", "vae_search.confirm", "--join", "--quiet", "--study-name",
             name, "--worker-index", str(index), "--threads", str(threads)]
@@ -197,7 +188,7 @@ def confirm(options: ConfirmOptions, signals: Any) -> int:
     from vae_search.report.rows import StateCounts
 
     study = load_study(options.storage, options.study_name)
-    config = _stored_config(study)
+    config = stored_config(study)
     if not options.join:
         planned = plan(study, config, options.top, references=not options.no_references)
         added = enqueue(study, planned, options.seeds)

@@ -98,21 +98,19 @@ def export_trial(study: optuna.Study, which: str, out: str | Path) -> Exported:
         ExportError: no such finished trial, or the re-trained ELBO is off by more than
             :data:`ELBO_TOLERANCE`.
     """
-    from vae_search.config import ConfigError, parse_config, with_new_defaults
+    from vae_search.config import ConfigError
     from vae_search.data import load_dataset
     from vae_search.objective import Objective
     from vae_search.space import params_from_mapping
+    from vae_search.stored import stored_config
 
     out = Path(out)
     if out.suffix != ".keras":
         raise ExportError(f"--out: Keras saves to a .keras file, got {out}")
-    stored = study.user_attrs.get(keys.STUDY_ATTR_CONFIG)
-    if not isinstance(stored, dict):
-        raise ExportError(f"study {study.study_name!r} was not made by vae_search")
     try:
-        config = parse_config(with_new_defaults(stored))
+        config = stored_config(study)
     except ConfigError as exc:
-        raise ExportError(f"the study's stored configuration is not valid here: {exc}") from None
+        raise ExportError(str(exc)) from None
     trial = _pick(study, which)
     params = params_from_mapping(trial.params, config.search, config.train.epochs, config.model)
     seed = int(trial.user_attrs[keys.ATTR_SEED])

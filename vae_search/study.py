@@ -10,8 +10,9 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 
 from vae_search import __version__, keys
-from vae_search.config import StudyConfig, config_diff, with_new_defaults
+from vae_search.config import StudyConfig
 from vae_search.pruning import make_pruner
+from vae_search.stored import config_diff, with_new_defaults
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
