@@ -10,7 +10,14 @@ from optuna.trial import TrialState
 
 from tests.conftest import stored_figures, tiny_config
 from vae_search import keys
-from vae_search.confirm import REFERENCES, ConfirmGate, main, plan, reference_params
+from vae_search.confirm import (
+    REFERENCES,
+    ConfirmError,
+    ConfirmGate,
+    main,
+    plan,
+    reference_params,
+)
 from vae_search.report import findings_text, report_html, trial_rows
 from vae_search.report.confirmation import (
     collapse_probability_figure,
@@ -152,16 +159,23 @@ def test_confirm_refuses_a_study_with_nothing_to_confirm(tmp_path, capsys):
 def test_plan_takes_the_best_non_collapsed_trials(tmp_path):
     config = tiny_config()
     study = open_study(config, f"sqlite:///{tmp_path / 'p.db'}")
-    for value, collapsed in ((-50.0, False), (-40.0, True), (-45.0, False)):
-        t = study.ask({"klstart": optuna.distributions.IntDistribution(0, 3),
-                       "annealtime": optuna.distributions.IntDistribution(0, 3),
-                       "latent_dim": optuna.distributions.CategoricalDistribution([2, 4])})
-        t.set_user_attr(keys.ATTR_COLLAPSED, collapsed)
-        study.tell(t, value)
+    dists = {"klstart": optuna.distributions.IntDistribution(0, 3),
+             "annealtime": optuna.distributions.IntDistribution(0, 3),
+             "latent_dim": optuna.distributions.CategoricalDistribution([2, 4])}
+    for value, collapsed, latent in ((-50.0, False, 2), (-40.0, True, 4), (-45.0, False, 2)):
+        study.add_trial(optuna.trial.create_trial(
+            value=value, params={"klstart": 1, "annealtime": 1, "latent_dim": latent},
+            distributions=dists, user_attrs={keys.ATTR_COLLAPSED: collapsed}))
     planned = plan(study, config, top=5)
     assert [label for label, _ in planned] == [2, 0, *REFERENCES]  # -45 then -50; collapsed out
     assert all(p["latent_dim"] == study.trials[2].params["latent_dim"]
                for label, p in planned if label in REFERENCES)
+    # --like N: the references on trial N's parameters, named apart from the best's
+    liked = plan(study, config, top=0, like=1)
+    assert [label for label, _ in liked] == [f"{r} like #1" for r in REFERENCES]
+    assert all(p["latent_dim"] == 4 for _, p in liked)
+    with pytest.raises(ConfirmError):
+        plan(study, config, top=0, like=99)
 
 
 @pytest.mark.slow

@@ -321,6 +321,9 @@ def build_confirm_parser(prog: str = "python -m vae_search.confirm") -> argparse
                         f"ones (default {DEFAULT_CONFIRM_SEEDS})")
     parser.add_argument("--no-references", action="store_true",
                         help="repeat only the best trials, not the reference schedules")
+    parser.add_argument("--like", type=_nonneg_int, default=None, metavar="N",
+                        help="the references take trial N's other parameters (latent dim, "
+                        "reduction, ...) instead of the best trial's")
     parser.add_argument("--join", action="store_true",
                         help="plan nothing: only run the queued confirmation runs (more "
                         "machines join a confirm this way)")
@@ -346,6 +349,7 @@ class ConfirmOptions:
     top: int = DEFAULT_CONFIRM_TOP
     seeds: int = DEFAULT_CONFIRM_SEEDS
     no_references: bool = False
+    like: int | None = None  # the references take this trial's other parameters
     join: bool = False
     workers: int = DEFAULT_WORKERS
     threads: int | None = None

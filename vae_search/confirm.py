@@ -4,7 +4,8 @@ of the schedule, or of one seed?
 Collapse is a per-seed outcome. ``confirm`` re-trains, each with ``--seeds`` new seeds:
 
 * the ``--top`` best complete, non-collapsed trials of the search (their exact parameters);
-* three reference schedules on the best trial's other parameters: ``no-warmup``
+* three reference schedules on the best trial's other parameters (or trial ``--like N``'s):
+  ``no-warmup``
   (``klstart = annealtime = 0``), ``middle`` (the middle of the search box) and ``longest``
   (the longest warm-up of the box).
 
@@ -76,12 +77,13 @@ def reference_params(best: dict[str, Any], space: SearchConfig) -> dict[str, dic
 
 
 def plan(study: optuna.Study, config: StudyConfig, top: int, *,
-         references: bool = True) -> list[Planned]:
+         references: bool = True, like: int | None = None) -> list[Planned]:
     """The schedules to confirm: the ``top`` best complete, non-collapsed search trials, then
-    the references (on the best non-collapsed trial's parameters, else the best trial's).
+    the references, on the parameters of trial ``like`` if given (named ``"no-warmup like #N"``
+    and so on), else of the best non-collapsed trial (else the best trial).
 
     Raises:
-        ConfirmError: the study has no complete search trial yet.
+        ConfirmError: the study has no complete search trial yet, or no trial ``like``.
     """
     from optuna.trial import TrialState
 
@@ -94,8 +96,16 @@ def plan(study: optuna.Study, config: StudyConfig, top: int, *,
     healthy = [t for t in ranked if t.user_attrs.get(keys.ATTR_COLLAPSED) is False]
     planned: list[Planned] = [(t.number, dict(t.params)) for t in healthy[:top]]
     if references and "linear" in config.search.schedule:
-        best = (healthy or ranked)[0]
-        planned += list(reference_params(dict(best.params), config.search).items())
+        base, suffix = (healthy or ranked)[0], ""
+        if like is not None:
+            found = [t for t in study.get_trials(deepcopy=False)
+                     if t.number == like and t.params and not is_confirmation(t)]
+            if not found:
+                raise ConfirmError(f"--like {like}: study {study.study_name!r} has no search "
+                                   "trial with that number and parameters")
+            base, suffix = found[0], f" like #{like}"
+        planned += [(name + suffix, params) for name, params
+                    in reference_params(dict(base.params), config.search).items()]
     return planned
 
 
@@ -190,7 +200,8 @@ def confirm(options: ConfirmOptions, signals: Any) -> int:
     study = load_study(options.storage, options.study_name)
     config = stored_config(study)
     if not options.join:
-        planned = plan(study, config, options.top, references=not options.no_references)
+        planned = plan(study, config, options.top, references=not options.no_references,
+                       like=options.like)
         added = enqueue(study, planned, options.seeds)
         if not options.quiet:
             names = ", ".join(f"#{p}" if isinstance(p, int) else p for p, _ in planned)
