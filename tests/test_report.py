@@ -365,3 +365,21 @@ def test_runner_refreshes_figures_and_writes_artifacts(tmp_path, tiny_toml, caps
     stored = stored_figures(study)
     assert set(stored) == set(keys.FIG_IDS)
     assert len(list((tmp_path / f"run{ARTIFACT_DIR_SUFFIX}").iterdir())) == 2
+
+
+@pytest.mark.parametrize(("script", "args", "expect"), [
+    ("collapse_onset.py", ["--study-name", "mixed"], "mean: 2 complete trials"),
+    ("constraint_effect.py", ["--with", "mixed", "--without", "mixed"],
+     "best non-collapsed ELBO -25.000"),
+])
+def test_findings_scripts_read_a_study(mixed, tmp_path, script, args, expect):
+    """The scripts behind the README's Findings still run against the current package."""
+    from tests.conftest import REPO, subprocess_env
+
+    proc = subprocess.run(
+        [sys.executable, f"{REPO}/docs/findings/{script}", "--storage",
+         f"sqlite:///{tmp_path / 's.db'}", *args],
+        capture_output=True, text=True, env=subprocess_env(), timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert expect in proc.stdout

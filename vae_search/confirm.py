@@ -24,7 +24,6 @@ planning command once).
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from collections import Counter
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from vae_search import keys
 from vae_search.budget import FAIL_SURPLUS, BudgetReached
-from vae_search.cli import EXIT_FAULT, EXIT_INTERRUPTED, EXIT_USAGE, ConfirmOptions
+from vae_search.cli import ConfirmOptions
 from vae_search.config import ConfigError, SearchConfig, StudyConfig
 from vae_search.report.confirmation import confirmation_rows, confirmation_table
 from vae_search.report.findings import text_table
@@ -177,7 +176,7 @@ def _work(options: ConfirmOptions, study: optuna.Study, config: StudyConfig, tot
             study,
         )
         if received:
-            from vae_search.worker import Interrupted
+            from vae_search.signals import Interrupted
 
             raise Interrupted(received)
         return
@@ -232,32 +231,13 @@ def confirm(options: ConfirmOptions, signals: Any) -> int:
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the command; returns the exit status (0, 1 database lost, 2 bad input, 130/143)."""
     from vae_search.data import DataError
-    from vae_search.worker import DatabaseLost, Interrupted, SignalState
+    from vae_search.signals import run_command
 
     options = ConfirmOptions.parse(argv, prog=prog or "python -m vae_search.confirm")
-    label = prog or "vae_search.confirm"
-    signals = SignalState()
-    saved = signals.install()
-    try:
-        return confirm(options, signals)
-    except KeyboardInterrupt as exc:
-        if options.worker_index is None:
-            print("interrupted: finished runs are kept; re-run the same command to resume",
-                  file=sys.stderr)
-        return exc.exit_code if isinstance(exc, Interrupted) else EXIT_INTERRUPTED
-    except (ConfigError, ConfirmError, DataError, StorageError) as exc:
-        if options.debug:
-            raise
-        print(f"{label}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except DatabaseLost as exc:
-        if options.debug:
-            raise
-        print(f"{label}: error: {exc}", file=sys.stderr)
-        return EXIT_FAULT
-    finally:
-        for sig, previous in saved.items():
-            signal.signal(sig, previous)
+    return run_command(lambda signals: confirm(options, signals),
+                       label=prog or "vae_search.confirm", debug=options.debug,
+                       quiet_interrupt=options.worker_index is not None,
+                       usage_errors=(ConfigError, ConfirmError, DataError, StorageError))
 
 
 if __name__ == "__main__":

@@ -13,13 +13,11 @@ become one line and an exit status (:mod:`vae_search.cli`).
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from vae_search.cli import (
-    EXIT_FAULT,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     EXIT_USAGE,
@@ -30,13 +28,13 @@ from vae_search.cli import build_run_parser as build_parser
 from vae_search.config import ConfigError, StudyConfig, load_config, parse_assignment
 from vae_search.pool import run_pool
 from vae_search.report import summary_table
+from vae_search.signals import run_command
 from vae_search.storage import StorageError
 from vae_search.worker import (
     FAIL_INTERRUPTED,
     FAIL_SURPLUS,
     BudgetGate,
     BudgetReached,
-    DatabaseLost,
     Interrupted,
     SignalState,
     open_worker_study,
@@ -84,31 +82,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     from vae_search.data import DataError
     from vae_search.study import StudyMismatch
 
-    signals = SignalState()
-    saved = signals.install()
-    try:
+    def body(signals: SignalState) -> int:
         config = resolve_config(options)
         if options.workers > 1:
             return run_pool(options, config)
         return run_worker(options, config, signals)
-    except KeyboardInterrupt as exc:
-        if not options.child:
-            print("interrupted: finished trials are kept; re-run the same command to resume",
-                  file=sys.stderr)
-        return exc.exit_code if isinstance(exc, Interrupted) else EXIT_INTERRUPTED
-    except (ConfigError, DataError, StorageError, StudyMismatch) as exc:
-        if options.debug:
-            raise
-        print(f"vae_search: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except DatabaseLost as exc:
-        if options.debug:
-            raise
-        print(f"vae_search: error: {exc}", file=sys.stderr)
-        return EXIT_FAULT
-    finally:
-        for sig, previous in saved.items():  # main() may run inside another program (tests)
-            signal.signal(sig, previous)
+
+    return run_command(body, label="vae_search", debug=options.debug,
+                       quiet_interrupt=options.child,
+                       usage_errors=(ConfigError, DataError, StorageError, StudyMismatch))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -26,6 +25,7 @@ from vae_search.budget import FAIL_SURPLUS, BudgetGate, BudgetReached
 from vae_search.cli import RunOptions
 from vae_search.config import StudyConfig
 from vae_search.report.rows import StateCounts
+from vae_search.signals import DatabaseLost, Interrupted, SignalState
 from vae_search.storage import (
     error_reason,
     is_storage_fault,
@@ -61,75 +61,6 @@ FAIL_INTERRUPTED = "interrupted"  # fail_reason of a trial stopped by SIGINT/SIG
 MAX_CONSECUTIVE_FAILURES = 10  # a worker stops when this many trials in a row fail
 
 Value = float | tuple[float, float]  # the ELBO, or (ELBO, I(x;z)) in a pareto study
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; carries the exit status (128 + signal number)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-        self.exit_code = 128 + signum
-
-
-class DatabaseLost(RuntimeError):
-    """The database kept failing mid-run; finished trials are committed, the run can resume."""
-
-
-class SignalState:
-    """SIGINT and SIGTERM as :class:`Interrupted`, raised now or held for a safe point.
-
-    The exception unwinds the running trial like Ctrl-C does (Optuna marks it FAIL; the worker
-    records ``fail_reason = "interrupted"``) instead of the default SIGTERM action, which would
-    leave the trial RUNNING until its heartbeat goes stale. While Optuna stores a trial's result
-    (``deferred``) or TensorFlow runs (``training``) the signal is held and raised at the next
-    safe point, so a finished trial is never half-written. A second signal exits at once with
-    the same status.
-    """
-
-    def __init__(self) -> None:
-        self.fired: int | None = None
-        self.deferred = False  # True while Optuna records a finished trial (must not be torn)
-        self.training = False  # True while the objective runs TensorFlow code
-        self.pending: int | None = None
-
-    def install(self) -> dict[int, Any]:
-        """Handle SIGINT and SIGTERM (main thread); returns the previous handlers."""
-        saved: dict[int, Any] = {
-            sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        for sig in saved:
-            signal.signal(sig, self.handler)
-        return saved
-
-    def handler(self, signum: int, frame: Any) -> None:
-        if self.fired is not None:  # a second signal during the clean-up: leave now
-            os._exit(128 + self.fired)
-        self.fired = signum
-        if self.deferred or self.training:
-            # An exception raised from a signal handler inside TensorFlow's tracing or C++
-            # calls can surface as a SystemError; hold it for the next epoch boundary instead.
-            self.pending = signum
-            return
-        raise Interrupted(signum)
-
-    def raise_pending(self) -> None:
-        """Raise the signal that arrived while it was held, if any."""
-        if self.pending is not None:
-            signum, self.pending = self.pending, None
-            raise Interrupted(signum)
-
-    def at_epoch_end(self, trial: Any, epoch: int, record: Any) -> None:
-        """``Objective(on_epoch=...)``: a safe point to raise a signal held during training."""
-        self.raise_pending()
-
-    def defer(self) -> None:
-        self.deferred = True
-
-    def resume(self) -> None:
-        """Stop deferring; raise the signal that arrived meanwhile, if any."""
-        self.deferred = False
-        self.raise_pending()
 
 
 class Gate(Protocol):
