@@ -44,3 +44,33 @@ def test_pareto_study_runs_end_to_end(tmp_path, tiny_toml, capsys):
     with pytest.raises(StudyMismatch):
         open_study(tiny_config(train={"epochs": 4},
                                search={"klstart": [0, 2], "annealtime": [0, 2]}), url)
+
+
+def test_pareto_iwae_baseline_and_confirm_on_postgresql(pg_url, tiny_toml, capsys):
+    """The findings' attrs on a real PostgreSQL server: a two-objective study stores the IWAE
+    bound per trial and the decoder-only NLL per study, and confirm runs on it."""
+    import uuid
+
+    from vae_search.confirm import main as confirm_main
+
+    name = f"pareto-{uuid.uuid4().hex[:8]}"
+    toml = tiny_toml(train={"epochs": 3}, search={"klstart": [0, 1], "annealtime": [0, 1],
+                                                  "objective": "pareto"})
+    assert main(["--study", str(toml), "--storage", pg_url, "--study-name", name,
+                 "--trials", "2", "--quiet"]) == 0
+    assert confirm_main(["--storage", pg_url, "--study-name", name, "--top", "1",
+                         "--seeds", "1", "--no-references", "--quiet"]) == 0
+    study = optuna.load_study(study_name=name, storage=pg_url)
+    try:
+        assert len(study.directions) == 2
+        assert study.user_attrs[keys.STUDY_ATTR_DECODER_ONLY_NLL] > 0
+        done = study.get_trials(states=(TrialState.COMPLETE,))
+        for t in done:
+            assert t.user_attrs[keys.ATTR_IWAE] >= t.values[0] - 0.3
+        runs = [t for t in done if keys.ATTR_CONFIRMS in t.user_attrs]
+        healthy = [t for t in done if keys.ATTR_CONFIRMS not in t.user_attrs
+                   and t.user_attrs[keys.ATTR_COLLAPSED] is False]
+        assert len(runs) == min(1, len(healthy))
+        assert len(study.user_attrs[keys.STUDY_ATTR_CONFIRMATION]) == len(runs)
+    finally:
+        optuna.delete_study(study_name=name, storage=pg_url)
