@@ -216,12 +216,13 @@ def test_findings_count_collapse_by_reduction_and_region(mixed):
     f = report.findings(mixed)
     assert f.counts == {"complete": 4, "pruned": 1, "fail": 1, "diagnosed": 5, "collapsed": 2}
     by_red = {row[0]: row for row in f.by_reduction[1]}
-    assert by_red["sum"][1:4] == ("2", "0", "0%")
-    assert by_red["mean"][1:4] == ("3", "2", "67%")
+    assert by_red["sum"][1:4] == ("2", "0", "0% [0%, 66%]")  # 95% Wilson interval
+    assert by_red["mean"][1:4] == ("3", "2", "67% [21%, 94%]")
     regions = {(r[0], r[1]): r[2:5] for r in f.by_region[1]}
-    assert regions[("sum", report.WARMUP_BINS[0][2])] == ("1", "0", "0%")  # klstart=0, step
-    assert regions[("mean", report.WARMUP_BINS[0][2])] == ("1", "1", "100%")  # pruned #4
-    assert regions[("mean", report.WARMUP_BINS[1][2])] == ("2", "1", "50%")  # full beta 2, 5
+    none, short = report.WARMUP_BINS[0][2], report.WARMUP_BINS[1][2]
+    assert regions[("sum", none)] == ("1", "0", "0% [0%, 79%]")  # klstart=0, step
+    assert regions[("mean", none)] == ("1", "1", "100% [21%, 100%]")  # pruned #4
+    assert regions[("mean", short)] == ("2", "1", "50% [9%, 91%]")  # full beta 2, 5
     assert [row[0] for row in f.best[1]] == ["0", "1", "3", "2"]
     text = report.findings_text(mixed)
     assert "collapse rate by reduction mode" in text and "67%" in text

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vae_search.baseline import stored_baseline
-from vae_search.report.confirmation import confirmation_rows, confirmation_table
+from vae_search.report.confirmation import (
+    confirmation_rows,
+    confirmation_table,
+    wilson_interval,
+)
 from vae_search.report.rows import WARMUP_BINS, StateCounts, TrialRow, best_rows, trial_rows
 
 if TYPE_CHECKING:
@@ -33,7 +37,8 @@ __all__ = [
 BEST_ROWS = 10  # rows of the best-trials table
 BEST_HEADER = ("trial", "klstart", "annealtime", "latent", "reduction", "val ELBO", "IWAE",
                "gap to decoder-only", "active", "KL", "I(x;z)", "collapsed")
-RATE_COLUMNS = ("trials", "collapsed", "rate", "median active", "median I(x;z)", "best ELBO")
+RATE_COLUMNS = ("trials", "collapsed", "rate [95% CI]", "median active", "median I(x;z)",
+                "best ELBO")
 
 Table = tuple[tuple[str, ...], list[tuple[str, ...]]]  # (header, rows), all strings
 
@@ -76,7 +81,9 @@ def _rate_row(label: tuple[str, ...], sel: Sequence[TrialRow]) -> tuple[str, ...
     n = len(sel)
     collapsed = sum(1 for r in sel if r.collapsed)
     values = [r.value for r in sel if r.value is not None]
-    return (*label, str(n), str(collapsed), f"{collapsed / n:.0%}" if n else "-",
+    low, high = wilson_interval(collapsed, n)
+    return (*label, str(n), str(collapsed),
+            f"{collapsed / n:.0%} [{low:.0%}, {high:.0%}]" if n else "-",
             f"{statistics.median(r.active_units or 0 for r in sel):g}" if n else "-",
             f"{statistics.median(r.mutual_info or 0.0 for r in sel):.2f}" if n else "-",
             f"{max(values):.2f}" if values else "-")
