@@ -40,7 +40,7 @@ LARGE_FEATURES = 784
 LARGE_SAMPLES_QUICK = 3_000
 RSS_TRIALS = (10, 100)  # peak RSS of one worker after this many trials
 RSS_TRIALS_QUICK = (2, 4)
-RSS_EPOCHS = 10  # epochs per trial in the RSS / storage run (train.epochs override)
+RSS_EPOCHS = 0  # epochs per trial in the RSS / storage run (0 = the study's own)
 RSS_EPOCHS_QUICK = 2
 POSTGRES_TRIALS = 30
 POSTGRES_TRIALS_QUICK = 2
@@ -309,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (a, b) = (sqlite["rss"][str(t)] for t in rss_trials)
     _line("worker RSS", f"after {rss_trials[0]} trials {a[0]:.0f} MiB (peak {a[1]:.0f}), after "
           f"{rss_trials[1]} trials {b[0]:.0f} MiB (peak {b[1]:.0f}); peak growth "
-          f"{(b[1] - a[1]) / a[1]:+.1%} (digits, {epochs} epochs/trial)")
+          f"{(b[1] - a[1]) / a[1]:+.1%} ({sqlite['study']}, "
+          f"{epochs or 'its own'} epochs/trial)")
     _storage_line("storage share SQLite", sqlite)
     if postgres_reachable(args.postgres):
         pg_trials = POSTGRES_TRIALS_QUICK if quick else POSTGRES_TRIALS
@@ -345,11 +346,19 @@ def family_lines(quick: bool) -> None:
 
 
 def _storage_line(label: str, run: dict) -> None:
-    _line(label, f"{run['storage_s'] / run['wall']:.1%} of trial wall time "
-          f"({run['storage_s']:.2f} s in {run['storage_calls']} calls over {run['trials']} trials, "
-          f"{run['wall']:.1f} s; {run['wall'] / run['trials']:.2f} s/trial, "
-          f"{run['pruned']} pruned); most: " + ", ".join(
-              f"{name} {seconds / run['wall']:.1%}" for name, seconds in run["storage_top"]))
+    """The hot-path storage share (calls on the training thread), then one line per method:
+    its share, calls per trial, and the time it spent off the training thread."""
+    wall, trials = run["wall"], run["trials"]
+    _line(label, f"{run['storage_s'] / wall:.1%} of trial wall time on the training thread "
+          f"({run['storage_s']:.2f} s in {run['storage_calls']} calls over {trials} trials of "
+          f"{run['study']}, {run['epochs']} epochs, {wall:.1f} s; {wall / trials:.2f} s/trial, "
+          f"{run['pruned']} pruned); off it (report writer, heartbeats) "
+          f"{run['storage_background_s']:.2f} s")
+    for name, hot, calls, background in run["storage_methods"]:
+        if hot + background < 0.001 * wall:
+            continue
+        _line("", f"  {name:<32} {hot / wall:6.2%}  {calls / trials:5.1f} calls/trial"
+              + (f"  (+{background:.2f} s off the training thread)" if background else ""))
 
 
 if __name__ == "__main__":
