@@ -30,7 +30,7 @@ from typing import Any
 from vae_search.bench_worker import help_startup, postgres_reachable, spawn_worker, worker_run
 from vae_search.cli import OneLineParser
 
-__all__ = ["dense_train_flops", "main"]
+__all__ = ["dense_train_flops", "device_summary", "main"]
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MATMUL_SIZE = 4096  # the GFLOP/s reference: an n x n by n x n float32 product
@@ -104,6 +104,19 @@ def matmul_gflops(size: int, repeats: int = 5) -> float:
         product(a, b).numpy()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
+
+
+def device_summary() -> str:
+    """Where TensorFlow runs here: the GPUs it sees (the ``[gpu]`` extra), else the CPU."""
+    from vae_search._tf import tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    cuda = "CUDA build" if tf.test.is_built_with_cuda() else "CPU-only build"
+    if gpus:
+        names = ", ".join(d.name for d in gpus)
+        return f"GPU ({names}; TensorFlow {tf.__version__}, {cuda})"
+    cpus = ", ".join(d.name for d in tf.config.list_physical_devices("CPU"))
+    return f"CPU ({cpus}; no GPU visible; TensorFlow {tf.__version__}, {cuda})"
 
 
 # -- the two recipes ----------------------------------------------------------------------
@@ -260,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{1 if quick else 3})")
 
     from vae_search._tf import tf  # after --help timing: this process's own start-up
+
+    _line("device", device_summary())
     from vae_search.config import load_config
     from vae_search.data import load_dataset, make_synthetic
 
@@ -343,6 +358,31 @@ def family_lines(quick: bool) -> None:
               f"{ours['epoch'] * 1e3:.1f} ms/epoch: {base['epoch'] / ours['epoch']:.2f}x "
               f"({study}: {data.x_train.shape[0]} x {data.n_features} train, latent {latent}, "
               f"{epochs} epochs; ELBO {base['elbo']:.2f} vs {ours['elbo']:.2f})")
+        if family == "gru":
+            _line("family gru: unroll", gru_unroll(case, data, 2 if quick else 5))
+
+
+def gru_unroll(case: Case, data: Any, repeats: int) -> str:
+    """The GRU trial epoch (train + validation + active units) with the recurrence unrolled and
+    as a loop, alternated in one process."""
+    import dataclasses
+
+    from vae_search._tf import tf
+    from vae_search.models import get_trainer
+
+    xt, xv = tf.constant(data.x_train), tf.constant(data.x_val)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeats):
+        for unroll in (True, False):
+            trainer = get_trainer(dataclasses.replace(case.spec, unroll=unroll))
+            trainer.reset(0)
+            trainer.run_epoch(xt, xv, beta=1.0)  # the first call traces
+            start = time.perf_counter()
+            trainer.run_epoch(xt, xv, beta=1.0)
+            times[unroll].append(time.perf_counter() - start)
+    on, off = (statistics.median(times[u]) for u in (True, False))
+    return (f"unrolled {on * 1e3:.1f} ms/trial epoch, loop {off * 1e3:.1f} ms: unroll "
+            f"{off / on:.2f}x (median of {repeats})")
 
 
 def _storage_line(label: str, run: dict) -> None:
