@@ -153,6 +153,7 @@ def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
     study.optimize(objective, n_trials=max(trials), callbacks=[measure])
     wall = time.perf_counter() - start
     pruned = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.PRUNED)
+    epochs_run = sum(len(t.intermediate_values) for t in study.trials)
     if not url.startswith("sqlite"):
         optuna.delete_study(study_name=name, storage=url)
     return {
@@ -163,7 +164,7 @@ def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
         "storage_calls": timer.calls,
         "storage_methods": sorted(([name, *row] for name, row in timer.by_method.items()),
                                   key=lambda r: -(r[1] + r[3])),
-        "epochs": sum(len(t.intermediate_values) for t in study.trials),
+        "epochs": epochs_run,
         "study": config.name,
         "trials": max(trials),
         "pruned": pruned,
