@@ -1,13 +1,18 @@
 """GRU trial epoch (sequences, latent 8): unrolled vs loop trainer vs Model.fit, alternated.
 Usage: PYTHONPATH=TREE python scripts/perf/gru_epoch.py [unroll,loop,fit]
 """
-import os, sys, time, statistics, dataclasses
+import dataclasses
+import os
+import statistics
+import sys
+import time
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from vae_search.config import load_config
-from vae_search.data import load_dataset
-from vae_search.models import spec_for, get_trainer
 from vae_search import bench
 from vae_search._tf import tf
+from vae_search.config import load_config
+from vae_search.data import load_dataset
+from vae_search.models import get_trainer, spec_for
 
 config = load_config("sequences")
 data = load_dataset(config)

@@ -2,13 +2,17 @@
 latent 8 and 16, two seeds: ELBO, KL, active units, I(x;z).
 Usage: PYTHONPATH=TREE python scripts/perf/gru_regime.py ['model.hidden=[48]' ...]
 """
-import os, sys, time, dataclasses
+import os
+import sys
+import time
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import optuna
+
 from vae_search.config import load_config
 from vae_search.objective import Objective
-from vae_search.space import TrialParams
-import optuna
 from vae_search.space import suggest
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 sets = [s.split("=") for s in sys.argv[1:]]
 config = load_config("sequences")

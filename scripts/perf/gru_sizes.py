@@ -1,12 +1,17 @@
 """Fused GRU trial epoch for several sizes of the sequences study, alternated in one process.
 Usage: PYTHONPATH=TREE python scripts/perf/gru_sizes.py (edit `variants`)
 """
-import os, sys, time, statistics, dataclasses
+import dataclasses
+import os
+import statistics
+import time
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from vae_search._tf import tf
 from vae_search.config import load_config
 from vae_search.data import load_dataset
-from vae_search.models import spec_for, get_trainer
-from vae_search._tf import tf
+from vae_search.models import get_trainer, spec_for
+
 config = load_config("sequences")
 data = load_dataset(config)
 xt, xv = tf.constant(data.x_train), tf.constant(data.x_val)

@@ -3,18 +3,24 @@ N URL LABEL``. Run it with PYTHONPATH on two trees (before / after) back to back
 same seed gives the same trials (same pruned count and epochs). Prints hot (training-thread)
 storage seconds, background seconds, and per method (seconds, or [hot s, calls, background s]).
 """
-import os, sys, time, warnings
+import os
+import sys
+import time
+import warnings
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import optuna
 from optuna.exceptions import ExperimentalWarning
+
 warnings.filterwarnings("ignore", category=ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+from vae_search import objective as om
 from vae_search._optuna import study_storage
 from vae_search.bench_worker import StorageTimer
 from vae_search.config import load_config
-from vae_search import objective as om
 from vae_search.storage import make_storage
 from vae_search.study import open_study
+
 n = int(sys.argv[1]); url = sys.argv[2]
 config = load_config("seed_mse")
 study = open_study(config, make_storage(url, run=config.run), study_name=f"s{time.time_ns()}")

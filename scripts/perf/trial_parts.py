@@ -1,13 +1,17 @@
 """Per-trial costs of a study's trial (latent 8): start, first (tracing) epoch, epoch, diagnostics,
 IWAE, the artifact. Usage: PYTHONPATH=TREE python scripts/perf/trial_parts.py [STUDY]
 """
-import os, time, sys
+import os
+import sys
+import time
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import optuna
+
+from vae_search.artifacts import ReconstructionArtifacts
 from vae_search.config import load_config
 from vae_search.objective import Objective
-from vae_search.space import TrialParams
-from vae_search.artifacts import ReconstructionArtifacts
-import optuna
+
 config = load_config(sys.argv[1] if len(sys.argv) > 1 else "sequences")
 obj = Objective(config)
 print("load", os.getloadavg())
