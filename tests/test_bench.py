@@ -76,12 +76,14 @@ def test_bench_quick_prints_every_measurement():
     for label in (
         "load average (1/5/15 min)",
         "run --help start-up",
+        "device",
         "matmul reference",
         "digits: baseline Model.fit",
         "digits: trainer",
         "digits: speed-up",
         "family made",
         "family gru",
+        "family gru: unroll",
         "synthetic: baseline Model.fit",
         "synthetic: trainer",
         "synthetic: speed-up",
@@ -97,3 +99,7 @@ def test_bench_quick_prints_every_measurement():
     for family in ("made", "gru"):
         assert "ms/epoch" in lines[f"family {family}"] and "x (" in lines[f"family {family}"]
     assert "% of trial wall time" in lines["storage share SQLite"]
+    assert "CPU (" in lines["device"] or "GPU (" in lines["device"]
+    assert "unroll" in lines["family gru: unroll"]
+    # the storage breakdown: one line per storage method, with its calls per trial
+    assert "calls/trial" in out.stdout and "set_trial_intermediate_value" in out.stdout

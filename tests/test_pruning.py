@@ -84,3 +84,50 @@ def test_naive_pruner_is_plain_and_is_asked_during_warm_up(tmp_path):
         assert trial.state == optuna.trial.TrialState.PRUNED
         assert trial.user_attrs["full_beta_epoch"] == 5
         assert max(trial.intermediate_values) == pruned_at
+
+
+def test_prune_values_answers_what_should_prune_answers():
+    # The objective decides on its own reported values while the report thread stores them.
+    study = _study()
+    _finish_good_trials(study)
+    pruner = study.pruner
+    for values in ([-1000.0] * 8, [-5.0] * 8, [-5.0, -1000.0, -20.0, -10.0, -9.0, -11.0, -30.0]):
+        t = study.ask()
+        t.set_user_attr(ATTR_PRUNE_FROM_EPOCH, 3)
+        for step, value in enumerate(values):
+            t.report(value, step)
+            snapshot = dict(enumerate(values[: step + 1]))
+            assert pruner.prune_values(study, t.number, snapshot, 3) == t.should_prune(), step
+        study.tell(t, values[-1])
+
+
+def test_prune_values_defers_to_should_prune_for_other_pruners():
+    hyperband = AnnealingAwarePruner(optuna.pruners.HyperbandPruner(min_resource=1,
+                                                                    max_resource=10))
+    study = optuna.create_study(direction="maximize", pruner=hyperband)
+    assert hyperband.prune_values(study, 0, {5: -1.0}, 0) is None
+
+
+def test_completed_trials_are_read_once_per_trial_while_fresh(monkeypatch):
+    study = _study()
+    _finish_good_trials(study)
+    reads = []
+    real = study.get_trials
+
+    def counting(*args, **kwargs):
+        reads.append(kwargs.get("states"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study, "get_trials", counting)
+    t = study.ask()
+    t.set_user_attr(ATTR_PRUNE_FROM_EPOCH, 0)
+    for step in range(5):
+        t.report(-10.0, step)
+        t.should_prune()
+    assert len(reads) == 1  # not once per epoch
+    study.tell(t, -10.0)
+    t = study.ask()  # a new trial reads the completed trials again (one more is complete)
+    t.set_user_attr(ATTR_PRUNE_FROM_EPOCH, 0)
+    t.report(-10.0, 0)
+    t.should_prune()
+    assert len(reads) == 2

@@ -30,7 +30,7 @@ from typing import Any
 from vae_search.bench_worker import help_startup, postgres_reachable, spawn_worker, worker_run
 from vae_search.cli import OneLineParser
 
-__all__ = ["dense_train_flops", "main"]
+__all__ = ["dense_train_flops", "device_summary", "main"]
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MATMUL_SIZE = 4096  # the GFLOP/s reference: an n x n by n x n float32 product
@@ -40,7 +40,7 @@ LARGE_FEATURES = 784
 LARGE_SAMPLES_QUICK = 3_000
 RSS_TRIALS = (10, 100)  # peak RSS of one worker after this many trials
 RSS_TRIALS_QUICK = (2, 4)
-RSS_EPOCHS = 10  # epochs per trial in the RSS / storage run (train.epochs override)
+RSS_EPOCHS = 0  # epochs per trial in the RSS / storage run (0 = the study's own)
 RSS_EPOCHS_QUICK = 2
 POSTGRES_TRIALS = 30
 POSTGRES_TRIALS_QUICK = 2
@@ -104,6 +104,19 @@ def matmul_gflops(size: int, repeats: int = 5) -> float:
         product(a, b).numpy()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
+
+
+def device_summary() -> str:
+    """Where TensorFlow runs here: the GPUs it sees (the ``[gpu]`` extra), else the CPU."""
+    from vae_search._tf import tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    cuda = "CUDA build" if tf.test.is_built_with_cuda() else "CPU-only build"
+    if gpus:
+        names = ", ".join(d.name for d in gpus)
+        return f"GPU ({names}; TensorFlow {tf.__version__}, {cuda})"
+    cpus = ", ".join(d.name for d in tf.config.list_physical_devices("CPU"))
+    return f"CPU ({cpus}; no GPU visible; TensorFlow {tf.__version__}, {cuda})"
 
 
 # -- the two recipes ----------------------------------------------------------------------
@@ -260,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{1 if quick else 3})")
 
     from vae_search._tf import tf  # after --help timing: this process's own start-up
+
+    _line("device", device_summary())
     from vae_search.config import load_config
     from vae_search.data import load_dataset, make_synthetic
 
@@ -309,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (a, b) = (sqlite["rss"][str(t)] for t in rss_trials)
     _line("worker RSS", f"after {rss_trials[0]} trials {a[0]:.0f} MiB (peak {a[1]:.0f}), after "
           f"{rss_trials[1]} trials {b[0]:.0f} MiB (peak {b[1]:.0f}); peak growth "
-          f"{(b[1] - a[1]) / a[1]:+.1%} (digits, {epochs} epochs/trial)")
+          f"{(b[1] - a[1]) / a[1]:+.1%} ({sqlite['study']}, "
+          f"{epochs or 'its own'} epochs/trial)")
     _storage_line("storage share SQLite", sqlite)
     if postgres_reachable(args.postgres):
         pg_trials = POSTGRES_TRIALS_QUICK if quick else POSTGRES_TRIALS
@@ -342,14 +358,48 @@ def family_lines(quick: bool) -> None:
               f"{ours['epoch'] * 1e3:.1f} ms/epoch: {base['epoch'] / ours['epoch']:.2f}x "
               f"({study}: {data.x_train.shape[0]} x {data.n_features} train, latent {latent}, "
               f"{epochs} epochs; ELBO {base['elbo']:.2f} vs {ours['elbo']:.2f})")
+        if family == "gru":
+            _line("family gru: unroll", gru_unroll(case, data, 2 if quick else 5))
+
+
+def gru_unroll(case: Case, data: Any, repeats: int) -> str:
+    """The GRU trial epoch (train + validation + active units) with the recurrence unrolled and
+    as a loop, alternated in one process."""
+    import dataclasses
+
+    from vae_search._tf import tf
+    from vae_search.models import get_trainer
+
+    xt, xv = tf.constant(data.x_train), tf.constant(data.x_val)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeats):
+        for unroll in (True, False):
+            trainer = get_trainer(dataclasses.replace(case.spec, unroll=unroll))
+            trainer.reset(0)
+            trainer.run_epoch(xt, xv, beta=1.0)  # the first call traces
+            for _ in range(3):  # single calls: a burst of other jobs hits one call, not all
+                start = time.perf_counter()
+                trainer.run_epoch(xt, xv, beta=1.0)
+                times[unroll].append(time.perf_counter() - start)
+    on, off = (statistics.median(times[u]) for u in (True, False))
+    return (f"unrolled {on * 1e3:.1f} ms/trial epoch, loop {off * 1e3:.1f} ms: unroll "
+            f"{off / on:.2f}x (median of {3 * repeats} calls each, alternated)")
 
 
 def _storage_line(label: str, run: dict) -> None:
-    _line(label, f"{run['storage_s'] / run['wall']:.1%} of trial wall time "
-          f"({run['storage_s']:.2f} s in {run['storage_calls']} calls over {run['trials']} trials, "
-          f"{run['wall']:.1f} s; {run['wall'] / run['trials']:.2f} s/trial, "
-          f"{run['pruned']} pruned); most: " + ", ".join(
-              f"{name} {seconds / run['wall']:.1%}" for name, seconds in run["storage_top"]))
+    """The hot-path storage share (calls on the training thread), then one line per method:
+    its share, calls per trial, and the time it spent off the training thread."""
+    wall, trials = run["wall"], run["trials"]
+    _line(label, f"{run['storage_s'] / wall:.1%} of trial wall time on the training thread "
+          f"({run['storage_s']:.2f} s in {run['storage_calls']} calls over {trials} trials of "
+          f"{run['study']}, {run['epochs']} epochs, {wall:.1f} s; {wall / trials:.2f} s/trial, "
+          f"{run['pruned']} pruned); off it (report writer, heartbeats) "
+          f"{run['storage_background_s']:.2f} s")
+    for name, hot, calls, background in run["storage_methods"]:
+        if hot + background < 0.001 * wall:
+            continue
+        _line("", f"  {name:<32} {hot / wall:6.2%}  {calls / trials:5.1f} calls/trial"
+              + (f"  (+{background:.2f} s off the training thread)" if background else ""))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,17 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["help_startup", "postgres_reachable", "spawn_worker", "worker_run"]
+__all__ = [
+    "DEFAULT_STUDY", "StorageTimer", "help_startup", "postgres_reachable", "spawn_worker",
+    "worker_run",
+]
+
+DEFAULT_STUDY = "seed_mse"  # the storage share is measured on the default study (cli)
 
 def help_startup(repeats: int = 3) -> float:
     """Best-of-``repeats`` wall time of ``python -m vae_search.run --help``."""
@@ -31,34 +37,57 @@ def help_startup(repeats: int = 3) -> float:
 
 
 class StorageTimer:
-    """Time every outermost public method call on one storage object (instance patching)."""
+    """Time every outermost public method call on one storage object (instance patching).
+
+    Calls made on the thread that created the timer (the training thread) are the hot path
+    (``seconds``); calls from other threads (the report writer, Optuna's heartbeat) overlap
+    training and are counted apart (``background_seconds``). Per method: hot seconds, calls and
+    background seconds.
+    """
 
     def __init__(self, storage: Any) -> None:
         self.seconds = 0.0
+        self.background_seconds = 0.0
         self.calls = 0
-        self.by_method: dict[str, float] = {}
-        self._depth = 0
+        self.by_method: dict[str, list[float]] = {}  # name -> [hot s, calls, background s]
+        self._main = threading.get_ident()
+        self._local = threading.local()  # call depth per thread (outermost calls only)
+        self._lock = threading.Lock()
         for name in dir(type(storage)):
             if name.startswith("_") or not callable(getattr(storage, name, None)):
                 continue
-            setattr(storage, name, self._wrap(name, getattr(storage, name)))
+            setattr(storage, name, self.wrap(name, getattr(storage, name)))
 
-    def _wrap(self, name: str, method: Any) -> Any:
+    def wrap(self, name: str, method: Any) -> Any:
+        """``method`` timed under ``name`` (also for storage writes made outside the object,
+        e.g. the objective's batched user attrs)."""
+
         def timed(*args: Any, **kwargs: Any) -> Any:
-            if self._depth:
+            depth = getattr(self._local, "depth", 0)
+            if depth:
                 return method(*args, **kwargs)
-            self._depth += 1
+            self._local.depth = 1
             start = time.perf_counter()
             try:
                 return method(*args, **kwargs)
             finally:
-                spent = time.perf_counter() - start
-                self.seconds += spent
-                self.by_method[name] = self.by_method.get(name, 0.0) + spent
-                self.calls += 1
-                self._depth -= 1
+                self._add(name, time.perf_counter() - start)
+                self._local.depth = 0
 
         return timed
+
+    def _add(self, name: str, spent: float) -> None:
+        hot = threading.get_ident() == self._main
+        with self._lock:
+            row = self.by_method.setdefault(name, [0.0, 0, 0.0])
+            row[1] += 1
+            self.calls += 1
+            if hot:
+                row[0] += spent
+                self.seconds += spent
+            else:
+                row[2] += spent
+                self.background_seconds += spent
 
 
 def _rss_mb() -> tuple[float, float]:
@@ -77,7 +106,8 @@ def _rss_mb() -> tuple[float, float]:
 
 
 def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
-    """One worker: run ``max(trials)`` trials of the default study, as ``run`` does.
+    """One worker: run ``max(trials)`` trials of the default study (``seed_mse``; its own
+    epochs when ``epochs`` is 0), as ``run`` does.
 
     Returns:
         Peak/current RSS after each count in ``trials``, wall time, storage seconds and calls.
@@ -87,6 +117,7 @@ def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
     import optuna
     from optuna.exceptions import ExperimentalWarning
 
+    from vae_search import objective as objective_module
     from vae_search._optuna import study_storage
     from vae_search.config import load_config
     from vae_search.objective import Objective
@@ -95,10 +126,22 @@ def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config, _ = load_config("digits").with_epochs(epochs)
+    config = load_config(DEFAULT_STUDY)
+    if epochs:
+        config, _ = config.with_epochs(epochs)
     name = f"bench-{os.getpid()}-{time.time_ns()}"
     study = open_study(config, make_storage(url, run=config.run), study_name=name)
     timer = StorageTimer(study_storage(study))
+    # The objective's batched user-attr writes go to the storage's backend directly.
+    objective_module.set_user_attrs = timer.wrap(
+        "set_user_attrs (batched)", objective_module.set_user_attrs)
+    # Waiting for the report thread (before a pruning check, at a trial's end) is storage time
+    # on the training thread too.
+    from vae_search.report_writer import ReportWriter
+
+    ReportWriter.flush = timer.wrap("waiting for the report thread", ReportWriter.flush)  # type: ignore[method-assign]
+    ReportWriter.__exit__ = timer.wrap(  # type: ignore[method-assign]
+        "waiting for the report thread", ReportWriter.__exit__)
     rss: dict[int, tuple[float, float]] = {}
 
     def measure(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -110,14 +153,19 @@ def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
     study.optimize(objective, n_trials=max(trials), callbacks=[measure])
     wall = time.perf_counter() - start
     pruned = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.PRUNED)
+    epochs_run = sum(len(t.intermediate_values) for t in study.trials)
     if not url.startswith("sqlite"):
         optuna.delete_study(study_name=name, storage=url)
     return {
         "rss": {str(k): v for k, v in rss.items()},
         "wall": wall,
         "storage_s": timer.seconds,
+        "storage_background_s": timer.background_seconds,
         "storage_calls": timer.calls,
-        "storage_top": sorted(timer.by_method.items(), key=lambda kv: -kv[1])[:3],
+        "storage_methods": sorted(([name, *row] for name, row in timer.by_method.items()),
+                                  key=lambda r: -(r[1] + r[3])),
+        "epochs": epochs_run,
+        "study": config.name,
         "trials": max(trials),
         "pruned": pruned,
     }

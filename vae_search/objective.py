@@ -23,6 +23,8 @@ from vae_search.config import StudyConfig
 from vae_search.data import Dataset, load_dataset
 from vae_search.metrics import Diagnostics, diagnose
 from vae_search.models import EpochResult, Trainer, TrainerSpec, get_trainer, spec_for
+from vae_search.pruning import AnnealingAwarePruner
+from vae_search.report_writer import ReportWriter
 from vae_search.schedule import full_beta_epoch
 from vae_search.space import TrialParams, suggest
 
@@ -146,6 +148,13 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         """Run one trial; returns its ELBO, or ``(ELBO, I(x;z))`` in a ``pareto`` study."""
+        # Reports are stored by a second thread while the next epoch trains (report_writer).
+        with ReportWriter(trial) as reports:
+            return self._trial(trial, reports)
+
+    def _trial(
+        self, trial: optuna.Trial, reports: ReportWriter
+    ) -> float | tuple[float, float]:
         c = self.config
         pareto = c.search.objective == "pareto"
         # A confirmation run repeats a chosen schedule with a new seed: it is never pruned and
@@ -168,7 +177,7 @@ class Objective:
         }
         if self.worker:
             start_attrs[keys.ATTR_WORKER] = self.worker
-        set_user_attrs(trial, start_attrs)
+        reports.submit(set_user_attrs, trial, start_attrs)  # stored during the first epoch
 
         trainer = self.start(params, seed)
         history: dict[str, list[Any]] = {name: [] for name in keys.HISTORY_FIELDS}
@@ -197,14 +206,16 @@ class Objective:
             for name in keys.HISTORY_FIELDS:
                 history[name].append(record[name])
             if reporting:
-                trial.report(elbo, step=epoch)
+                reports.put(elbo, step=epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial, epoch, record)
             # The pruner refuses before prune_from anyway; not asking saves a storage read.
-            if reporting and epoch >= prune_from and trial.should_prune():
-                self._finish(trial, trainer, recon, seed, history)
+            if reporting and epoch >= prune_from and _should_prune(
+                trial, reports, dict(enumerate(history["val_elbo"])), prune_from
+            ):
+                self._finish(trial, trainer, recon, seed, history, reports)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} (ELBO {elbo:.2f})")
-        diag = self._finish(trial, trainer, recon, seed, history,
+        diag = self._finish(trial, trainer, recon, seed, history, reports,
                             iwae_samples=CONFIRM_IWAE_SAMPLES if confirming else None)
         return (elbo, diag.mutual_info) if pareto else elbo
 
@@ -215,25 +226,48 @@ class Objective:
         recon: float,
         seed: int,
         history: dict[str, list[Any]],
+        reports: ReportWriter | None = None,
         *,
         iwae_samples: int | None = None,
     ) -> Diagnostics:
         diag = self.diagnostics(trainer, recon, seed)
         d = asdict(diag)
         attrs = {attr: d[key] for key, attr in _DIAGNOSTIC_ATTRS}
-        attrs[keys.ATTR_IWAE] = self.iwae(trainer, iwae_samples)
         attrs[keys.ATTR_HISTORY] = history
-        set_user_attrs(trial, attrs)
+        k = self.config.collapse
         # Feasible (<= 0) exactly when the verdict is "not collapsed". TPE ranks infeasible
         # trials below every feasible one; sampler.constraint = false measures what that buys.
-        k = self.config.collapse
-        if self.config.sampler.constraint:
-            trial.set_constraint(
-                keys.CONSTRAINT_ACTIVE_UNITS, float(k.min_active_units - diag.active_units)
-            )
-            trial.set_constraint(
-                keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.information)
-            )
+        constraints = (
+            (keys.CONSTRAINT_ACTIVE_UNITS, float(k.min_active_units - diag.active_units)),
+            (keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.information)),
+        ) if self.config.sampler.constraint else ()
+        # The writes are stored by the report thread while the IWAE bound computes (the same
+        # rows as writing them here), and are all stored before on_finish runs.
+        write = reports.submit if reports is not None else _call
+        write(set_user_attrs, trial, attrs)
+        for name, value in constraints:
+            write(trial.set_constraint, name, value)
+        write(set_user_attrs, trial, {keys.ATTR_IWAE: self.iwae(trainer, iwae_samples)})
+        if reports is not None:
+            reports.flush()
         if self.on_finish is not None:
             self.on_finish(trial, trainer, self.dataset)
         return diag
+
+
+def _call(write: Callable[..., Any], *args: Any) -> None:
+    write(*args)
+
+
+def _should_prune(
+    trial: optuna.Trial, reports: ReportWriter, values: dict[int, float], prune_from: int
+) -> bool:
+    """``trial.should_prune()`` on the reported ``values``; the annealing-aware median rule
+    decides without waiting for the report thread to store them (same answer)."""
+    pruner = trial.study.pruner
+    if isinstance(pruner, AnnealingAwarePruner):
+        decided = pruner.prune_values(trial.study, trial.number, values, prune_from)
+        if decided is not None:
+            return decided
+    reports.flush()
+    return trial.should_prune()
