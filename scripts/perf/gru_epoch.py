@@ -1,6 +1,7 @@
 """GRU trial epoch (sequences, latent 8): unrolled vs loop trainer vs Model.fit, alternated.
 Usage: PYTHONPATH=TREE python scripts/perf/gru_epoch.py [unroll,loop,fit]
 """
+
 import dataclasses
 import os
 import statistics
@@ -25,16 +26,27 @@ for rep in range(2):
         if v == "fit":
             case = bench.Case("gru", dataclasses.replace(base, unroll=True), epochs=4, repeats=1)
             r = bench.run_baseline(case, data.x_train, data.x_val, seed=0)
-            print(f"rep{rep} fit(unroll) epoch {r['epoch']*1e3:.1f} ms  load {os.getloadavg()[0]:.2f}", flush=True)
+            print(
+                f"rep{rep} fit(unroll) epoch {r['epoch'] * 1e3:.1f} ms  load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
             continue
         spec = dataclasses.replace(base, unroll=(v == "unroll"))
-        tr = get_trainer(spec); tr.reset(0)
+        tr = get_trainer(spec)
+        tr.reset(0)
         tr.run_epoch(xt, xv, beta=1.0)
         ts = []
         for _ in range(5):
-            s = time.perf_counter(); tr.run_epoch(xt, xv, beta=1.0); ts.append(time.perf_counter() - s)
+            s = time.perf_counter()
+            tr.run_epoch(xt, xv, beta=1.0)
+            ts.append(time.perf_counter() - s)
         tr.train_epoch(xt)
         tt = []
         for _ in range(5):
-            s = time.perf_counter(); tr.train_epoch(xt); tt.append(time.perf_counter() - s)
-        print(f"rep{rep} {v}: fused run_epoch {statistics.median(ts)*1e3:.1f} ms, train_epoch {statistics.median(tt)*1e3:.1f} ms  load {os.getloadavg()[0]:.2f}", flush=True)
+            s = time.perf_counter()
+            tr.train_epoch(xt)
+            tt.append(time.perf_counter() - s)
+        print(
+            f"rep{rep} {v}: fused run_epoch {statistics.median(ts) * 1e3:.1f} ms, train_epoch {statistics.median(tt) * 1e3:.1f} ms  load {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )

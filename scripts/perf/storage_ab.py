@@ -3,6 +3,7 @@ N URL LABEL``. Run it with PYTHONPATH on two trees (before / after) back to back
 same seed gives the same trials (same pruned count and epochs). Prints hot (training-thread)
 storage seconds, background seconds, and per method (seconds, or [hot s, calls, background s]).
 """
+
 import os
 import sys
 import time
@@ -21,22 +22,30 @@ from vae_search.config import load_config
 from vae_search.storage import make_storage
 from vae_search.study import open_study
 
-n = int(sys.argv[1]); url = sys.argv[2]
+n = int(sys.argv[1])
+url = sys.argv[2]
 config = load_config("seed_mse")
 study = open_study(config, make_storage(url, run=config.run), study_name=f"s{time.time_ns()}")
 timer = StorageTimer(study_storage(study))
 w = getattr(timer, "wrap", None) or timer._wrap
 if hasattr(timer, "wrap"):
     from vae_search.report_writer import ReportWriter
-    ReportWriter.flush = w("WAIT", ReportWriter.flush); ReportWriter.__exit__ = w("WAIT", ReportWriter.__exit__)
+
+    ReportWriter.flush = w("WAIT", ReportWriter.flush)
+    ReportWriter.__exit__ = w("WAIT", ReportWriter.__exit__)
 om.set_user_attrs = w("set_user_attrs", om.set_user_attrs)
 objective = om.Objective(config, worker="bench")
 s = time.perf_counter()
 study.optimize(objective, n_trials=n)
 wall = time.perf_counter() - s
 bg = getattr(timer, "background_seconds", 0.0)
-print(f"{sys.argv[3]}: load {os.getloadavg()[0]:.2f} wall {wall:.1f} s ({wall/n*1e3:.0f} ms/trial), hot storage {timer.seconds:.2f} s = {timer.seconds/wall:.1%}, background {bg:.2f} s, calls {timer.calls}")
-items = sorted(timer.by_method.items(), key=lambda kv: -(kv[1] if isinstance(kv[1], float) else kv[1][0]+kv[1][2]))
+print(
+    f"{sys.argv[3]}: load {os.getloadavg()[0]:.2f} wall {wall:.1f} s ({wall / n * 1e3:.0f} ms/trial), hot storage {timer.seconds:.2f} s = {timer.seconds / wall:.1%}, background {bg:.2f} s, calls {timer.calls}"
+)
+items = sorted(
+    timer.by_method.items(),
+    key=lambda kv: -(kv[1] if isinstance(kv[1], float) else kv[1][0] + kv[1][2]),
+)
 for k, v in items[:8]:
     print(f"    {k:32s} {v if isinstance(v, float) else v}")
 pr = sum(t.state.name == "PRUNED" for t in study.trials)
