@@ -323,7 +323,15 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
                   file=sys.stderr)
         quiet_tensorflow(options.debug)
         started = time.monotonic()
-        _optimize(study, config, dataset, options, signals, deadline)
+        from vae_search.population import population_size, run_population
+
+        size, note = population_size(options, config, dataset, options.trials - done)
+        if note and not options.quiet:
+            print(note, file=sys.stderr)
+        if size > 1:
+            run_population(study, config, dataset, options, signals, deadline, size)
+        else:
+            _optimize(study, config, dataset, options, signals, deadline)
         if not options.quiet:
             print(f"ran for {time.monotonic() - started:.1f} s", file=sys.stderr)
     if not options.child:

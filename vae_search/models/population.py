@@ -30,6 +30,7 @@ which then runs the usual diagnostics (active units, KL per dim, MI, IWAE) uncha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -147,7 +148,7 @@ class PopulationTrainer:
         """The slot's trial ended: it stops learning until :meth:`load` refills it."""
         self.live[slot].assign(0.0)
 
-    def run_epoch(self, x_train: tf.Tensor, x_val: tf.Tensor, betas: np.ndarray, *,
+    def run_epoch(self, x_train: tf.Tensor, x_val: tf.Tensor, betas: Sequence[float], *,
                   eval_seed: int, active_threshold: float) -> np.ndarray:
         """One epoch of every slot at its own beta; ``[P, 7]`` rows of (train loss, recon,
         kl, validation -ELBO, recon, kl, active units), as :class:`EpochResult` orders them."""
