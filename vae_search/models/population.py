@@ -66,12 +66,12 @@ def _seed_streams(trainer: Trainer) -> tuple[Any, Any, Any]:
             trainer.binarize_seed.state)
 
 
-def _draw_seed(state: tf.Variable, p: int) -> tf.Tensor:
-    """Member ``p``'s next stateless seed, as ``keras.random`` draws it from a SeedGenerator
-    (the current state, cast to int32; then the state's counter moves on by one)."""
-    seed = tf.cast(tf.math.floormod(state[p], _SEED_MOD), "int32")
-    state[p].assign(state[p] + tf.constant([0, 1], dtype="int64"))
-    return seed
+def _draw_seeds(state: tf.Variable) -> tf.Tensor:
+    """Every member's next stateless seed, ``[P, 2]``, as ``keras.random`` draws it from a
+    SeedGenerator (the current state, cast to int32; then the state's counter moves on by one)."""
+    seeds = tf.cast(tf.math.floormod(state, _SEED_MOD), "int32")
+    state.assign_add(tf.broadcast_to(tf.constant([0, 1], dtype="int64"), tf.shape(state)))
+    return seeds
 
 
 class PopulationTrainer:
@@ -111,6 +111,9 @@ class PopulationTrainer:
         self.mask = tf.Variable(tf.zeros((size, self.latent_dim), "float32"))
         self.streams = [tf.Variable(tf.zeros((size, 2), "int64")) for _ in range(3)]
         self.gaussian = spec.likelihood == "gaussian"
+        # Adam is ~a dozen elementwise passes over every weight: most of an epoch's time
+        # unless XLA fuses them into one loop.
+        self._adam_fused = tf.function(self._adam, jit_compile=True)
         self._epoch = tf.function(self._epoch_impl, reduce_retracing=True)
 
     # -- slots -------------------------------------------------------------------------------
@@ -199,16 +202,22 @@ class PopulationTrainer:
             log_p = -(x * tf.nn.softplus(-params) + (1.0 - x) * tf.nn.softplus(params))
         return tf.reduce_sum(log_p, axis=2)
 
-    def _noise(self, rows: tf.Tensor, seeds: list[tf.Tensor]) -> tf.Tensor:
+    def _noise(self, rows: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
         """``eps ~ N(0, I)``, ``[P, rows, D]``: member p's ``(rows, d_p)`` draw from its seed,
-        exactly as its one-at-a-time trainer draws it, zero-padded."""
-        out = []
-        for p, seed in enumerate(seeds):
-            eps = tf.random.stateless_normal(tf.stack([rows, self.dims[p]]), seed=seed)
-            out.append(tf.pad(eps, [[0, 0], [0, self.latent_dim - self.dims[p]]]))
-        return tf.stack(out)
+        exactly as its one-at-a-time trainer draws it, zero-padded.
 
-    def terms(self, x: tf.Tensor, seeds: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        A stateless draw fills its elements in order, so the ``(rows, d_p)`` draw is the first
+        ``rows * d_p`` values of a flat ``rows * D`` draw with the same seed: one op per
+        member, then one gather puts every member's values in place.
+        """
+        flat = tf.stack([tf.random.stateless_normal(tf.reshape(rows * self.latent_dim, [1]),
+                                                    seed=seeds[p]) for p in range(self.size)])
+        i = tf.range(rows)[None, :, None]
+        j = tf.range(self.latent_dim)[None, None, :]
+        index = tf.minimum(i * self.dims[:, None, None] + j, rows * self.latent_dim - 1)
+        return tf.gather(flat, index, batch_dims=1) * self.mask[:, None, :]
+
+    def terms(self, x: tf.Tensor, seeds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Per member and example: ``-log p(x|z)`` ``[P, B]`` and KL ``[P, B, D]``."""
         mu, log_var = self.posterior(x)
         z = (mu + tf.exp(0.5 * log_var) * self._noise(tf.shape(x)[1], seeds)) * self.mask[:, None]
@@ -220,8 +229,7 @@ class PopulationTrainer:
     def _train_batch(self, x: tf.Tensor) -> tf.Tensor:
         """One Adam step of every member on its own loss; ``[P, 3]`` (loss, recon, plain KL):
         ``recon_scale * mean(recon) + beta * sum_j m_j max(free_bits, mean_x KL_j)``."""
-        sampling = self.streams[0]
-        seeds = [_draw_seed(sampling, p) for p in range(self.size)]
+        seeds = _draw_seeds(self.streams[0])
         variables = [self.w[n] for n in self.trainable]
         with tf.GradientTape() as tape:
             recon, kl = self.terms(x, seeds)
@@ -230,7 +238,7 @@ class PopulationTrainer:
             loss = recon_term + self.beta * tf.reduce_sum(floor * self.mask, axis=1)
             total = tf.reduce_sum(self.live * loss)
         grads = tape.gradient(total, variables)
-        self._adam(grads)
+        self._adam_fused(grads)
         return tf.stack([loss, recon_term, tf.reduce_mean(tf.reduce_sum(kl, axis=2), axis=1)], 1)
 
     def _adam(self, grads: list[tf.Tensor]) -> None:
@@ -251,20 +259,16 @@ class PopulationTrainer:
         n = tf.shape(x_train)[0]
         batch = self.spec.batch_size
         steps = (n + batch - 1) // batch
-        shuffle = self.streams[1]
-        order = tf.stack([  # keras.random.shuffle(range(n)) with each member's own stream
-            tf.argsort(tf.random.stateless_uniform([n], seed=_draw_seed(shuffle, p)))
-            for p in range(self.size)
-        ])
+        seeds = _draw_seeds(self.streams[1])  # keras.random.shuffle(range(n)), per member
+        order = tf.argsort(tf.stack([tf.random.stateless_uniform([n], seed=seeds[p])
+                                     for p in range(self.size)]))
         totals = tf.zeros((self.size, 3), "float32")
         for step in tf.range(steps):
             x = tf.gather(x_train, order[:, step * batch : (step + 1) * batch])
             if self.spec.dynamic_binarization:
-                binarize = self.streams[2]
-                noise = tf.stack([
-                    tf.random.stateless_uniform(tf.shape(x)[1:], seed=_draw_seed(binarize, p))
-                    for p in range(self.size)
-                ])
+                seeds = _draw_seeds(self.streams[2])
+                noise = tf.stack([tf.random.stateless_uniform(tf.shape(x)[1:], seed=seeds[p])
+                                  for p in range(self.size)])
                 x = tf.cast(noise < x, x.dtype)
             totals += self._train_batch(x)
         return totals / tf.cast(steps, "float32")
@@ -280,7 +284,7 @@ class PopulationTrainer:
             chunk = tf.broadcast_to(chunk[None], tf.concat([[self.size], tf.shape(chunk)], 0))
             state = tf.stack([eval_seed, tf.cast(step, "int64") + 1])
             seed = tf.cast(tf.math.floormod(state, _SEED_MOD), "int32")
-            recon, kl = self.terms(chunk, [seed] * self.size)
+            recon, kl = self.terms(chunk, tf.tile(seed[None], [self.size, 1]))
             sums += tf.stack([tf.reduce_sum(recon, 1), tf.reduce_sum(kl, [1, 2])], 1)
         means = sums / tf.cast(n, "float32")
         return tf.stack([means[:, 0] + means[:, 1], means[:, 0], means[:, 1]], 1)
