@@ -133,3 +133,30 @@ def test_population_size_rules():
     assert default_population(config, 64, 360, cpus=64, available=2**33) == 32
     assert default_population(config, 64, 360, cpus=2, available=2**20) == 1
 
+
+
+def test_pruner_view_answers_as_should_prune():
+    from vae_search.config import PrunerConfig
+    from vae_search.population import PrunerView
+    from vae_search.pruning import make_pruner
+
+    study = optuna.create_study(direction="maximize",
+                                pruner=make_pruner(PrunerConfig(n_startup_trials=2), 6))
+    for final in (-40.0, -35.0, -30.0):
+        t = study.ask()
+        t.set_user_attr(keys.ATTR_PRUNE_FROM_EPOCH, 0)
+        for step in range(4):
+            t.report(final - 3 + step, step)
+        study.tell(t, final)
+    assert PrunerView.applies(study.pruner)
+    answers = []
+    for start, prune_from in ((-60.0, 0), (-20.0, 0), (-60.0, 3), (-36.0, 1)):
+        t = study.ask()
+        t.set_user_attr(keys.ATTR_PRUNE_FROM_EPOCH, prune_from)
+        for step in range(3):
+            t.report(start + step, step)
+            frozen = next(f for f in study.get_trials() if f.number == t.number)
+            view = study.pruner.prune(PrunerView(study), frozen)
+            assert view == t.should_prune(), (start, prune_from, step)
+            answers.append(view)
+    assert True in answers and False in answers  # both answers were exercised

@@ -165,6 +165,35 @@ class Heartbeats:
         self._stop.set()
 
 
+class PrunerView:
+    """The study as a median or percentile pruner reads it, read once per epoch for every
+    member: its completed trials and its direction.
+
+    ``trial.should_prune()`` re-reads every running trial from the storage (Optuna caches only
+    finished ones), so P members asking one by one cost P^2 trial reads per epoch. These
+    pruners read nothing but ``get_trials(states=(COMPLETE,))`` and ``direction`` (the
+    population test guards it); any other pruner is asked through ``trial.should_prune()``.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        from optuna.trial import TrialState
+
+        self.direction = study.direction
+        self.directions = study.directions
+        self._complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+    def get_trials(self, deepcopy: bool = False, states: Any = None) -> list[Any]:
+        return [t for t in self._complete if states is None or t.state in states]
+
+    @staticmethod
+    def applies(pruner: Any) -> bool:
+        """Whether ``pruner`` (inside the annealing-aware wrapper) reads only what we hold."""
+        import optuna
+
+        inner = getattr(pruner, "inner", pruner)
+        return isinstance(inner, (optuna.pruners.PercentilePruner, optuna.pruners.NopPruner))
+
+
 @dataclass
 class Member:
     """One running trial in a slot."""
@@ -201,6 +230,8 @@ class PopulationLoop:
         self.trainer = PopulationTrainer(get_trainer(widest), size)
         self.slots: list[Member | None] = [None] * size
         self.refill = True  # False once the budget is met, the timeout passed or trials fail
+        self.view_applies = PrunerView.applies(study.pruner)
+        self.view: PrunerView | None = None  # read at the first pruning question of an epoch
         self.failures = 0
 
     # -- members -----------------------------------------------------------------------------
@@ -260,9 +291,29 @@ class PopulationLoop:
         out = self.trainer.run_epoch(
             o.x_train, o.x_val, self.betas(), eval_seed=self.config.seed,
             active_threshold=self.config.collapse.active_threshold)
+        self.view = None
         for slot, member in enumerate(self.slots):
             if member is not None:
                 self._after_epoch(slot, member, out[slot])
+
+    def _should_prune(self, member: Member) -> bool:
+        """``trial.should_prune()``, answered from one read of the study per epoch."""
+        import optuna
+        from optuna.trial import TrialState
+
+        from vae_search._optuna import trial_id
+
+        if not self.view_applies:
+            return member.trial.should_prune()
+        if self.view is None:
+            self.view = PrunerView(self.study)
+        values = dict(enumerate(member.history["val_elbo"]))
+        frozen = optuna.trial.FrozenTrial(
+            number=member.trial.number, state=TrialState.RUNNING, value=None,
+            datetime_start=None, datetime_complete=None, params={}, distributions={},
+            user_attrs={keys.ATTR_PRUNE_FROM_EPOCH: member.prune_from}, system_attrs={},
+            intermediate_values=values, trial_id=trial_id(member.trial))
+        return bool(self.study.pruner.prune(self.view, frozen))  # type: ignore[arg-type]
 
     def _after_epoch(self, slot: int, member: Member, row: Any) -> None:
         from vae_search._optuna import set_user_attrs
@@ -285,7 +336,7 @@ class PopulationLoop:
         if not self.pareto:
             trial.report(elbo, step=epoch)
             # The pruner refuses before prune_from anyway; not asking saves a storage read.
-            if epoch >= member.prune_from and trial.should_prune():
+            if epoch >= member.prune_from and self._should_prune(member):
                 self._diagnose(slot, member)
                 self._end(slot, state="PRUNED")
                 return
