@@ -68,6 +68,7 @@ def test_bench_help_does_not_import_tensorflow():
     assert "TF-NOT-LOADED" in out
 
 
+@pytest.mark.slow  # a minute or more: every measurement, including whole tiny studies
 def test_bench_quick_prints_every_measurement():
     out = subprocess.run([sys.executable, "-m", "vae_search.bench", "--quick"],
                          capture_output=True, text=True, env=subprocess_env(), timeout=900)
