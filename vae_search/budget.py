@@ -77,7 +77,8 @@ class BudgetGate:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     @staticmethod
-    def _reap(study: optuna.Study) -> None:
+    def reap(study: optuna.Study) -> None:
+        """Fail (and re-queue) stale trials of dead workers: Optuna's heartbeat check."""
         import warnings
 
         import optuna
@@ -98,7 +99,7 @@ class BudgetGate:
     def slot_free(self, study: optuna.Study) -> bool:
         """Wait until a new trial may be asked for (True) or the budget is met (False)."""
         while (free := self.poll(study)) is None:
-            self._reap(study)
+            self.reap(study)
             time.sleep(BUDGET_POLL)
         return free
 
@@ -120,7 +121,7 @@ class BudgetGate:
             elif not wait:
                 why = "the trials already running may fill the study's budget"
             else:
-                self._reap(trial.study)
+                self.reap(trial.study)
                 time.sleep(BUDGET_POLL)
                 continue
             reason = f"{FAIL_SURPLUS}: {why} before this trial started; it was not run"

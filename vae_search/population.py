@@ -237,7 +237,13 @@ class PopulationLoop:
     # -- members -----------------------------------------------------------------------------
 
     def fill(self) -> None:
-        """Refill free slots from ``study.ask()`` while the budget has room."""
+        """Refill free slots from ``study.ask()`` while the budget has room.
+
+        Stale trials of dead workers are failed first (and re-queued by the storage's retry
+        callback), as the optimize loop does before each trial.
+        """
+        if self.refill and None in self.slots:
+            self.gate.reap(self.study)
         for slot, member in enumerate(self.slots):
             if member is not None or not self.refill:
                 continue
