@@ -230,6 +230,7 @@ class PopulationLoop:
         self.trainer = PopulationTrainer(get_trainer(widest), size)
         self.slots: list[Member | None] = [None] * size
         self.refill = True  # False once the budget is met, the timeout passed or trials fail
+        self.warmed_up = False  # the median pruner has its n_startup_trials completed trials
         self.view_applies = PrunerView.applies(study.pruner)
         self.view: PrunerView | None = None  # read at the first pruning question of an epoch
         self.failures = 0
@@ -244,9 +245,14 @@ class PopulationLoop:
         """
         if self.refill and None in self.slots:
             self.gate.reap(self.study)
+        room = self._warm_up_room()
         for slot, member in enumerate(self.slots):
             if member is not None or not self.refill:
                 continue
+            if room is not None:
+                if room <= 0:
+                    return
+                room -= 1
             free = self.gate.poll(self.study)
             if free is None:  # the running trials may fill the budget: ask again later
                 return
@@ -262,6 +268,26 @@ class PopulationLoop:
                 self._tell(trial, state="FAIL")
                 return
             self.slots[slot] = self._start(slot, trial)
+
+    def _warm_up_room(self) -> int | None:
+        """How many more members may start while the median pruner is still warming up.
+
+        The median pruner judges nobody until ``pruner.n_startup_trials`` trials have
+        completed. A full population started at once would train its whole first wave to the
+        end unjudged (a one-at-a-time worker has its first pruning candidate at trial
+        ``n_startup_trials + 1``), so until then the population holds that many members.
+        ``None``: no limit (warmed up, or another pruner).
+        """
+        from optuna.trial import TrialState
+
+        wanted = self.config.pruner.n_startup_trials
+        if self.warmed_up or self.pareto or self.config.pruner.name != "median" or wanted <= 0:
+            return None
+        complete = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if complete >= wanted:
+            self.warmed_up = True
+            return None
+        return wanted - complete - self.running
 
     def _start(self, slot: int, trial: optuna.Trial) -> Member:
         from vae_search._optuna import set_user_attrs, trial_id
