@@ -137,8 +137,7 @@ def test_population_size_rules():
 
 def test_pruner_view_answers_as_should_prune():
     from vae_search.config import PrunerConfig
-    from vae_search.population import PrunerView
-    from vae_search.pruning import make_pruner
+    from vae_search.pruning import PrunerView, make_pruner
 
     study = optuna.create_study(direction="maximize",
                                 pruner=make_pruner(PrunerConfig(n_startup_trials=2), 6))

@@ -25,21 +25,18 @@ Importing this module does not import TensorFlow.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vae_search import keys
 from vae_search.budget import BudgetGate, BudgetReached
+from vae_search.heartbeat import Heartbeats
+from vae_search.pruning import PrunerView
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import optuna
 
     from vae_search.cli import RunOptions
@@ -109,89 +106,6 @@ def population_size(options: RunOptions, config: StudyConfig, dataset: Any,
     n_features = int(dataset.x_train.shape[1])
     size = asked or default_population(config, n_features, int(dataset.x_val.shape[0]))
     return max(1, min(size, trials_left)), ""
-
-
-class Heartbeats:
-    """Heartbeats for every running member, from one daemon thread.
-
-    Optuna's optimize loop beats for its one trial; with ask-and-tell nobody does, so a
-    database storage gets ``record_heartbeat`` and the gRPC proxy the relayed system attr
-    (:mod:`vae_search.heartbeat`), every ``interval`` seconds, for each trial id registered.
-    """
-
-    def __init__(self, storage: Any, interval: float) -> None:
-        from optuna.storages import GrpcStorageProxy
-
-        from vae_search.heartbeat import HEARTBEAT_KEY
-
-        self.ids: set[int] = set()
-        self.beat: Callable[[int], Any] | None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        if isinstance(storage, GrpcStorageProxy):
-            self.beat = lambda tid: storage.set_trial_system_attr(tid, HEARTBEAT_KEY, time.time())
-        elif getattr(storage, "get_heartbeat_interval", lambda: None)() is not None:
-            self.beat = storage.record_heartbeat
-            interval = storage.get_heartbeat_interval()
-        else:
-            self.beat = None
-        self._thread = None
-        if self.beat is not None:
-            self._thread = threading.Thread(target=self._run, args=(interval,),
-                                            name="population-heartbeats", daemon=True)
-            self._thread.start()
-
-    def add(self, tid: int) -> None:
-        if self.beat is not None:
-            self.beat(tid)  # at once, as the optimize loop does when a trial starts
-            with self._lock:
-                self.ids.add(tid)
-
-    def discard(self, tid: int) -> None:
-        with self._lock:
-            self.ids.discard(tid)
-
-    def _run(self, interval: float) -> None:
-        beat = self.beat
-        assert beat is not None
-        while not self._stop.wait(interval):
-            with self._lock:
-                ids = list(self.ids)
-            for tid in ids:
-                with contextlib.suppress(Exception):  # a missed beat: the next one tries again
-                    beat(tid)
-
-    def close(self) -> None:
-        self._stop.set()
-
-
-class PrunerView:
-    """The study as a median or percentile pruner reads it, read once per epoch for every
-    member: its completed trials and its direction.
-
-    ``trial.should_prune()`` re-reads every running trial from the storage (Optuna caches only
-    finished ones), so P members asking one by one cost P^2 trial reads per epoch. These
-    pruners read nothing but ``get_trials(states=(COMPLETE,))`` and ``direction`` (the
-    population test guards it); any other pruner is asked through ``trial.should_prune()``.
-    """
-
-    def __init__(self, study: optuna.Study) -> None:
-        from optuna.trial import TrialState
-
-        self.direction = study.direction
-        self.directions = study.directions
-        self._complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-
-    def get_trials(self, deepcopy: bool = False, states: Any = None) -> list[Any]:
-        return [t for t in self._complete if states is None or t.state in states]
-
-    @staticmethod
-    def applies(pruner: Any) -> bool:
-        """Whether ``pruner`` (inside the annealing-aware wrapper) reads only what we hold."""
-        import optuna
-
-        inner = getattr(pruner, "inner", pruner)
-        return isinstance(inner, (optuna.pruners.PercentilePruner, optuna.pruners.NopPruner))
 
 
 @dataclass

@@ -8,7 +8,7 @@ objective stored under ``prune_from_epoch`` (first epoch at beta = 1, plus a pat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -18,7 +18,7 @@ from vae_search.keys import ATTR_PRUNE_FROM_EPOCH
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-__all__ = ["AnnealingAwarePruner", "make_pruner"]
+__all__ = ["AnnealingAwarePruner", "PrunerView", "make_pruner"]
 
 
 class AnnealingAwarePruner(optuna.pruners.BasePruner):
@@ -50,3 +50,30 @@ def make_pruner(config: PrunerConfig, epochs: int) -> optuna.pruners.BasePruner:
     else:
         inner = optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials)
     return AnnealingAwarePruner(inner)
+
+
+class PrunerView:
+    """The study as a median or percentile pruner reads it, read once per epoch for every
+    member: its completed trials and its direction.
+
+    ``trial.should_prune()`` re-reads every running trial from the storage (Optuna caches only
+    finished ones), so P members asking one by one cost P^2 trial reads per epoch. These
+    pruners read nothing but ``get_trials(states=(COMPLETE,))`` and ``direction`` (the
+    population test guards it); any other pruner is asked through ``trial.should_prune()``.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        from optuna.trial import TrialState
+
+        self.direction = study.direction
+        self.directions = study.directions
+        self._complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+    def get_trials(self, deepcopy: bool = False, states: Any = None) -> list[Any]:
+        return [t for t in self._complete if states is None or t.state in states]
+
+    @staticmethod
+    def applies(pruner: Any) -> bool:
+        """Whether ``pruner`` (inside the annealing-aware wrapper) reads only what we hold."""
+        inner = getattr(pruner, "inner", pruner)
+        return isinstance(inner, (optuna.pruners.PercentilePruner, optuna.pruners.NopPruner))
