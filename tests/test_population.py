@@ -125,6 +125,7 @@ def test_population_size_rules():
     data = load_dataset(config)
     assert population_size(RunOptions(population=1), config, data, 50) == (1, "")
     assert population_size(RunOptions(population=8), config, data, 3) == (3, "")
+    assert population_size(RunOptions(threads=1), config, data, 50) == (8, "")  # a --workers child
     gru = tiny_config(data={"dataset": "sequences"}, model={"decoder": "gru",
                                                            "likelihood": "categorical"})
     size, note = population_size(RunOptions(population=8), gru, data, 50)

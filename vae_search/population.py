@@ -104,7 +104,9 @@ def population_size(options: RunOptions, config: StudyConfig, dataset: Any,
             asked and asked > 1) else ""
         return 1, note
     n_features = int(dataset.x_train.shape[1])
-    size = asked or default_population(config, n_features, int(dataset.x_val.shape[0]))
+    # A --workers child runs with --threads = cores / workers: its share of the cores.
+    size = asked or default_population(config, n_features, int(dataset.x_val.shape[0]),
+                                       cpus=options.threads)
     return max(1, min(size, trials_left)), ""
 
 
