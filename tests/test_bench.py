@@ -68,6 +68,7 @@ def test_bench_help_does_not_import_tensorflow():
     assert "TF-NOT-LOADED" in out
 
 
+@pytest.mark.slow  # a minute or more: every measurement, including whole tiny studies
 def test_bench_quick_prints_every_measurement():
     out = subprocess.run([sys.executable, "-m", "vae_search.bench", "--quick"],
                          capture_output=True, text=True, env=subprocess_env(), timeout=900)
@@ -91,6 +92,11 @@ def test_bench_quick_prints_every_measurement():
         "worker RSS",
         "storage share SQLite",
         "storage share PostgreSQL",
+        "trials/min seed_mse 6: population default",
+        "trials/min seed_mse 6: population 1",
+        "trials/min seed_mse 6: Optuna + Model.fit loop",
+        "trials/min seed_mse 6: ratios",
+        "trials/min digits_made 6: ratios",
     ):
         assert label in lines, f"missing {label!r} in:\n{out.stdout}"
     assert "GFLOP/s" in lines["matmul reference"]

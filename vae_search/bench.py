@@ -230,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instead: the storage load test, N simulated workers on "
                         "--postgres directly and through the gRPC proxy (all its knobs: "
                         "python -m vae_search.loadtest --help)")
+    parser.add_argument("--trials-200", action="store_true",
+                        help="also time 200-trial seed_mse studies (trials/min section)")
+    parser.add_argument("--workers-2", action="store_true",
+                        help="also time --workers 2 --population 1 (trials/min section)")
+    parser.add_argument("--trials-only", action="store_true",
+                        help="only the trials/min section (whole studies side by side)")
+    parser.add_argument("--population", type=int, default=None,
+                        help="the population size to time (default: run's default)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-trials", help=argparse.SUPPRESS)
     parser.add_argument("--worker-epochs", type=int, help=argparse.SUPPRESS)
@@ -269,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     _line("load average (1/5/15 min)", " ".join(f"{v:.2f}" for v in os.getloadavg()))
     _line("mode", "quick (tiny sizes; numbers are indicative only)" if quick else "full")
+    if args.trials_only:
+        return _trials_section(args)
     _line("run --help start-up", f"{help_startup(1 if quick else 3):.2f} s (best of "
           f"{1 if quick else 3})")
 
@@ -332,8 +342,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _storage_line("storage share PostgreSQL", spawn_worker(args.postgres, [pg_trials], epochs))
     else:
         _line("storage share PostgreSQL", f"skipped: {args.postgres} not reachable")
+    return _trials_section(args, started)
+
+
+def _trials_section(args: argparse.Namespace, started: float | None = None) -> int:
+    from vae_search.bench_trials import throughput_lines
+
+    throughput_lines(_line, quick=args.quick, trials_200=args.trials_200,
+                     workers=args.workers_2, population=args.population)
     _line("load average (1/5/15 min)", " ".join(f"{v:.2f}" for v in os.getloadavg()))
-    _line("bench wall time", f"{time.perf_counter() - started:.0f} s")
+    if started is not None:
+        _line("bench wall time", f"{time.perf_counter() - started:.0f} s")
     return 0
 
 

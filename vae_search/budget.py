@@ -77,7 +77,8 @@ class BudgetGate:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     @staticmethod
-    def _reap(study: optuna.Study) -> None:
+    def reap(study: optuna.Study) -> None:
+        """Fail (and re-queue) stale trials of dead workers: Optuna's heartbeat check."""
         import warnings
 
         import optuna
@@ -87,33 +88,46 @@ class BudgetGate:
             warnings.simplefilter("ignore", ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
 
+    def poll(self, study: optuna.Study) -> bool | None:
+        """One look, no waiting: a new trial may be asked for (True), the budget is met or the
+        timeout passed (False), or the trials in flight may still fill it (None)."""
+        counts = self._counts(study, below=None)
+        if counts.finished >= self.budget or self._timed_out():
+            return False
+        return True if counts.finished + counts.running < self.budget else None
+
     def slot_free(self, study: optuna.Study) -> bool:
         """Wait until a new trial may be asked for (True) or the budget is met (False)."""
-        while True:
-            counts = self._counts(study, below=None)
-            if counts.finished >= self.budget or self._timed_out():
-                return False
-            if counts.finished + counts.running < self.budget:
-                return True
-            self._reap(study)
+        while (free := self.poll(study)) is None:
+            self.reap(study)
             time.sleep(BUDGET_POLL)
+        return free
 
-    def admit(self, trial: optuna.Trial) -> None:
+    def admit(self, trial: optuna.Trial, *, wait: bool = True) -> None:
         """The reservation check at trial start; raises :class:`BudgetReached` if surplus.
 
-        A confirmation run (``vae-search confirm`` enqueued it; any worker may pop it) is outside
-        the budget and always admitted."""
+        ``wait=False`` (a population, whose own running trials cannot finish while it waits)
+        treats a trial that would have to wait as surplus. A confirmation run (``vae-search
+        confirm`` enqueued it; any worker may pop it) is outside the budget and always
+        admitted.
+        """
         if keys.ATTR_CONFIRMS in trial.user_attrs:
             return
         while True:
             counts = self._counts(trial.study, below=trial.number)
-            if counts.finished >= self.budget or self._timed_out():
+            if counts.finished >= self.budget:
                 why = (f"the study's budget of {self.budget} finished trials was met by other "
-                       "workers" if counts.finished >= self.budget else "--timeout passed")
-                reason = f"{FAIL_SURPLUS}: {why} before this trial started; it was not run"
-                trial.set_user_attr(keys.ATTR_FAIL_REASON, reason)
-                raise BudgetReached(reason)
-            if counts.finished + counts.running < self.budget:
+                       "workers")
+            elif self._timed_out():
+                why = "--timeout passed"
+            elif counts.finished + counts.running < self.budget:
                 return
-            self._reap(trial.study)
-            time.sleep(BUDGET_POLL)
+            elif not wait:
+                why = "the trials already running may fill the study's budget"
+            else:
+                self.reap(trial.study)
+                time.sleep(BUDGET_POLL)
+                continue
+            reason = f"{FAIL_SURPLUS}: {why} before this trial started; it was not run"
+            trial.set_user_attr(keys.ATTR_FAIL_REASON, reason)
+            raise BudgetReached(reason)

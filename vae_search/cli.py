@@ -204,6 +204,11 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
         help="TensorFlow threads per worker process (default: TensorFlow's choice for one "
         "worker, CPU cores / --workers for several)",
     )
+    parser.add_argument(
+        "--population", type=_positive_int, default=None,
+        help="trials each worker trains side by side as one stacked model (dense and made "
+        "decoders; 1 = one at a time; default: from the CPU cores and memory, see the README)",
+    )
     parser.add_argument(  # set by the --workers parent for its children
         "--worker-index", type=_nonneg_int, default=None, help=argparse.SUPPRESS
     )
@@ -230,6 +235,7 @@ class RunOptions:
     set: tuple[str, ...] = ()  # --set section.key=value overrides, in order
     workers: int = DEFAULT_WORKERS
     threads: int | None = None
+    population: int | None = None  # trials trained side by side (None: from cores and memory)
     worker_index: int | None = None  # set for the children of a --workers parent
     quiet: bool = False
     debug: bool = False

@@ -12,6 +12,8 @@ Optuna's own machinery:
   trial's Optuna heartbeat row (``record_heartbeat``, stamped by the database clock; the attr
   itself is not stored), and records a first heartbeat the moment a trial starts running
   through the proxy, so a worker killed before its first beat (while sampling) is covered too.
+* **Ask-and-tell** (:class:`Heartbeats`): a population (:mod:`vae_search.population`) runs no
+  optimize loop, so one thread beats for all its running members, directly or relayed.
 * **Recovery** (:class:`StaleTrialReaper`): a thread of the proxy process runs Optuna's
   ``fail_stale_trials`` on every study every few seconds. A trial with no heartbeat for the
   proxy's grace period is failed and re-queued by ``RetryHeartbeatStaleTrialCallback`` (at most
@@ -41,6 +43,7 @@ __all__ = [
     "DEFAULT_REAP_EVERY",
     "HEARTBEAT_KEY",
     "HeartbeatRelay",
+    "Heartbeats",
     "StaleTrialReaper",
     "heartbeat_relay",
     "report_stale_trials",
@@ -102,6 +105,58 @@ class HeartbeatRelay:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(RELAY_JOIN_TIMEOUT)
+
+
+class Heartbeats:
+    """Heartbeats for every running member, from one daemon thread.
+
+    Optuna's optimize loop beats for its one trial; with ask-and-tell nobody does, so a
+    database storage gets ``record_heartbeat`` and the gRPC proxy the relayed system attr
+    (:mod:`vae_search.heartbeat`), every ``interval`` seconds, for each trial id registered.
+    """
+
+    def __init__(self, storage: Any, interval: float) -> None:
+        from optuna.storages import GrpcStorageProxy
+
+        self.ids: set[int] = set()
+        self.beat: Callable[[int], Any] | None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if isinstance(storage, GrpcStorageProxy):
+            self.beat = lambda tid: storage.set_trial_system_attr(tid, HEARTBEAT_KEY, time.time())
+        elif getattr(storage, "get_heartbeat_interval", lambda: None)() is not None:
+            self.beat = storage.record_heartbeat
+            interval = storage.get_heartbeat_interval()
+        else:
+            self.beat = None
+        self._thread = None
+        if self.beat is not None:
+            self._thread = threading.Thread(target=self._run, args=(interval,),
+                                            name="population-heartbeats", daemon=True)
+            self._thread.start()
+
+    def add(self, tid: int) -> None:
+        if self.beat is not None:
+            self.beat(tid)  # at once, as the optimize loop does when a trial starts
+            with self._lock:
+                self.ids.add(tid)
+
+    def discard(self, tid: int) -> None:
+        with self._lock:
+            self.ids.discard(tid)
+
+    def _run(self, interval: float) -> None:
+        beat = self.beat
+        assert beat is not None
+        while not self._stop.wait(interval):
+            with self._lock:
+                ids = list(self.ids)
+            for tid in ids:
+                with contextlib.suppress(Exception):  # a missed beat: the next one tries again
+                    beat(tid)
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 def heartbeat_relay(

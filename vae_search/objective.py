@@ -10,7 +10,7 @@ cannot prune multi-objective studies, so such a trial neither reports nor asks t
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -25,14 +25,14 @@ from vae_search.metrics import Diagnostics, diagnose
 from vae_search.models import EpochResult, Trainer, TrainerSpec, get_trainer, spec_for
 from vae_search.pruning import AnnealingAwarePruner
 from vae_search.report_writer import ReportWriter
-from vae_search.schedule import full_beta_epoch
+from vae_search.schedule import Schedule, full_beta_epoch
 from vae_search.space import TrialParams, suggest
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["CONFIRM_IWAE_SAMPLES", "Objective", "TrainingDiverged", "set_user_attrs",
-           "trial_seed"]
+__all__ = ["CONFIRM_IWAE_SAMPLES", "Objective", "TrainingDiverged", "TrialPlan",
+           "set_user_attrs", "trial_seed"]
 
 # k of the IWAE bound of a confirmation run (final numbers; the search uses
 # collapse.iwae_samples, 100 by default): the bound tightens as k grows (Burda et al. 2016).
@@ -50,6 +50,18 @@ _DIAGNOSTIC_ATTRS = (
     ("recon", keys.ATTR_RECON),
     ("collapsed", keys.ATTR_COLLAPSED),
 )
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """How one trial runs, settled when it starts (:meth:`Objective.plan`)."""
+
+    params: TrialParams
+    schedule: Schedule
+    seed: int
+    prune_from: int  # first epoch at which the pruner is asked
+    reporting: bool  # reports every epoch and may be pruned (not pareto, not a confirm run)
+    iwae_samples: int | None  # the IWAE bound's k (None: collapse.iwae_samples)
 
 
 class TrainingDiverged(RuntimeError):
@@ -152,15 +164,13 @@ class Objective:
         with ReportWriter(trial) as reports:
             return self._trial(trial, reports)
 
-    def _trial(
-        self, trial: optuna.Trial, reports: ReportWriter
-    ) -> float | tuple[float, float]:
+    def plan(self, trial: optuna.Trial) -> tuple[TrialPlan, dict[str, Any]]:
+        """Sample the trial's parameters and settle how it runs (one place for the one-at-a-time
+        objective and the population); returns the plan and the start attrs to store.
+
+        Computes the study's decoder-only baseline first if no trial has yet.
+        """
         c = self.config
-        pareto = c.search.objective == "pareto"
-        # A confirmation run repeats a chosen schedule with a new seed: it is never pruned and
-        # reports no intermediate values (the pruner's medians stay the search's own).
-        confirming = keys.ATTR_CONFIRMS in trial.user_attrs
-        reporting = not (pareto or confirming)
         if owes_baseline(trial):
             trial.study.set_user_attr(keys.STUDY_ATTR_DECODER_ONLY_NLL, self.decoder_only_nll())
         epochs = c.train.epochs
@@ -168,16 +178,34 @@ class Objective:
         schedule = params.make_schedule(epochs)
         full_epoch = full_beta_epoch(schedule, epochs)
         seed = trial_seed(c.seed, trial.number)
-        # pruner.aware = false (the naive baseline): the pruner is asked from the first epoch.
-        prune_from = full_epoch + c.pruner.patience if c.pruner.aware else 0
+        # A confirmation run repeats a chosen schedule with a new seed: it is never pruned and
+        # reports no intermediate values (the pruner's medians stay the search's own).
+        confirming = keys.ATTR_CONFIRMS in trial.user_attrs
+        plan = TrialPlan(
+            params=params, schedule=schedule, seed=seed,
+            # pruner.aware = false (the naive baseline): the pruner is asked from epoch 0.
+            prune_from=full_epoch + c.pruner.patience if c.pruner.aware else 0,
+            reporting=not (c.search.objective == "pareto" or confirming),
+            iwae_samples=CONFIRM_IWAE_SAMPLES if confirming else None,
+        )
         start_attrs: dict[str, Any] = {
             keys.ATTR_FULL_BETA_EPOCH: full_epoch,
-            keys.ATTR_PRUNE_FROM_EPOCH: prune_from,
+            keys.ATTR_PRUNE_FROM_EPOCH: plan.prune_from,
             keys.ATTR_SEED: seed,
         }
         if self.worker:
             start_attrs[keys.ATTR_WORKER] = self.worker
+        return plan, start_attrs
+
+    def _trial(
+        self, trial: optuna.Trial, reports: ReportWriter
+    ) -> float | tuple[float, float]:
+        pareto = self.config.search.objective == "pareto"
+        epochs = self.config.train.epochs
+        plan, start_attrs = self.plan(trial)
         reports.submit(set_user_attrs, trial, start_attrs)  # stored during the first epoch
+        params, schedule, seed, prune_from = plan.params, plan.schedule, plan.seed, plan.prune_from
+        reporting = plan.reporting
 
         trainer = self.start(params, seed)
         history: dict[str, list[Any]] = {name: [] for name in keys.HISTORY_FIELDS}
@@ -216,7 +244,7 @@ class Objective:
                 self._finish(trial, trainer, recon, seed, history, reports)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} (ELBO {elbo:.2f})")
         diag = self._finish(trial, trainer, recon, seed, history, reports,
-                            iwae_samples=CONFIRM_IWAE_SAMPLES if confirming else None)
+                            iwae_samples=plan.iwae_samples)
         return (elbo, diag.mutual_info) if pareto else elbo
 
     def _finish(

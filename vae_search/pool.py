@@ -56,7 +56,8 @@ def _child_command(options: RunOptions, index: int, threads: int) -> list[str]:
             "--study", str(options.study), "--quiet"]
     for flag, value in (("--timeout", options.timeout), ("--study-name", options.study_name),
                         ("--seed", options.seed), ("--epochs", options.epochs),
-                        ("--artifacts", options.artifacts)):
+                        ("--artifacts", options.artifacts),
+                        ("--population", options.population)):
         if value is not None:
             argv += [flag, str(value)]
     for assignment in options.set:

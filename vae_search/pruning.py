@@ -8,16 +8,16 @@ objective stored under ``prune_from_epoch`` (first epoch at beta = 1, plus a pat
 A median (percentile) rule reads every completed trial from the storage at each check: one query
 per epoch per trial, the largest storage cost left on the training thread. The wrapper hands it
 a view in which that list is read at most once per :data:`COMPLETED_REFRESH_SECONDS` (and anew
-for each trial), through the public ``study.get_trials``. With one worker nothing completes
-while a trial trains, so the decisions are the same; with several, a trial completed by another
-worker in the last few seconds joins the median at the next refresh, which is no later than
-Optuna's own cross-process view guarantees anything.
+for each trial, or each epoch of a population), through the public ``study.get_trials``. With
+one worker nothing completes while a trial trains, so the decisions are the same; with several,
+a trial completed by another worker in the last few seconds joins the median at the next
+refresh, which is no later than Optuna's own cross-process view guarantees anything.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import optuna
@@ -58,20 +58,24 @@ class AnnealingAwarePruner(optuna.pruners.BasePruner):
 
     def __init__(self, inner: optuna.pruners.BasePruner) -> None:
         self.inner = inner
-        # (study name, trial number), read at, completed trials
-        self._completed: tuple[tuple[str, int], float, list[FrozenTrial]] | None = None
+        # (study name, read key), read at, completed trials
+        self._completed: tuple[tuple[str, Hashable], float, list[FrozenTrial]] | None = None
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return self._prune(study, trial, trial.number)
+
+    def _prune(self, study: optuna.Study, trial: FrozenTrial, read: Hashable) -> bool:
         step = trial.last_step
         prune_from = trial.user_attrs.get(ATTR_PRUNE_FROM_EPOCH)
         if step is None or prune_from is None or step < int(prune_from):
             return False  # still annealing (or a trial that did not say): never prune
         if not isinstance(self.inner, optuna.pruners.PercentilePruner):  # MedianPruner is one
             return self.inner.prune(study, trial)
-        return self.inner.prune(self._view(study, trial.number), trial)  # type: ignore[arg-type]
+        return self.inner.prune(self._view(study, read), trial)  # type: ignore[arg-type]
 
     def prune_values(
-        self, study: optuna.Study, number: int, values: Mapping[int, float], prune_from: int
+        self, study: optuna.Study, number: int, values: Mapping[int, float], prune_from: int,
+        *, read: Hashable | None = None,
     ) -> bool | None:
         """What ``trial.should_prune()`` answers once ``values`` (step -> reported value) are
         stored, decided without waiting for the writes: ``None`` when the inner pruner reads
@@ -81,6 +85,11 @@ class AnnealingAwarePruner(optuna.pruners.BasePruner):
         A median (percentile) rule reads only the trial's number, values and last step, the
         completed trials and the study's direction, so a snapshot holding exactly those gets
         the same answer.
+
+        Args:
+            read: Which read of the completed trials may be shared (default: the trial's
+                number, one read per trial). A population passes one key per epoch, so its P
+                members share one read instead of P.
         """
         if not isinstance(self.inner, optuna.pruners.PercentilePruner):
             return None
@@ -90,10 +99,10 @@ class AnnealingAwarePruner(optuna.pruners.BasePruner):
             user_attrs={ATTR_PRUNE_FROM_EPOCH: prune_from}, system_attrs={},
             intermediate_values={int(k): float(v) for k, v in values.items()}, trial_id=-1,
         )
-        return self.prune(study, snapshot)
+        return self._prune(study, snapshot, number if read is None else read)
 
-    def _view(self, study: optuna.Study, number: int) -> _CompletedTrialsView:
-        now, key = time.monotonic(), (study.study_name, number)
+    def _view(self, study: optuna.Study, read: Hashable) -> _CompletedTrialsView:
+        now, key = time.monotonic(), (study.study_name, read)
         cached = self._completed
         if cached is None or cached[0] != key or now - cached[1] > COMPLETED_REFRESH_SECONDS:
             cached = (key, now, study.get_trials(deepcopy=False, states=_COMPLETE))

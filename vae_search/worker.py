@@ -270,11 +270,18 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
                   file=sys.stderr)
         quiet_tensorflow(options.debug)
         started = time.monotonic()
+        from vae_search.population import population_size, run_population
         from vae_search.report import Progress
 
-        optimize(study, config, dataset, options, signals,
-                 gate=BudgetGate(options.trials, deadline=deadline),
-                 progress=Progress(study, options.trials, enabled=not options.quiet))
+        size, note = population_size(options, config, dataset, options.trials - done)
+        if note and not options.quiet:
+            print(note, file=sys.stderr)
+        if size > 1:
+            run_population(study, config, dataset, options, signals, deadline, size)
+        else:
+            optimize(study, config, dataset, options, signals,
+                     gate=BudgetGate(options.trials, deadline=deadline),
+                     progress=Progress(study, options.trials, enabled=not options.quiet))
         if not options.quiet:
             print(f"ran for {time.monotonic() - started:.1f} s", file=sys.stderr)
     if not options.child:
