@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from tests.conftest import tiny_config
 from vae_search import keys
-from vae_search.cli import RunOptions
+from vae_search.cli import AUTO_POPULATION, RunOptions
 from vae_search.data import load_dataset
 from vae_search.models import get_trainer
 from vae_search.models.population import PopulationTrainer
@@ -125,7 +125,9 @@ def test_population_size_rules():
     data = load_dataset(config)
     assert population_size(RunOptions(population=1), config, data, 50) == (1, "")
     assert population_size(RunOptions(population=8), config, data, 3) == (3, "")
-    assert population_size(RunOptions(threads=1), config, data, 50) == (8, "")  # a --workers child
+    assert population_size(RunOptions(), config, data, 50) == (1, "")  # the default: opt-in
+    auto = RunOptions(population=AUTO_POPULATION, threads=1)  # a --workers child's share
+    assert population_size(auto, config, data, 50) == (8, "")
     gru = tiny_config(data={"dataset": "sequences"}, model={"decoder": "gru",
                                                            "likelihood": "categorical"})
     size, note = population_size(RunOptions(population=8), gru, data, 50)
@@ -133,7 +135,6 @@ def test_population_size_rules():
     assert default_population(config, 64, 360, cpus=2, available=2**33) == 16
     assert default_population(config, 64, 360, cpus=64, available=2**33) == 32
     assert default_population(config, 64, 360, cpus=2, available=2**20) == 1
-
 
 
 def test_a_shared_pruning_read_answers_as_should_prune():

@@ -3,7 +3,7 @@
 Each variant runs a fresh study on its own temporary SQLite file in a fresh process, and is
 timed from process start to exit (TensorFlow's import included, the same for every variant):
 
-* ``vae-search run --population P`` (the default P, or ``--population``);
+* ``vae-search run --population P`` (``auto``: the chosen P, or ``--population``);
 * ``vae-search run --population 1`` (one trial at a time, the trainer of :mod:`.models`);
 * ``vae-search run --workers 2 --population 1`` (two processes) when asked for;
 * the plain Optuna + Keras loop users write instead (:func:`fit_loop`): ``study.optimize`` over
@@ -106,7 +106,7 @@ def throughput_lines(line: Any, *, quick: bool, trials_200: bool, workers: bool,
     trials = 6 if quick else DEFAULT_TRIALS
     sizes = [trials] + ([200] if trials_200 and not quick else [])
     extra = ["--epochs", "4"] if quick else []
-    pop_flag = [] if population is None else ["--population", str(population)]
+    pop_flag = ["--population", "auto" if population is None else str(population)]
     with tempfile.TemporaryDirectory() as tmp:
         for study in ("seed_mse", "digits_made"):
             for n in sizes if study == "seed_mse" else sizes[:1]:

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 __all__ = [
     "ARTIFACTS_ENV",
+    "AUTO_POPULATION",
     "COMMANDS",
     "EXIT_FAULT",
     "EXIT_INTERRUPTED",
@@ -54,6 +55,10 @@ DEFAULT_TRIALS = 20
 DEFAULT_WORKERS = 1
 DEFAULT_HOST = "127.0.0.1"  # dashboard: local only, optuna-dashboard has no authentication
 DEFAULT_PORT = 8080  # optuna-dashboard's own default
+# --population: 1 (one trial at a time) until the population loop rides out a lost database
+# like the one-at-a-time loop does; "auto" (AUTO_POPULATION) picks P from cores and memory.
+DEFAULT_POPULATION = 1
+AUTO_POPULATION = 0
 DEFAULT_CONFIRM_TOP = 3  # confirm: the best complete, non-collapsed trials repeated
 DEFAULT_CONFIRM_SEEDS = 5  # confirm: new seeds per schedule
 
@@ -120,6 +125,13 @@ def positive_float(text: str) -> float:
 
 
 _positive_int = bounded_int(1)
+
+
+def _population(text: str) -> int:
+    """``--population``: a positive int, or ``auto`` (:data:`AUTO_POPULATION`)."""
+    if text.strip().lower() == "auto":
+        return AUTO_POPULATION
+    return _positive_int(text)
 _nonneg_int = bounded_int(0)
 _port = bounded_int(1, 65535, noun="a port number")
 
@@ -205,9 +217,10 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
         "worker, CPU cores / --workers for several)",
     )
     parser.add_argument(
-        "--population", type=_positive_int, default=None,
+        "--population", type=_population, default=DEFAULT_POPULATION, metavar="P|auto",
         help="trials each worker trains side by side as one stacked model (dense and made "
-        "decoders; 1 = one at a time; default: from the CPU cores and memory, see the README)",
+        f"decoders; 'auto' chooses from the CPU cores and memory; default {DEFAULT_POPULATION}"
+        ": one at a time, see the README)",
     )
     parser.add_argument(  # set by the --workers parent for its children
         "--worker-index", type=_nonneg_int, default=None, help=argparse.SUPPRESS
@@ -235,7 +248,7 @@ class RunOptions:
     set: tuple[str, ...] = ()  # --set section.key=value overrides, in order
     workers: int = DEFAULT_WORKERS
     threads: int | None = None
-    population: int | None = None  # trials trained side by side (None: from cores and memory)
+    population: int = DEFAULT_POPULATION  # trials trained side by side (AUTO_POPULATION: chosen)
     worker_index: int | None = None  # set for the children of a --workers parent
     quiet: bool = False
     debug: bool = False

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from vae_search.cli import STORAGE_ENV, RunOptions
+from vae_search.cli import AUTO_POPULATION, STORAGE_ENV, RunOptions
 from vae_search.config import StudyConfig
 from vae_search.storage import StorageError, mask_url, sqlite_path
 from vae_search.worker import budget_met, finish, finished_count, open_worker_study, setup_optuna
@@ -57,7 +57,8 @@ def _child_command(options: RunOptions, index: int, threads: int) -> list[str]:
     for flag, value in (("--timeout", options.timeout), ("--study-name", options.study_name),
                         ("--seed", options.seed), ("--epochs", options.epochs),
                         ("--artifacts", options.artifacts),
-                        ("--population", options.population)):
+                        ("--population", "auto" if options.population == AUTO_POPULATION
+                         else options.population)):
         if value is not None:
             argv += [flag, str(value)]
     for assignment in options.set:
