@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from vae_search.cli import RunOptions
     from vae_search.config import StudyConfig
     from vae_search.objective import Objective, TrialPlan
-    from vae_search.worker import SignalState
+    from vae_search.signals import SignalState
 
 __all__ = ["MAX_POPULATION", "MEMBERS_PER_CORE", "default_population", "population_size",
            "run_population"]
@@ -330,7 +330,7 @@ def run_population(study: optuna.Study, config: StudyConfig, dataset: Any, optio
     from vae_search.artifacts import artifact_hook
     from vae_search.objective import Objective
     from vae_search.report import FigureRefresher, Progress
-    from vae_search.worker import FAIL_INTERRUPTED, Interrupted, worker_identity
+    from vae_search.signals import FAIL_INTERRUPTED, Interrupted, worker_identity
 
     save_artifacts = artifact_hook(options.storage, options.artifacts)
 

@@ -1,4 +1,4 @@
-"""A worker command's process: SIGINT/SIGTERM held for safe points, and errors as exit codes.
+"""A worker process: who it is, SIGINT/SIGTERM held for safe points, errors as exit codes.
 
 :class:`SignalState` turns the two signals into :class:`Interrupted` at a point where no
 finished trial can be half-written; :func:`run_command` runs a command's body with it and maps
@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from vae_search.cli import EXIT_FAULT, EXIT_INTERRUPTED, EXIT_USAGE
 
-__all__ = ["DatabaseLost", "Interrupted", "SignalState", "run_command"]
+__all__ = ["FAIL_INTERRUPTED", "DatabaseLost", "Interrupted", "SignalState", "run_command",
+           "worker_identity"]
+
+FAIL_INTERRUPTED = "interrupted"  # fail_reason of a trial stopped by SIGINT/SIGTERM
+
+
+def worker_identity() -> str:
+    """Who runs a trial (user attr ``worker``): ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Interrupted(KeyboardInterrupt):

@@ -25,7 +25,13 @@ from vae_search.budget import FAIL_SURPLUS, BudgetGate, BudgetReached
 from vae_search.cli import RunOptions
 from vae_search.config import StudyConfig
 from vae_search.report.rows import StateCounts
-from vae_search.signals import DatabaseLost, Interrupted, SignalState
+from vae_search.signals import (
+    FAIL_INTERRUPTED,
+    DatabaseLost,
+    Interrupted,
+    SignalState,
+    worker_identity,
+)
 from vae_search.storage import (
     error_reason,
     is_storage_fault,
@@ -57,7 +63,6 @@ __all__ = [
 
 STORAGE_RETRIES = 5  # consecutive lost-connection failures a worker rides out
 STORAGE_BACKOFF = 2.0  # seconds, times the attempt number, before retrying
-FAIL_INTERRUPTED = "interrupted"  # fail_reason of a trial stopped by SIGINT/SIGTERM
 MAX_CONSECUTIVE_FAILURES = 10  # a worker stops when this many trials in a row fail
 
 Value = float | tuple[float, float]  # the ELBO, or (ELBO, I(x;z)) in a pareto study
@@ -159,10 +164,6 @@ class TrialLoop:
         except UpdateFinishedTrialError:
             return  # finished after all (stored before the interruption, or failed as stale)
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-
-
-def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def sampler_identity(options: RunOptions) -> str:
