@@ -255,7 +255,8 @@ def test_two_local_workers_on_a_sqlite_file(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_all_local_workers_cleanly(tmp_path, pg_url, study_name, signum):
-    toml = _toml(tmp_path, epochs=25, batch_size=32)
+    # Long enough trials that the signal lands inside one (not in a figure refresh between two).
+    toml = _toml(tmp_path, epochs=80, batch_size=32)
     budget = 20
     parent = _worker(toml, pg_url, study_name, budget, "--workers", "2")
     deadline = time.monotonic() + 120

@@ -180,3 +180,35 @@ def test_no_eval_or_pickle_loading_in_the_package():
         assert "eval(" not in text.replace("evaluate(", "").replace("_eval(", ""), source
         assert "allow_pickle=True" not in text, source
         assert "pickle.load" not in text, source
+
+
+def test_a_lost_connection_in_a_background_thread_is_one_warning_not_a_traceback(
+    capsys, monkeypatch
+):
+    """Optuna's heartbeat thread dies on a dropped connection; the worker says so in one line
+    (seen under pg_terminate_backend in tests/test_interrupts.py), and every other thread error
+    still goes to the previous hook (Python's traceback)."""
+    import threading
+
+    from optuna.exceptions import StorageInternalError
+
+    from vae_search import worker
+
+    seen: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
+    worker._quiet_thread_storage_faults()
+
+    def run(exc: BaseException, name: str) -> str:
+        def target() -> None:
+            raise exc
+
+        t = threading.Thread(target=target, name=name)
+        t.start()
+        t.join()
+        return capsys.readouterr().err
+
+    err = run(StorageInternalError("commit failed"), "heartbeat-7")
+    assert "warning: heartbeat-7 lost the database connection" in err
+    assert len(err.strip().splitlines()) == 1 and not seen
+    bug = ValueError("a real bug")
+    assert run(bug, "other") == "" and seen == [bug]

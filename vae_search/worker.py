@@ -197,7 +197,33 @@ def setup_optuna() -> QuietFailedTrials:
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_thread_storage_faults()
     return QuietFailedTrials((Interrupted, BudgetReached, *storage_faults())).install()
+
+
+def _quiet_thread_storage_faults() -> None:
+    """A lost database connection in a background thread is one warning line, not a traceback.
+
+    Optuna's heartbeat thread (and our report thread) die on a dropped connection; Python
+    would print the thread's traceback. The trial itself goes on: its next write on the main
+    thread reconnects (or fails it through the usual retry path). Other errors keep the
+    default report."""
+    import threading
+
+    previous = threading.excepthook
+    if getattr(previous, "_vae_search", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None and is_storage_fault(args.exc_value):
+            name = args.thread.name if args.thread is not None else "a background thread"
+            print(f"warning: {name} lost the database connection "
+                  f"({error_reason(args.exc_value)}); the trial goes on", file=sys.stderr)
+            return
+        previous(args)
+
+    hook._vae_search = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def quiet_tensorflow(debug: bool) -> None:
