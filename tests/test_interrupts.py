@@ -18,8 +18,11 @@ from tests.conftest import subprocess_env, write_tiny_toml
 from vae_search import keys
 
 # Long enough trials (~30 epochs of small batches) that a signal lands mid-trial.
+# A trial whose failure could not be written while the database was down is recovered through
+# its stale heartbeat (by design): a short grace period keeps that recovery inside the test.
 FAULTS = {"name": "faults", "train": {"epochs": 30, "batch_size": 16},
-          "search": {"klstart": [0, 10], "annealtime": [0, 10]}, "pruner": {"name": "none"}}
+          "search": {"klstart": [0, 10], "annealtime": [0, 10]}, "pruner": {"name": "none"},
+          "run": {"heartbeat_interval": 2, "grace_period": 20}}
 
 
 def _start(tmp_path: Path, url: str, name: str, trials: int) -> subprocess.Popen:
