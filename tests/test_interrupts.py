@@ -169,8 +169,8 @@ def test_dropped_database_connections_lose_nothing(tmp_path, pg_url):
 def test_sigkilled_worker_leaves_no_trial_running_on_sqlite(tmp_path):
     """Heartbeats work on SQLite too: the next worker on the file fails and re-queues the trial."""
     url = f"sqlite:///{tmp_path / 'kill.db'}"
-    toml = write_tiny_toml(tmp_path, **FAULTS,
-                           run={"heartbeat_interval": 1, "grace_period": 4, "max_retry": 1})
+    toml = write_tiny_toml(tmp_path, **{
+        **FAULTS, "run": {"heartbeat_interval": 1, "grace_period": 4, "max_retry": 1}})
     env = subprocess_env()
     cmd = [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
            "--study-name", "faults", "--quiet"]
