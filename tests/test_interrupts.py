@@ -25,11 +25,16 @@ FAULTS = {"name": "faults", "train": {"epochs": 30, "batch_size": 16},
           "run": {"heartbeat_interval": 2, "grace_period": 20}}
 
 
-def _start(tmp_path: Path, url: str, name: str, trials: int) -> subprocess.Popen:
+# The one-at-a-time loop, and a population of trials trained side by side (its own loop).
+POPULATIONS = pytest.mark.parametrize("population", ["1", "4"], ids=["one", "population"])
+
+
+def _start(tmp_path: Path, url: str, name: str, trials: int,
+           population: str = "1") -> subprocess.Popen:
     toml = write_tiny_toml(tmp_path, **FAULTS)
     return subprocess.Popen(
         [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
-         "--study-name", name, "--trials", str(trials), "--quiet"],
+         "--study-name", name, "--trials", str(trials), "--quiet", "--population", population],
         cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )
@@ -56,9 +61,9 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 
 def _interrupt_and_resume(
-    tmp_path: Path, url: str, name: str, signum: int, *, after: int = 2
+    tmp_path: Path, url: str, name: str, signum: int, *, after: int = 2, population: str = "1"
 ) -> None:
-    proc = _start(tmp_path, url, name, trials=50)
+    proc = _start(tmp_path, url, name, trials=50, population=population)
 
     def finished() -> list[optuna.trial.FrozenTrial]:
         return [t for t in _trials(url, name)
@@ -91,7 +96,7 @@ def _interrupt_and_resume(
     # the same command (with a small budget) resumes the study
     budget = len(before) + 1 + sum(1 for t in after.values() if t.state == TrialState.COMPLETE
                                    and t.number not in before)
-    proc = _start(tmp_path, url, name, trials=budget)
+    proc = _start(tmp_path, url, name, trials=budget, population=population)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     done = [t for t in _trials(url, name) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -104,6 +109,12 @@ def _interrupt_and_resume(
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_on_sqlite_keeps_finished_trials_and_resumes(tmp_path, signum):
     _interrupt_and_resume(tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", "faults", signum)
+
+
+def test_signal_stops_a_population_and_resumes(tmp_path):
+    # Every running member is failed as interrupted; the finished ones are kept.
+    _interrupt_and_resume(tmp_path, f"sqlite:///{tmp_path / 'pop.db'}", "faults",
+                          signal.SIGINT, population="4")
 
 
 def test_sigterm_during_the_first_trace_is_clean(tmp_path):
@@ -124,8 +135,10 @@ def test_signal_on_postgresql_keeps_finished_trials_and_resumes(tmp_path, pg_url
 
 
 @pytest.mark.postgres
-def test_dropped_database_connections_lose_nothing(tmp_path, pg_url):
-    """The server drops the worker's connections twice mid-run (pg_terminate_backend)."""
+@POPULATIONS
+def test_dropped_database_connections_lose_nothing(tmp_path, pg_url, population):
+    """The server drops the worker's connections again and again mid-run
+    (pg_terminate_backend)."""
     import sqlalchemy
 
     app = f"vs_{uuid.uuid4().hex[:10]}"
@@ -133,7 +146,7 @@ def test_dropped_database_connections_lose_nothing(tmp_path, pg_url):
     sep = "&" if "?" in pg_url else "?"
     url = f"{pg_url}{sep}application_name={app}"
     admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    proc = _start(tmp_path, url, name, trials=6)
+    proc = _start(tmp_path, url, name, trials=6, population=population)
     killed = 0
     try:
         _wait_for(lambda: sum(t.state.is_finished() for t in _trials(pg_url, name)) >= 1, proc)
@@ -166,14 +179,16 @@ def test_dropped_database_connections_lose_nothing(tmp_path, pg_url):
     optuna.delete_study(study_name=name, storage=pg_url)
 
 
-def test_sigkilled_worker_leaves_no_trial_running_on_sqlite(tmp_path):
-    """Heartbeats work on SQLite too: the next worker on the file fails and re-queues the trial."""
+@POPULATIONS
+def test_sigkilled_worker_leaves_no_trial_running_on_sqlite(tmp_path, population):
+    """Heartbeats work on SQLite too: the next worker on the file fails and re-queues the
+    trial (or every member of the killed worker's population)."""
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     toml = write_tiny_toml(tmp_path, **{
         **FAULTS, "run": {"heartbeat_interval": 1, "grace_period": 4, "max_retry": 1}})
     env = subprocess_env()
     cmd = [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
-           "--study-name", "faults", "--quiet"]
+           "--study-name", "faults", "--quiet", "--population", population]
     proc = subprocess.Popen([*cmd, "--trials", "50"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values

@@ -117,7 +117,7 @@ def throughput_lines(line: Any, *, quick: bool, trials_200: bool, workers: bool,
 
                 pop = run("pop", *pop_flag)
                 one = run("one", "--population", "1")
-                rows = [("population default" if population is None
+                rows = [("population auto" if population is None
                          else f"population {population}", pop), ("population 1", one)]
                 if workers:
                     rows.append(("workers 2 x population 1",

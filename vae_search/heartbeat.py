@@ -137,9 +137,9 @@ class Heartbeats:
 
     def add(self, tid: int) -> None:
         if self.beat is not None:
-            self.beat(tid)  # at once, as the optimize loop does when a trial starts
             with self._lock:
                 self.ids.add(tid)
+            self.beat(tid)  # at once, as the optimize loop does when a trial starts
 
     def discard(self, tid: int) -> None:
         with self._lock:

@@ -23,7 +23,7 @@ from vae_search.config import StudyConfig
 from vae_search.data import Dataset, load_dataset
 from vae_search.metrics import Diagnostics, diagnose
 from vae_search.models import EpochResult, Trainer, TrainerSpec, get_trainer, spec_for
-from vae_search.pruning import AnnealingAwarePruner
+from vae_search.pruning import should_prune
 from vae_search.report_writer import ReportWriter
 from vae_search.schedule import Schedule, full_beta_epoch
 from vae_search.space import TrialParams, suggest
@@ -200,19 +200,13 @@ class Objective:
     def _trial(
         self, trial: optuna.Trial, reports: ReportWriter
     ) -> float | tuple[float, float]:
-        pareto = self.config.search.objective == "pareto"
-        epochs = self.config.train.epochs
         plan, start_attrs = self.plan(trial)
         reports.submit(set_user_attrs, trial, start_attrs)  # stored during the first epoch
-        params, schedule, seed, prune_from = plan.params, plan.schedule, plan.seed, plan.prune_from
-        reporting = plan.reporting
-
-        trainer = self.start(params, seed)
+        trainer = self.start(plan.params, plan.seed)
         history: dict[str, list[Any]] = {name: [] for name in keys.HISTORY_FIELDS}
-        elbo = float("nan")
-        recon = float("nan")
-        for epoch in range(epochs):
-            beta = schedule(epoch)
+        elbo = recon = float("nan")
+        for epoch in range(self.config.train.epochs):
+            beta = plan.schedule(epoch)
             result = self.run_epoch(trainer, beta)
             loss, elbo, recon = result.train_loss, -result.neg_elbo, result.recon
             if not (math.isfinite(loss) and math.isfinite(elbo)):
@@ -222,30 +216,30 @@ class Objective:
                 )
                 set_user_attrs(trial, {keys.ATTR_FAIL_REASON: reason, keys.ATTR_HISTORY: history})
                 raise TrainingDiverged(reason)
-            n_active = result.active_units
             record = {
                 "epoch": epoch,
                 "beta": beta,
                 "train_loss": loss,
                 "val_elbo": elbo,
                 "val_kl": result.kl,
-                "active_units": n_active,
+                "active_units": result.active_units,
             }
             for name in keys.HISTORY_FIELDS:
                 history[name].append(record[name])
-            if reporting:
+            if plan.reporting:
                 reports.put(elbo, step=epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial, epoch, record)
             # The pruner refuses before prune_from anyway; not asking saves a storage read.
-            if reporting and epoch >= prune_from and _should_prune(
-                trial, reports, dict(enumerate(history["val_elbo"])), prune_from
+            if plan.reporting and epoch >= plan.prune_from and should_prune(
+                trial, dict(enumerate(history["val_elbo"])), plan.prune_from,
+                store=reports.flush,
             ):
-                self._finish(trial, trainer, recon, seed, history, reports)
+                self._finish(trial, trainer, recon, plan.seed, history, reports)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} (ELBO {elbo:.2f})")
-        diag = self._finish(trial, trainer, recon, seed, history, reports,
+        diag = self._finish(trial, trainer, recon, plan.seed, history, reports,
                             iwae_samples=plan.iwae_samples)
-        return (elbo, diag.mutual_info) if pareto else elbo
+        return (elbo, diag.mutual_info) if self.config.search.objective == "pareto" else elbo
 
     def _finish(
         self,
@@ -285,17 +279,3 @@ class Objective:
 
 def _call(write: Callable[..., Any], *args: Any) -> None:
     write(*args)
-
-
-def _should_prune(
-    trial: optuna.Trial, reports: ReportWriter, values: dict[int, float], prune_from: int
-) -> bool:
-    """``trial.should_prune()`` on the reported ``values``; the annealing-aware median rule
-    decides without waiting for the report thread to store them (same answer)."""
-    pruner = trial.study.pruner
-    if isinstance(pruner, AnnealingAwarePruner):
-        decided = pruner.prune_values(trial.study, trial.number, values, prune_from)
-        if decided is not None:
-            return decided
-    reports.flush()
-    return trial.should_prune()

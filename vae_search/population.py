@@ -25,6 +25,7 @@ Importing this module does not import TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from vae_search import keys
 from vae_search.budget import BudgetGate, BudgetReached
 from vae_search.heartbeat import Heartbeats
-from vae_search.pruning import AnnealingAwarePruner
+from vae_search.pruning import should_prune
 
 if TYPE_CHECKING:
     import optuna
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from vae_search.cli import RunOptions
     from vae_search.config import StudyConfig
     from vae_search.objective import Objective, TrialPlan
+    from vae_search.report_writer import ReportWriter
     from vae_search.signals import SignalState
 
 __all__ = ["MAX_POPULATION", "MEMBERS_PER_CORE", "default_population", "population_size",
@@ -124,7 +126,7 @@ class PopulationLoop:
     """The slots, the study and the per-epoch bookkeeping (see the module docstring)."""
 
     def __init__(self, study: optuna.Study, objective: Objective, size: int, gate: BudgetGate,
-                 *, callbacks: list[Any], heartbeats: Heartbeats,
+                 *, callbacks: list[Any], heartbeats: Heartbeats, reports: ReportWriter,
                  warn: Any = print) -> None:
         from vae_search.models import get_trainer, spec_for
         from vae_search.models.population import PopulationTrainer
@@ -135,6 +137,7 @@ class PopulationLoop:
         self.gate = gate
         self.callbacks = callbacks
         self.heartbeats = heartbeats
+        self.reports = reports  # the members' storage writes, off the training thread
         self.warn = warn
         self.pareto = self.config.search.objective == "pareto"
         widest = spec_for(self.config, objective.dataset, max(self.config.search.latent_dim))
@@ -142,8 +145,9 @@ class PopulationLoop:
         self.slots: list[Member | None] = [None] * size
         self.refill = True  # False once the budget is met, the timeout passed or trials fail
         self.warmed_up = False  # the median pruner has its n_startup_trials completed trials
-        self.epochs_run = 0  # population epochs: the members' pruning reads are shared per epoch
-        self.failures = 0
+        self.failures = 0  # consecutive failed members
+        self.finished = 0  # members this loop saw to the end (any state)
+        self.unstarted: list[optuna.Trial] = []  # asked for, but never made it into a slot
 
     # -- members -----------------------------------------------------------------------------
 
@@ -174,10 +178,13 @@ class PopulationLoop:
                 trial = self.study.ask()
             try:
                 self.gate.admit(trial, wait=False)
+                self.slots[slot] = self._start(slot, trial)
             except BudgetReached:  # another worker asked at the same instant
                 self._tell(trial, state="FAIL")
                 return
-            self.slots[slot] = self._start(slot, trial)
+            except BaseException:  # a lost connection, a signal: failed by fail_running
+                self.unstarted.append(trial)
+                raise
 
     def _warm_up_room(self) -> int | None:
         """How many more members may start while the median pruner is still warming up.
@@ -217,26 +224,9 @@ class PopulationLoop:
         out = self.trainer.run_epoch(
             o.x_train, o.x_val, self.betas(), eval_seed=self.config.seed,
             active_threshold=self.config.collapse.active_threshold)
-        self.epochs_run += 1
         for slot, member in enumerate(self.slots):
             if member is not None:
                 self._after_epoch(slot, member, out[slot])
-
-    def _should_prune(self, member: Member) -> bool:
-        """``trial.should_prune()``, answered for every member from one read of the study's
-        completed trials per epoch (asked one by one, P members cost P^2 trial reads)."""
-        import optuna
-
-        pruner = self.study.pruner
-        if isinstance(pruner, optuna.pruners.NopPruner):
-            return False
-        if isinstance(pruner, AnnealingAwarePruner):
-            decided = pruner.prune_values(
-                self.study, member.trial.number, dict(enumerate(member.history["val_elbo"])),
-                member.plan.prune_from, read=("population", id(self), self.epochs_run))
-            if decided is not None:
-                return decided
-        return member.trial.should_prune()
 
     def _after_epoch(self, slot: int, member: Member, row: Any) -> None:
         from vae_search._optuna import set_user_attrs
@@ -257,9 +247,14 @@ class PopulationLoop:
             member.history[name].append(record[name])
         member.epoch += 1
         if member.plan.reporting:  # not pareto, not a confirmation run
-            trial.report(elbo, step=epoch)
+            self.reports.submit(trial.report, elbo, step=epoch)
             # The pruner refuses before prune_from anyway; not asking saves a storage read.
-            if epoch >= member.plan.prune_from and self._should_prune(member):
+            # The members share one read of the completed trials until one of them ends (other
+            # workers' trials join at the pruner's timed refresh), not one read per member.
+            if epoch >= member.plan.prune_from and should_prune(
+                trial, dict(enumerate(member.history["val_elbo"])), member.plan.prune_from,
+                read=("population", id(self), self.finished), store=self.reports.flush,
+            ):
                 self._diagnose(slot, member)
                 self._end(slot, state="PRUNED")
                 return
@@ -274,14 +269,15 @@ class PopulationLoop:
         trainer = get_trainer(self.objective.spec(member.plan.params))
         self.trainer.unload(slot, trainer)
         return self.objective._finish(member.trial, trainer, member.recon, member.plan.seed,
-                                      member.history, iwae_samples=member.plan.iwae_samples)
+                                      member.history, self.reports,
+                                      iwae_samples=member.plan.iwae_samples)
 
     def _end(self, slot: int, *, state: str | None = None, values: Any = None) -> None:
         member = self.slots[slot]
         assert member is not None
-        self.slots[slot] = None
-        self.trainer.free(slot)
+        self._drop(slot)
         frozen = self._tell(member.trial, state=state, values=values)
+        self.finished += 1
         if frozen.state.name == "FAIL":
             self.failures += 1
             if self.failures >= MAX_CONSECUTIVE_FAILURES:
@@ -298,18 +294,66 @@ class PopulationLoop:
         from vae_search._optuna import trial_id
 
         self.heartbeats.discard(trial_id(trial))
+        self.reports.flush()  # its reports (queued in order) are stored before it ends
         frozen = self.study.tell(trial, values, state=None if state is None
                                  else TrialState[state], skip_if_finished=True)
         for callback in self.callbacks:
             callback(self.study, frozen)
         return frozen
 
+    def _drop(self, slot: int) -> None:
+        """Free ``slot`` here; its trial is no longer beaten for (see :meth:`fail_running`)."""
+        from vae_search._optuna import trial_id
+
+        member = self.slots[slot]
+        assert member is not None
+        self.slots[slot] = None
+        self.trainer.free(slot)
+        self.heartbeats.discard(trial_id(member.trial))
+
     def fail_running(self, reason: str) -> None:
-        """Fail every running member (an interruption), recording ``reason``."""
+        """Fail every running member (an interruption, a lost connection), recording ``reason``.
+
+        A member whose failure cannot be stored (the database is still down) is dropped here
+        and left RUNNING without heartbeats: it goes stale and is failed and retried by the
+        next stale-trial check (any worker's, or the proxy's).
+        """
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        from vae_search.storage import storage_faults
+
+        faults = storage_faults()
+        with contextlib.suppress(*faults):
+            self.reports.flush()  # what can still be stored; a failed write is forgotten
         for slot, member in enumerate(self.slots):
-            if member is not None:
-                member.trial.set_user_attr(keys.ATTR_FAIL_REASON, reason)
+            if member is None:
+                continue
+            try:
+                with contextlib.suppress(UpdateFinishedTrialError):  # failed as stale already
+                    member.trial.set_user_attr(keys.ATTR_FAIL_REASON, reason)
                 self._end(slot, state="FAIL")
+            except faults:
+                if self.slots[slot] is not None:
+                    self._drop(slot)
+        # A trial asked for just before the fault may have no heartbeat yet: no stale-trial
+        # check would ever find it, so it is failed here (or at the next fault's retry).
+        for trial in list(self.unstarted):
+            with contextlib.suppress(*faults):
+                with contextlib.suppress(UpdateFinishedTrialError):
+                    trial.set_user_attr(keys.ATTR_FAIL_REASON, reason)
+                self._tell(trial, state="FAIL")
+                self.unstarted.remove(trial)
+
+    def drop_taken_over(self) -> bool:
+        """Drop the members another worker failed as stale (their heartbeats were late);
+        returns whether there were any."""
+        from vae_search._optuna import fresh_trial
+
+        taken = [slot for slot, m in enumerate(self.slots)
+                 if m is not None and fresh_trial(m.trial).state.is_finished()]
+        for slot in taken:
+            self._drop(slot)
+        return bool(taken)
 
     @property
     def running(self) -> int:
@@ -320,17 +364,32 @@ def run_population(study: optuna.Study, config: StudyConfig, dataset: Any, optio
                    signals: SignalState, deadline: float | None, size: int) -> None:
     """Train the study's trials ``size`` at a time until the budget is met (or the timeout).
 
+    A lost database connection fails the running members (they are recovered through their
+    stale heartbeats if even that cannot be stored) and the loop goes on, as the one-at-a-time
+    loop does (:class:`~vae_search.signals.LostConnections`).
+
     Raises:
         Interrupted: SIGINT/SIGTERM (every running member is failed as interrupted).
+        DatabaseLost: the database failed ``STORAGE_RETRIES`` times in a row.
     """
     from vae_search.models import configure_threads
 
     configure_threads(options.threads)  # before any TensorFlow op
+    from optuna.exceptions import UpdateFinishedTrialError
+
     from vae_search._optuna import study_storage
     from vae_search.artifacts import artifact_hook
     from vae_search.objective import Objective
     from vae_search.report import FigureRefresher, Progress
-    from vae_search.signals import FAIL_INTERRUPTED, Interrupted, worker_identity
+    from vae_search.report_writer import ReportWriter
+    from vae_search.signals import (
+        FAIL_INTERRUPTED,
+        TAKEN_OVER,
+        Interrupted,
+        LostConnections,
+        worker_identity,
+    )
+    from vae_search.storage import error_reason, is_storage_fault
 
     save_artifacts = artifact_hook(options.storage, options.artifacts)
 
@@ -341,28 +400,44 @@ def run_population(study: optuna.Study, config: StudyConfig, dataset: Any, optio
     gate = BudgetGate(options.trials, deadline=deadline)
     progress = Progress(study, options.trials, enabled=not options.quiet)
     heartbeats = Heartbeats(study_storage(study), config.run.heartbeat_interval)
+    reports = ReportWriter(name="population-reports")
     loop = PopulationLoop(
-        study, objective, size, gate, heartbeats=heartbeats, warn=progress.warn,
-        callbacks=[progress, FigureRefresher(config.run.refresh_every)],
+        study, objective, size, gate, heartbeats=heartbeats, reports=reports,
+        warn=progress.warn, callbacks=[progress, FigureRefresher(config.run.refresh_every)],
     )
+    retries = LostConnections(progress.warn)
     signals.training = True  # held until an epoch boundary: a member is never half-written
     try:
-        while True:
-            loop.fill()
-            if not loop.running:
-                if not loop.refill:
-                    break
-                signals.training = False  # waiting on other workers: a signal ends it now
-                signals.raise_pending()
-                if not gate.slot_free(study):
-                    break
-                signals.training = True
-                continue  # another worker's trial failed: a slot opened
-            loop.epoch()
-            signals.raise_pending()
-    except Interrupted:
-        loop.fail_running(FAIL_INTERRUPTED)
-        raise
+        with reports:
+            try:
+                while True:
+                    try:
+                        loop.fill()
+                        if not loop.running:
+                            if not loop.refill:
+                                break
+                            signals.training = False  # waiting on other workers: a signal
+                            signals.raise_pending()  # ends it now
+                            if not gate.slot_free(study):
+                                break
+                            signals.training = True
+                            continue  # another worker's trial failed: a slot opened
+                        loop.epoch()
+                        signals.raise_pending()
+                    except UpdateFinishedTrialError:
+                        if not loop.drop_taken_over():
+                            raise
+                        progress.warn(TAKEN_OVER)
+                    except Exception as exc:
+                        if not is_storage_fault(exc):
+                            raise
+                        try:  # waits before the retry; raises DatabaseLost after too many
+                            retries.lost_connection(exc, loop.finished)
+                        finally:
+                            loop.fail_running(f"database connection lost: {error_reason(exc)}")
+            except Interrupted:
+                loop.fail_running(FAIL_INTERRUPTED)
+                raise
     finally:
         signals.training = False
         heartbeats.close()

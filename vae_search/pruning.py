@@ -8,8 +8,9 @@ objective stored under ``prune_from_epoch`` (first epoch at beta = 1, plus a pat
 A median (percentile) rule reads every completed trial from the storage at each check: one query
 per epoch per trial, the largest storage cost left on the training thread. The wrapper hands it
 a view in which that list is read at most once per :data:`COMPLETED_REFRESH_SECONDS` (and anew
-for each trial, or each epoch of a population), through the public ``study.get_trials``. With
-one worker nothing completes while a trial trains, so the decisions are the same; with several,
+for each trial, or whenever a member of a population ends), through the public
+``study.get_trials``. With one worker nothing completes while a trial trains (nor while no
+member of a population ends), so the decisions are the same; with several,
 a trial completed by another worker in the last few seconds joins the median at the next
 refresh, which is no later than Optuna's own cross-process view guarantees anything.
 """
@@ -17,7 +18,7 @@ refresh, which is no later than Optuna's own cross-process view guarantees anyth
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import optuna
@@ -26,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from vae_search.config import PrunerConfig
 from vae_search.keys import ATTR_PRUNE_FROM_EPOCH
 
-__all__ = ["COMPLETED_REFRESH_SECONDS", "AnnealingAwarePruner", "make_pruner"]
+__all__ = ["COMPLETED_REFRESH_SECONDS", "AnnealingAwarePruner", "make_pruner", "should_prune"]
 
 COMPLETED_REFRESH_SECONDS = 2.0  # the median rule's completed trials are re-read this often
 _COMPLETE = (TrialState.COMPLETE,)
@@ -108,6 +109,35 @@ class AnnealingAwarePruner(optuna.pruners.BasePruner):
             cached = (key, now, study.get_trials(deepcopy=False, states=_COMPLETE))
             self._completed = cached
         return _CompletedTrialsView(study, cached[2])
+
+
+def should_prune(
+    trial: optuna.Trial, values: Mapping[int, float], prune_from: int, *,
+    read: Hashable | None = None, store: Callable[[], object] | None = None,
+) -> bool:
+    """``trial.should_prune()`` for a trial whose reported ``values`` may not be stored yet.
+
+    The annealing-aware median rule decides from ``values`` themselves (:meth:`prune_values`,
+    sharing the completed-trials read ``read``); any other pruner reads the trial from the
+    storage, so ``store()`` is called first to wait for the report writes.
+
+    Args:
+        trial: The running trial.
+        values: Its reported values, step -> value.
+        prune_from: Its ``prune_from_epoch``.
+        read: See :meth:`AnnealingAwarePruner.prune_values`.
+        store: Waits until the trial's queued reports are stored.
+    """
+    pruner = trial.study.pruner
+    if isinstance(pruner, optuna.pruners.NopPruner):
+        return False
+    if isinstance(pruner, AnnealingAwarePruner):
+        decided = pruner.prune_values(trial.study, trial.number, values, prune_from, read=read)
+        if decided is not None:
+            return decided
+    if store is not None:
+        store()
+    return trial.should_prune()
 
 
 def make_pruner(config: PrunerConfig, epochs: int) -> optuna.pruners.BasePruner:

@@ -8,6 +8,8 @@ while a compiled epoch runs, so a second thread can commit epoch ``e``'s report 
 ``Trial.report`` (and the objective's own writes) are called, in order, from one thread;
 :meth:`ReportWriter.flush` waits until every queued write is stored (before the pruner reads
 them, and before the trial ends), so what is stored, and what the pruner sees, does not change.
+A population (:mod:`vae_search.population`) shares one writer among its members: their P reports
+of an epoch are stored while the next population epoch trains.
 """
 
 from __future__ import annotations
@@ -31,18 +33,21 @@ class ReportWriter:
 
     A write that fails (e.g. the database connection dropped) is raised by the next
     :meth:`flush` or at the exit of the ``with`` block, so the worker's storage-fault handling
-    sees it as if ``trial.report`` had raised it; reports queued after a failure are dropped.
+    sees it as if ``trial.report`` had raised it; writes queued after a failure are dropped.
 
     Args:
-        trial: The running trial.
+        trial: The running trial whose reports :meth:`put` queues (``None``: a writer shared
+            by several trials, which queues each trial's writes with :meth:`submit`).
+        name: The thread's name (default ``reports-<trial number>``).
     """
 
-    def __init__(self, trial: optuna.Trial) -> None:
+    def __init__(self, trial: optuna.Trial | None = None, *, name: str | None = None) -> None:
         self.trial = trial
         self._queue: queue.Queue[tuple[Callable[..., Any], tuple, dict] | None] = queue.Queue()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"reports-{trial.number}",
-                                        daemon=True)
+        if name is None:
+            name = "reports" if trial is None else f"reports-{trial.number}"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def __enter__(self) -> ReportWriter:
         self._thread.start()
@@ -61,6 +66,8 @@ class ReportWriter:
 
     def put(self, value: float, step: int) -> None:
         """Queue ``trial.report(value, step=step)``."""
+        if self.trial is None:
+            raise TypeError("a shared ReportWriter has no trial: submit(trial.report, ...)")
         self.submit(self.trial.report, value, step=step)
 
     def submit(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -68,7 +75,7 @@ class ReportWriter:
         self._queue.put((write, args, kwargs))
 
     def flush(self) -> bool:
-        """Wait until every queued report is stored; raise a failed write's error.
+        """Wait until every queued write is stored; raise a failed write's error.
 
         Returns:
             True (so that ``... and reports.flush() and trial.should_prune()`` reads in order).

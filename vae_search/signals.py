@@ -12,15 +12,20 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 from vae_search.cli import EXIT_FAULT, EXIT_INTERRUPTED, EXIT_USAGE
 
-__all__ = ["FAIL_INTERRUPTED", "DatabaseLost", "Interrupted", "SignalState", "run_command",
-           "worker_identity"]
+__all__ = ["FAIL_INTERRUPTED", "TAKEN_OVER", "DatabaseLost", "Interrupted", "LostConnections",
+           "SignalState", "run_command", "worker_identity"]
 
 FAIL_INTERRUPTED = "interrupted"  # fail_reason of a trial stopped by SIGINT/SIGTERM
+STORAGE_RETRIES = 5  # consecutive lost-connection failures a worker rides out
+STORAGE_BACKOFF = 2.0  # seconds, times the attempt number, before retrying
+TAKEN_OVER = ("warning: another worker failed this worker's trial as stale (its heartbeat was "
+              "later than run.grace_period; raise it if epochs are long); continuing")
 
 
 def worker_identity() -> str:
@@ -39,6 +44,50 @@ class Interrupted(KeyboardInterrupt):
 
 class DatabaseLost(RuntimeError):
     """The database kept failing mid-run; finished trials are committed, the run can resume."""
+
+
+class LostConnections:
+    """How a worker rides out a database that drops or refuses its connections.
+
+    The pool (``pool_pre_ping``) or the gRPC channel reconnects on the next call, so a worker
+    waits a little longer each time and goes on; after :data:`STORAGE_RETRIES` losses with no
+    trial finished in between it stops with :class:`DatabaseLost`. Finished trials are already
+    committed either way.
+
+    Args:
+        warn: Prints one line without breaking the progress bar.
+    """
+
+    def __init__(self, warn: Callable[[str], None]) -> None:
+        self.warn = warn
+        self.lost = 0  # losses with no finished trial in between
+        self._finished_at_loss = 0
+
+    def lost_connection(self, exc: BaseException, finished: int) -> str:
+        """Count a loss, wait before the retry, and return its one-line reason.
+
+        Args:
+            exc: The storage fault.
+            finished: Trials this worker has finished so far (a finished trial resets the
+                count).
+
+        Raises:
+            DatabaseLost: Too many losses in a row.
+        """
+        from vae_search.storage import error_reason
+
+        self.lost = 1 if finished > self._finished_at_loss else self.lost + 1
+        self._finished_at_loss = finished
+        reason = error_reason(exc)
+        if self.lost > STORAGE_RETRIES:
+            raise DatabaseLost(
+                f"lost the database connection {self.lost} times in a row ({reason}); "
+                "finished trials are kept; re-run the same command to resume"
+            ) from None
+        self.warn(f"warning: database connection lost ({reason}); "
+                  f"reconnecting (attempt {self.lost} of {STORAGE_RETRIES})")
+        time.sleep(STORAGE_BACKOFF * self.lost)
+        return reason
 
 
 class SignalState:

@@ -27,8 +27,10 @@ from vae_search.config import StudyConfig
 from vae_search.report.rows import StateCounts
 from vae_search.signals import (
     FAIL_INTERRUPTED,
+    TAKEN_OVER,
     DatabaseLost,
     Interrupted,
+    LostConnections,
     SignalState,
     worker_identity,
 )
@@ -61,8 +63,6 @@ __all__ = [
     "run_worker",
 ]
 
-STORAGE_RETRIES = 5  # consecutive lost-connection failures a worker rides out
-STORAGE_BACKOFF = 2.0  # seconds, times the attempt number, before retrying
 MAX_CONSECUTIVE_FAILURES = 10  # a worker stops when this many trials in a row fail
 
 Value = float | tuple[float, float]  # the ELBO, or (ELBO, I(x;z)) in a pareto study
@@ -353,8 +353,7 @@ def optimize(
         progress, FigureRefresher(config.run.refresh_every), loop.after_trial,
     ]
     faults = storage_faults()
-    lost = 0  # lost-connection failures with no finished trial in between
-    finished_at_loss = 0
+    retries = LostConnections(progress.warn)
     try:
         while True:
             try:
@@ -370,31 +369,16 @@ def optimize(
             except (ValueError, UpdateFinishedTrialError):
                 if not loop.taken_over():
                     raise
-                progress.warn(
-                    "warning: another worker failed this worker's trial as stale (its "
-                    "heartbeat was later than run.grace_period; raise it if epochs are "
-                    "long); continuing"
-                )
+                progress.warn(TAKEN_OVER)
                 signals.resume()
             except Exception as exc:
                 if not is_storage_fault(exc):
                     raise
                 # The database dropped or refused a connection mid-trial (a server restart,
-                # a network blip), or the gRPC proxy did (restarting). The pool
-                # (pool_pre_ping) or the gRPC channel reconnects on the next call; the trial in
-                # flight is failed (or, if even that write fails, recovered later through its
-                # stale heartbeat). Finished trials are already committed.
-                lost = 1 if loop.finished > finished_at_loss else lost + 1
-                finished_at_loss = loop.finished
-                reason = error_reason(exc)
-                if lost > STORAGE_RETRIES:
-                    raise DatabaseLost(
-                        f"lost the database connection {lost} times in a row ({reason}); "
-                        "finished trials are kept; re-run the same command to resume"
-                    ) from None
-                progress.warn(f"warning: database connection lost ({reason}); "
-                              f"reconnecting (attempt {lost} of {STORAGE_RETRIES})")
-                time.sleep(STORAGE_BACKOFF * lost)
+                # a network blip), or the gRPC proxy did (restarting). The trial in flight is
+                # failed (or, if even that write fails, recovered later through its stale
+                # heartbeat).
+                reason = retries.lost_connection(exc, loop.finished)
                 # If failing the trial in flight was itself lost, close it now; if the database
                 # is still down, the heartbeat recovers the trial later.
                 with contextlib.suppress(*faults):
