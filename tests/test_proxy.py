@@ -111,12 +111,14 @@ def test_sigterm_stops_a_worker_behind_the_proxy_cleanly(tmp_path, pg_url, study
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_workers_ride_out_a_proxy_restart(tmp_path, pg_url, study_name):  # noqa: F811
+@pytest.mark.parametrize("population", ["1", "2"], ids=["one", "population"])
+def test_workers_ride_out_a_proxy_restart(tmp_path, pg_url, study_name, population):  # noqa: F811
     toml = _toml(tmp_path, epochs=12, batch_size=32)
     port = serve.free_port()
     budget = 4
     with running_proxy(pg_url, tmp_path / "serve.log", port=port) as (proxy_url, proxy):
-        procs = [_worker(toml, proxy_url, study_name, budget) for _ in range(2)]
+        procs = [_worker(toml, proxy_url, study_name, budget, "--population", population)
+                 for _ in range(2)]
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             time.sleep(0.5)
