@@ -92,7 +92,7 @@ def test_bench_quick_prints_every_measurement():
         "worker RSS",
         "storage share SQLite",
         "storage share PostgreSQL",
-        "trials/min seed_mse 6: population default",
+        "trials/min seed_mse 6: population auto",
         "trials/min seed_mse 6: population 1",
         "trials/min seed_mse 6: Optuna + Model.fit loop",
         "trials/min seed_mse 6: ratios",

@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trials-200", action="store_true",
                         help="also time 200-trial seed_mse studies (trials/min section)")
     parser.add_argument("--workers-2", action="store_true",
-                        help="also time --workers 2 --population 1 (trials/min section)")
+                        help="also time --workers 2 with --population 1 and auto "
+                             "(trials/min section)")
     parser.add_argument("--trials-only", action="store_true",
                         help="only the trials/min section (whole studies side by side)")
     parser.add_argument("--population", type=int, default=None,

@@ -5,7 +5,8 @@ timed from process start to exit (TensorFlow's import included, the same for eve
 
 * ``vae-search run --population P`` (``auto``: the chosen P, or ``--population``);
 * ``vae-search run --population 1`` (one trial at a time, the trainer of :mod:`.models`);
-* ``vae-search run --workers 2 --population 1`` (two processes) when asked for;
+* ``vae-search run --workers 2 --population 1`` and ``--workers 2 --population auto`` (two
+  processes, one trial at a time or a population each) when asked for;
 * the plain Optuna + Keras loop users write instead (:func:`fit_loop`): ``study.optimize`` over
   an objective that builds the same VAE, trains it with ``Model.fit`` one epoch at a time with an
   annealing callback, reports the validation ELBO every epoch and asks the same pruner (the
@@ -119,9 +120,11 @@ def throughput_lines(line: Any, *, quick: bool, trials_200: bool, workers: bool,
                 one = run("one", "--population", "1")
                 rows = [("population auto" if population is None
                          else f"population {population}", pop), ("population 1", one)]
-                if workers:
+                if workers:  # today's other use of 2 cores, and both combined
                     rows.append(("workers 2 x population 1",
                                  run("w2", "--workers", "2", "--population", "1")))
+                    rows.append(("workers 2 x population auto",
+                                 run("w2p", "--workers", "2", "--population", "auto")))
                 if study == "seed_mse":
                     url = f"sqlite:///{tmp}/{study}-{n}-fit.db"
                     argv = ["-m", "vae_search.bench_trials", study, str(n), url,
