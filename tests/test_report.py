@@ -353,6 +353,43 @@ def test_real_objective_trials_give_figures_and_png_artifacts(tmp_path):
             assert img.size == (2 + 8 * (64 + 2), 2 + 3 * (64 + 2))
 
 
+def test_figure_refresher_waits_refresh_seconds_between_refreshes(monkeypatch):
+    """The first refresh is at once; later ones need ``every`` trials *and* ``seconds``."""
+    from types import SimpleNamespace
+
+    from vae_search.report import callbacks
+
+    now = [0.0]
+    saved: list[float] = []
+    monkeypatch.setattr(callbacks, "save_figures", lambda study: saved.append(now[0]))
+    refresher = report.FigureRefresher(2, seconds=30.0, clock=lambda: now[0])
+
+    def finish(at: float, state: TrialState = TrialState.COMPLETE) -> None:
+        now[0] = at
+        refresher(None, SimpleNamespace(state=state))  # type: ignore[arg-type]
+
+    finish(0.0)
+    finish(1.0)  # 2 trials, no refresh yet: at once
+    assert saved == [1.0]
+    for at in (2.0, 3.0, 4.0):  # trials enough, but too soon
+        finish(at)
+    finish(40.0, TrialState.FAIL)  # a failed trial is no finished trial
+    assert saved == [1.0]
+    finish(31.0, TrialState.PRUNED)  # the interval has passed: the next finished trial
+    finish(62.0)  # 31 s later but 1 trial since: wait for the second
+    assert saved == [1.0, 31.0]
+    finish(63.0)
+    assert saved == [1.0, 31.0, 63.0] and refresher.finished == 8 and refresher.refreshes == 3
+
+    every_trial = report.FigureRefresher(1, seconds=0.0, clock=lambda: 0.0)  # no minimum
+    never = report.FigureRefresher(0, seconds=0.0)  # end only (the worker's own refresh)
+    saved.clear()
+    for _ in range(3):
+        every_trial(None, SimpleNamespace(state=TrialState.COMPLETE))  # type: ignore[arg-type]
+        never(None, SimpleNamespace(state=TrialState.COMPLETE))  # type: ignore[arg-type]
+    assert len(saved) == 3 and never.refreshes == 0
+
+
 def test_runner_refreshes_figures_and_writes_artifacts(tmp_path, tiny_toml, capsys):
     from vae_search.run import main
 
