@@ -258,6 +258,10 @@ class Objective:
         *,
         iwae_samples: int | None = None,
     ) -> Diagnostics:
+        if reports is None:  # a population member: its writes overlap the IWAE bound too
+            with ReportWriter(trial) as own:
+                return self._finish(trial, trainer, recon, seed, history, own,
+                                    iwae_samples=iwae_samples)
         diag = self.diagnostics(trainer, recon, seed)
         d = asdict(diag)
         attrs = {attr: d[key] for key, attr in _DIAGNOSTIC_ATTRS}
@@ -265,26 +269,19 @@ class Objective:
         k = self.config.collapse
         # Feasible (<= 0) exactly when the verdict is "not collapsed". TPE ranks infeasible
         # trials below every feasible one; sampler.constraint = false measures what that buys.
-        constraints = (
-            (keys.CONSTRAINT_ACTIVE_UNITS, float(k.min_active_units - diag.active_units)),
-            (keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.information)),
-        ) if self.config.sampler.constraint else ()
-        # The writes are stored by the report thread while the IWAE bound computes (the same
-        # rows as writing them here), and are all stored before on_finish runs.
-        write = reports.submit if reports is not None else _call
-        write(set_user_attrs, trial, attrs)
-        for name, value in constraints:
-            write(trial.set_constraint, name, value)
-        write(set_user_attrs, trial, {keys.ATTR_IWAE: self.iwae(trainer, iwae_samples)})
-        if reports is not None:
-            reports.flush()
+        constraints = {
+            keys.CONSTRAINT_ACTIVE_UNITS: float(k.min_active_units - diag.active_units),
+            keys.CONSTRAINT_MUTUAL_INFO: float(k.min_mutual_info - diag.information),
+        } if self.config.sampler.constraint else {}
+        # The writes (attrs and constraints in one transaction) are stored by the report thread
+        # while the IWAE bound computes (the same rows as writing them here), and are all
+        # stored before on_finish runs.
+        reports.submit(set_user_attrs, trial, attrs, constraints)
+        reports.submit(set_user_attrs, trial, {keys.ATTR_IWAE: self.iwae(trainer, iwae_samples)})
+        reports.flush()
         if self.on_finish is not None:
             self.on_finish(trial, trainer, self.dataset)
         return diag
-
-
-def _call(write: Callable[..., Any], *args: Any) -> None:
-    write(*args)
 
 
 def _should_prune(
