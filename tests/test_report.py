@@ -353,6 +353,39 @@ def test_real_objective_trials_give_figures_and_png_artifacts(tmp_path):
             assert img.size == (2 + 8 * (64 + 2), 2 + 3 * (64 + 2))
 
 
+def test_progress_counts_its_own_trials_and_reads_other_workers_every_read_seconds():
+    """After a trial the bar counts it at once; other workers' trials appear at the next read."""
+    now = [0.0]
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=-40.0,
+                                 user_attrs={keys.ATTR_COLLAPSED: True}))
+    progress = report.Progress(study, 10, enabled=False, read_seconds=5.0,
+                               clock=lambda: now[0])
+
+    def shown(done: int, best: str, pruned: int, failed: int) -> tuple[int, dict]:
+        return done, {"best": best, "collapsed": 1, "pruned": pruned, "failed": failed}
+
+    def finished(value: float | None, state: TrialState = TrialState.COMPLETE):
+        study.add_trial(create_trial(state=state, value=value))  # any worker's
+        return study.trials[-1]
+
+    assert progress.state() == shown(1, "-40.00", 0, 0)
+    now[0] = 1.0
+    progress(study, finished(-30.0))  # this worker's: counted without a read
+    finished(None, TrialState.PRUNED)  # another worker's
+    assert progress.state() == shown(2, "-30.00", 0, 0) and progress.bar.n == 2
+    now[0] = 2.0
+    progress(study, finished(None, TrialState.FAIL))
+    assert progress.state() == shown(2, "-30.00", 0, 1)
+    now[0] = 6.0  # read_seconds since the last read: the other worker's trial shows
+    progress(study, finished(-35.0))
+    assert progress.state() == shown(4, "-30.00", 1, 1) and progress.bar.n == 4
+    finished(-20.0)
+    progress.refresh(study)  # the --workers parent: always reads
+    assert progress.state() == shown(5, "-20.00", 1, 1)
+    progress.close()
+
+
 def test_figure_refresher_waits_refresh_seconds_between_refreshes(monkeypatch):
     """The first refresh is at once; later ones need ``every`` trials *and* ``seconds``."""
     from types import SimpleNamespace
