@@ -336,6 +336,7 @@ def test_real_objective_trials_give_figures_and_png_artifacts(tmp_path):
     refresher = report.FigureRefresher(every=2)
     study.optimize(Objective(config, on_finish=hook), n_trials=3, callbacks=[refresher])
     assert refresher.finished == 3 and not refresher.warned
+    assert refresher.refreshes == 1  # the first refresh is not held back by refresh_seconds
     stored = stored_figures(study)
     assert set(stored) == set(keys.FIG_IDS)  # saved at the 2nd trial
     figs = report.build_figures(study)
