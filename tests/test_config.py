@@ -58,6 +58,7 @@ def test_name_defaults_to_file_stem(tmp_path):
         ({"pruner": {"name": "always"}}, "pruner.name"),
         ({"train": 5}, "train"),
         ({"run": {"grace_period": 5, "heartbeat_interval": 10}}, "run.grace_period"),
+        ({"run": {"refresh_seconds": -1}}, "run.refresh_seconds"),
     ],
 )
 def test_invalid_configs_name_the_key(raw, key):

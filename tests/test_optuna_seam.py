@@ -65,13 +65,47 @@ def test_batched_user_attrs_are_one_transaction_and_the_same_rows(study, tmp_pat
         _optuna.set_user_attrs(trial, {"a": 1, "b": 2})  # the storage's own checks still run
 
 
+def test_constraints_join_the_transaction_and_are_the_rows_set_constraint_writes(study, tmp_path):
+    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+
+    assert "_CONSTRAINTS_KEY" in inspect.getsource(optuna.Trial.set_constraint), (
+        "Trial.set_constraint no longer names its system attrs after _CONSTRAINTS_KEY")
+    public, batched = study.ask(), study.ask()
+    constraints = {"active_units": -3.0, "mutual_info": 0.25}
+    public.set_user_attr("a", 1)
+    for name, value in constraints.items():
+        public.set_constraint(name, value)
+    commits = _commits(study)
+    _optuna.set_user_attrs(batched, {"a": 1}, constraints)
+    assert len(commits) == 1, "attrs and constraints were not written in one transaction"
+    assert batched.constraints == constraints == public.constraints
+    again = optuna.load_study(study_name="seam", storage=f"sqlite:///{tmp_path / 'seam.db'}")
+    first, second = again.trials
+    assert first.system_attrs == second.system_attrs  # the same rows as set_constraint's
+    assert first.user_attrs == second.user_attrs == {"a": 1}
+    assert f"{_CONSTRAINTS_KEY}:mutual_info" in second.system_attrs
+
+
+def test_constraints_set_constraint_refuses_or_ignores_still_do(study):
+    trial = study.ask()
+    with pytest.raises(ValueError, match="NaN"):
+        _optuna.set_user_attrs(trial, {"a": 1, "b": 2}, {"c": float("nan")})
+    assert trial.user_attrs == {"a": 1, "b": 2}  # written first, as before
+    _optuna.set_user_attrs(trial, {"d": 1, "e": 2}, {"c": 1.0})
+    with pytest.warns(UserWarning, match="already set"):
+        _optuna.set_user_attrs(trial, {"f": 1, "g": 2}, {"c": 5.0})
+    assert study.trials[0].constraints == {"c": 1.0}
+
+
 def test_single_attr_and_in_memory_storage_use_the_public_call():
     study = optuna.create_study()
     trial = study.ask()
     _optuna.set_user_attrs(trial, {"a": 1, "b": [2.0]})
     _optuna.set_user_attrs(trial, {"c": "x"})
     _optuna.set_user_attrs(trial, {})
-    assert study.trials[0].user_attrs == {"a": 1, "b": [2.0], "c": "x"}
+    _optuna.set_user_attrs(trial, {"d": 1}, {"e": -1.0})
+    assert study.trials[0].user_attrs == {"a": 1, "b": [2.0], "c": "x", "d": 1}
+    assert study.trials[0].constraints == {"e": -1.0}
 
 
 def test_fresh_trial_sees_a_change_made_by_another_process(study, tmp_path):

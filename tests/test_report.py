@@ -336,6 +336,7 @@ def test_real_objective_trials_give_figures_and_png_artifacts(tmp_path):
     refresher = report.FigureRefresher(every=2)
     study.optimize(Objective(config, on_finish=hook), n_trials=3, callbacks=[refresher])
     assert refresher.finished == 3 and not refresher.warned
+    assert refresher.refreshes == 1  # the first refresh is not held back by refresh_seconds
     stored = stored_figures(study)
     assert set(stored) == set(keys.FIG_IDS)  # saved at the 2nd trial
     figs = report.build_figures(study)
@@ -351,6 +352,76 @@ def test_real_objective_trials_give_figures_and_png_artifacts(tmp_path):
         with Image.open(path) as img:
             # 3 rows (validation, reconstructions, prior samples) of 8 images, 8x8 upscaled
             assert img.size == (2 + 8 * (64 + 2), 2 + 3 * (64 + 2))
+
+
+def test_progress_counts_its_own_trials_and_reads_other_workers_every_read_seconds():
+    """After a trial the bar counts it at once; other workers' trials appear at the next read."""
+    now = [0.0]
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=-40.0,
+                                 user_attrs={keys.ATTR_COLLAPSED: True}))
+    progress = report.Progress(study, 10, enabled=False, read_seconds=5.0,
+                               clock=lambda: now[0])
+
+    def shown(done: int, best: str, pruned: int, failed: int) -> tuple[int, dict]:
+        return done, {"best": best, "collapsed": 1, "pruned": pruned, "failed": failed}
+
+    def finished(value: float | None, state: TrialState = TrialState.COMPLETE):
+        study.add_trial(create_trial(state=state, value=value))  # any worker's
+        return study.trials[-1]
+
+    assert progress.state() == shown(1, "-40.00", 0, 0)
+    now[0] = 1.0
+    progress(study, finished(-30.0))  # this worker's: counted without a read
+    finished(None, TrialState.PRUNED)  # another worker's
+    assert progress.state() == shown(2, "-30.00", 0, 0) and progress.bar.n == 2
+    now[0] = 2.0
+    progress(study, finished(None, TrialState.FAIL))
+    assert progress.state() == shown(2, "-30.00", 0, 1)
+    now[0] = 6.0  # read_seconds since the last read: the other worker's trial shows
+    progress(study, finished(-35.0))
+    assert progress.state() == shown(4, "-30.00", 1, 1) and progress.bar.n == 4
+    finished(-20.0)
+    progress.refresh(study)  # the --workers parent: always reads
+    assert progress.state() == shown(5, "-20.00", 1, 1)
+    progress.close()
+
+
+def test_figure_refresher_waits_refresh_seconds_between_refreshes(monkeypatch):
+    """The first refresh is at once; later ones need ``every`` trials *and* ``seconds``."""
+    from types import SimpleNamespace
+
+    from vae_search.report import callbacks
+
+    now = [0.0]
+    saved: list[float] = []
+    monkeypatch.setattr(callbacks, "save_figures", lambda study: saved.append(now[0]))
+    refresher = report.FigureRefresher(2, seconds=30.0, clock=lambda: now[0])
+
+    def finish(at: float, state: TrialState = TrialState.COMPLETE) -> None:
+        now[0] = at
+        refresher(None, SimpleNamespace(state=state))  # type: ignore[arg-type]
+
+    finish(0.0)
+    finish(1.0)  # 2 trials, no refresh yet: at once
+    assert saved == [1.0]
+    for at in (2.0, 3.0, 4.0):  # trials enough, but too soon
+        finish(at)
+    finish(40.0, TrialState.FAIL)  # a failed trial is no finished trial
+    assert saved == [1.0]
+    finish(31.0, TrialState.PRUNED)  # the interval has passed: the next finished trial
+    finish(62.0)  # 31 s later but 1 trial since: wait for the second
+    assert saved == [1.0, 31.0]
+    finish(63.0)
+    assert saved == [1.0, 31.0, 63.0] and refresher.finished == 8 and refresher.refreshes == 3
+
+    every_trial = report.FigureRefresher(1, seconds=0.0, clock=lambda: 0.0)  # no minimum
+    never = report.FigureRefresher(0, seconds=0.0)  # end only (the worker's own refresh)
+    saved.clear()
+    for _ in range(3):
+        every_trial(None, SimpleNamespace(state=TrialState.COMPLETE))  # type: ignore[arg-type]
+        never(None, SimpleNamespace(state=TrialState.COMPLETE))  # type: ignore[arg-type]
+    assert len(saved) == 3 and never.refreshes == 0
 
 
 def test_runner_refreshes_figures_and_writes_artifacts(tmp_path, tiny_toml, capsys):

@@ -8,6 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.conftest import write_tiny_toml
 from vae_search import keys
 from vae_search.run import main
 
@@ -129,3 +130,22 @@ def test_help_is_fast_and_does_not_import_tensorflow():
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("population", ["1", "2"], ids=["one", "population"])
+@pytest.mark.parametrize(("seconds", "expected"), [(0, 4), (3600, 2)])
+def test_run_refreshes_figures_as_configured(tmp_path, monkeypatch, population, seconds,
+                                             expected):
+    """run.refresh_every / run.refresh_seconds reach both trial loops: every trial with no
+    minimum interval, else only the first; plus the end-of-run refresh."""
+    from vae_search.report import callbacks
+
+    saved: list[int] = []
+    monkeypatch.setattr(callbacks, "save_figures", lambda study: saved.append(len(study.trials)))
+    toml = write_tiny_toml(tmp_path, train={"epochs": 2},
+                           search={"klstart": [0, 1], "annealtime": [0, 1]},
+                           run={"refresh_every": 1, "refresh_seconds": seconds})
+    code = main(["--study", str(toml), "--storage", f"sqlite:///{tmp_path / 'r.db'}",
+                     "--trials", "3", "--quiet", "--population", population])
+    assert code == 0
+    assert len(saved) == expected, saved

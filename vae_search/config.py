@@ -18,6 +18,7 @@ from typing import Any, Literal
 from vae_search._typed import ConfigError, build_dataclass, parse_assignment
 
 __all__ = [
+    "DEFAULT_REFRESH_SECONDS",
     "CollapseConfig",
     "ConfigError",
     "DataConfig",
@@ -59,6 +60,9 @@ DATASETS = typing.get_args(DatasetName)
 LIKELIHOODS = typing.get_args(Likelihood)
 TOKEN_DATASETS = ("sequences", "text")  # always token ids; "file" is tokens when categorical
 MAX_SEQUENCE_VOCAB = 62  # sequences: one symbol each from 0-9a-zA-Z
+# Seconds between two figure refreshes of a worker, at least: a refresh costs about as much as
+# a trial of the default study (~0.5 s), and a run ends with one anyway.
+DEFAULT_REFRESH_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ class RunConfig:
     grace_period: int = 120  # a trial silent this long is stale (must exceed any epoch)
     max_retry: int = 2  # stale trials are re-queued at most this many times
     refresh_every: int = 5  # refresh the study's figures every N finished trials (0 = end only)
+    refresh_seconds: float = DEFAULT_REFRESH_SECONDS  # ... but at most once per this (0 = no limit)
 
 
 @dataclass(frozen=True)
@@ -323,6 +328,8 @@ def _validate(c: StudyConfig) -> None:
         )
     if r.max_retry < 0 or r.refresh_every < 0:
         raise ConfigError("run.max_retry and run.refresh_every: must be >= 0")
+    if r.refresh_seconds < 0:
+        raise ConfigError(f"run.refresh_seconds: must be >= 0, got {r.refresh_seconds}")
 
 
 def _validate_model(c: StudyConfig) -> None:

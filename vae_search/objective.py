@@ -10,9 +10,11 @@ cannot prune multi-objective studies, so such a trial neither reports nor asks t
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
 
 from vae_search import keys
@@ -131,9 +133,12 @@ class Objective:
             elbo = -self.run_epoch(trainer, schedule(epoch)).neg_elbo
         return trainer, elbo
 
-    def diagnostics(self, trainer: Trainer, recon: float, seed: int) -> Diagnostics:
+    def diagnostics(self, trainer: Trainer, recon: float, seed: int, *,
+                    encoded: tuple[np.ndarray, np.ndarray] | None = None) -> Diagnostics:
+        """The collapse diagnostics on the validation split (``encoded``: its ``(mu, logvar)``
+        when already computed)."""
         k = self.config.collapse
-        mu, logvar = trainer.encode(self.x_val)
+        mu, logvar = encoded if encoded is not None else trainer.encode(self.x_val)
         return diagnose(
             mu,
             logvar,
@@ -252,30 +257,35 @@ class Objective:
         *,
         iwae_samples: int | None = None,
     ) -> Diagnostics:
-        diag = self.diagnostics(trainer, recon, seed)
-        d = asdict(diag)
-        attrs = {attr: d[key] for key, attr in _DIAGNOSTIC_ATTRS}
-        attrs[keys.ATTR_HISTORY] = history
+        if reports is None:  # a population member: its writes overlap the IWAE bound too
+            with ReportWriter(trial) as own:
+                return self._finish(trial, trainer, recon, seed, history, own,
+                                    iwae_samples=iwae_samples)
         k = self.config.collapse
-        # Feasible (<= 0) exactly when the verdict is "not collapsed". TPE ranks infeasible
-        # trials below every feasible one; sampler.constraint = false measures what that buys.
-        constraints = (
-            (keys.CONSTRAINT_ACTIVE_UNITS, float(k.min_active_units - diag.active_units)),
-            (keys.CONSTRAINT_MUTUAL_INFO, float(k.min_mutual_info - diag.information)),
-        ) if self.config.sampler.constraint else ()
-        # The writes are stored by the report thread while the IWAE bound computes (the same
-        # rows as writing them here), and are all stored before on_finish runs.
-        write = reports.submit if reports is not None else _call
-        write(set_user_attrs, trial, attrs)
-        for name, value in constraints:
-            write(trial.set_constraint, name, value)
-        write(set_user_attrs, trial, {keys.ATTR_IWAE: self.iwae(trainer, iwae_samples)})
-        if reports is not None:
-            reports.flush()
+        # The IWAE bound (TensorFlow, which releases the GIL) computes on a second thread while
+        # the diagnostics (NumPy) compute here, from the same trained weights, which neither
+        # changes: the same numbers, ~7 ms sooner (of ~30; load 1.2). The encoder runs first,
+        # so the two threads never trace a function at the same time.
+        encoded = trainer.encode(self.x_val)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iwae") as pool:
+            iwae = pool.submit(self.iwae, trainer, iwae_samples)
+            diag = self.diagnostics(trainer, recon, seed, encoded=encoded)
+            d = asdict(diag)
+            attrs = {attr: d[key] for key, attr in _DIAGNOSTIC_ATTRS}
+            attrs[keys.ATTR_HISTORY] = history
+            # Feasible (<= 0) exactly when the verdict is "not collapsed". TPE ranks infeasible
+            # trials below every feasible one; sampler.constraint = false measures what that
+            # buys.
+            constraints = {
+                keys.CONSTRAINT_ACTIVE_UNITS: float(k.min_active_units - diag.active_units),
+                keys.CONSTRAINT_MUTUAL_INFO: float(k.min_mutual_info - diag.information),
+            } if self.config.sampler.constraint else {}
+            # Stored by the report thread (attrs and constraints in one transaction) while the
+            # IWAE bound finishes: the same rows as writing them here, all stored before
+            # on_finish runs.
+            reports.submit(set_user_attrs, trial, attrs, constraints)
+            reports.submit(set_user_attrs, trial, {keys.ATTR_IWAE: iwae.result()})
+        reports.flush()
         if self.on_finish is not None:
             self.on_finish(trial, trainer, self.dataset)
         return diag
-
-
-def _call(write: Callable[..., Any], *args: Any) -> None:
-    write(*args)

@@ -403,7 +403,8 @@ def run_population(study: optuna.Study, config: StudyConfig, dataset: Any, optio
     reports = ReportWriter(name="population-reports")
     loop = PopulationLoop(
         study, objective, size, gate, heartbeats=heartbeats, reports=reports,
-        warn=progress.warn, callbacks=[progress, FigureRefresher(config.run.refresh_every)],
+        warn=progress.warn, callbacks=[progress, FigureRefresher(
+            config.run.refresh_every, seconds=config.run.refresh_seconds)],
     )
     retries = LostConnections(progress.warn)
     signals.training = True  # held until an epoch boundary: a member is never half-written

@@ -350,7 +350,9 @@ def optimize(
     relay = heartbeat_relay(study_storage(study), config.run.heartbeat_interval)
     loop = TrialLoop(gate, signals, warn=progress.warn, heartbeat=relay)
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [
-        progress, FigureRefresher(config.run.refresh_every), loop.after_trial,
+        progress,
+        FigureRefresher(config.run.refresh_every, seconds=config.run.refresh_seconds),
+        loop.after_trial,  # last: it may raise a held signal
     ]
     faults = storage_faults()
     retries = LostConnections(progress.warn)
