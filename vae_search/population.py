@@ -147,6 +147,7 @@ class PopulationLoop:
         self.warmed_up = False  # the median pruner has its n_startup_trials completed trials
         self.failures = 0  # consecutive failed members
         self.finished = 0  # members this loop saw to the end (any state)
+        self.completed = 0  # of which COMPLETE: the only ones the median rule reads
         self.unstarted: list[optuna.Trial] = []  # asked for, but never made it into a slot
 
     # -- members -----------------------------------------------------------------------------
@@ -249,11 +250,11 @@ class PopulationLoop:
         if member.plan.reporting:  # not pareto, not a confirmation run
             self.reports.submit(trial.report, elbo, step=epoch)
             # The pruner refuses before prune_from anyway; not asking saves a storage read.
-            # The members share one read of the completed trials until one of them ends (other
-            # workers' trials join at the pruner's timed refresh), not one read per member.
+            # The members share one read of the completed trials until one of them completes
+            # (other workers' trials join at the pruner's timed refresh), not one per member.
             if epoch >= member.plan.prune_from and should_prune(
                 trial, dict(enumerate(member.history["val_elbo"])), member.plan.prune_from,
-                read=("population", id(self), self.finished), store=self.reports.flush,
+                read=("population", id(self), self.completed), store=self.reports.flush,
             ):
                 self._diagnose(slot, member)
                 self._end(slot, state="PRUNED")
@@ -278,6 +279,7 @@ class PopulationLoop:
         self._drop(slot)
         frozen = self._tell(member.trial, state=state, values=values)
         self.finished += 1
+        self.completed += frozen.state.name == "COMPLETE"
         if frozen.state.name == "FAIL":
             self.failures += 1
             if self.failures >= MAX_CONSECUTIVE_FAILURES:

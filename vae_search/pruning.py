@@ -8,9 +8,9 @@ objective stored under ``prune_from_epoch`` (first epoch at beta = 1, plus a pat
 A median (percentile) rule reads every completed trial from the storage at each check: one query
 per epoch per trial, the largest storage cost left on the training thread. The wrapper hands it
 a view in which that list is read at most once per :data:`COMPLETED_REFRESH_SECONDS` (and anew
-for each trial, or whenever a member of a population ends), through the public
+for each trial, or whenever a member of a population completes), through the public
 ``study.get_trials``. With one worker nothing completes while a trial trains (nor while no
-member of a population ends), so the decisions are the same; with several,
+member of a population completes), so the decisions are the same; with several,
 a trial completed by another worker in the last few seconds joins the median at the next
 refresh, which is no later than Optuna's own cross-process view guarantees anything.
 """
