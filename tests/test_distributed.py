@@ -153,7 +153,17 @@ def _assert_recovered(procs, results, trials, victim, victim_pid, budget: int) -
     assert len(finished) == budget  # exactly: no surplus trial trained, the retry counted once
     for t in finished:
         _assert_intact(t)
-    _assert_only_surplus_failures([t for t in trials if t.number != victim.number])
+    # The victim's other trials (a population's members, killed with it) failed the same way:
+    # as stale, each retried once with its parameters.
+    dead = killed.user_attrs[keys.ATTR_WORKER]
+    others = [t for t in trials if t.number != victim.number
+              and t.state == TrialState.FAIL and t.user_attrs.get(keys.ATTR_WORKER) == dead
+              and keys.ATTR_FAIL_REASON not in t.user_attrs]
+    for t in others:
+        (again,) = [r for r in trials if r.system_attrs.get("failed_trial") == t.number]
+        assert again.params == t.params
+    _assert_only_surplus_failures(
+        [t for t in trials if t.number != victim.number and t not in others])
 
 
 @pytest.mark.postgres
