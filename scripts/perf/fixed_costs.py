@@ -19,6 +19,8 @@ import optuna
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+from timing import timed as shared_timed  # noqa: E402 (scripts/perf/timing.py)
+
 from vae_search import objective as objective_module  # noqa: E402
 from vae_search.artifacts import ReconstructionArtifacts, make_artifact_store  # noqa: E402
 from vae_search.config import load_config  # noqa: E402
@@ -39,14 +41,7 @@ def load() -> str:
 
 
 def timed(name, fn):
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            times[name].append(time.perf_counter() - start)
-
-    return wrapper
+    return shared_timed(name, fn, times)
 
 
 def show(name: str, values: list[float]) -> None:

@@ -11,6 +11,8 @@ import time
 from collections import defaultdict
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from timing import timed as shared_timed  # noqa: E402 (scripts/perf/timing.py)
+
 from vae_search import objective  # noqa: E402
 from vae_search.report import callbacks  # noqa: E402
 from vae_search.run import main  # noqa: E402
@@ -19,14 +21,7 @@ spent: dict[str, list[float]] = defaultdict(list)
 
 
 def timed(name, fn):
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            spent[name].append(time.perf_counter() - start)
-
-    return wrapper
+    return shared_timed(name, fn, spent)
 
 
 callbacks.save_figures = timed("figure refresh", callbacks.save_figures)
