@@ -277,8 +277,10 @@ def test_signal_stops_all_local_workers_cleanly(tmp_path, pg_url, study_name, si
             study = optuna.load_study(study_name=study_name, storage=pg_url)
         except KeyError:
             continue
+        # Mid-trial, not about to end: a population's members end in lockstep, so a trial
+        # near its last epoch may be told complete before the signal is acted on.
         running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
-                   if t.intermediate_values]
+                   if 0 < len(t.intermediate_values) < 60]
         if len(_finished(study.trials)) >= 1 and running:
             break
     assert running, "no trial was running"
