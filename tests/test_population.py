@@ -125,7 +125,7 @@ def test_population_size_rules():
     data = load_dataset(config)
     assert population_size(RunOptions(population=1), config, data, 50) == (1, "")
     assert population_size(RunOptions(population=8), config, data, 3) == (3, "")
-    assert RunOptions().population == AUTO_POPULATION  # the default
+    assert population_size(RunOptions(), config, data, 50) == (1, "")  # the default: opt-in
     auto = RunOptions(population=AUTO_POPULATION, threads=1)  # a --workers child's share
     assert population_size(auto, config, data, 50) == (8, "")
     gru = tiny_config(data={"dataset": "sequences"}, model={"decoder": "gru",
