@@ -253,14 +253,10 @@ class Objective:
         recon: float,
         seed: int,
         history: dict[str, list[Any]],
-        reports: ReportWriter | None = None,
+        reports: ReportWriter,
         *,
         iwae_samples: int | None = None,
     ) -> Diagnostics:
-        if reports is None:  # a population member: its writes overlap the IWAE bound too
-            with ReportWriter(trial) as own:
-                return self._finish(trial, trainer, recon, seed, history, own,
-                                    iwae_samples=iwae_samples)
         k = self.config.collapse
         # The IWAE bound (TensorFlow, which releases the GIL) computes on a second thread while
         # the diagnostics (NumPy) compute here, from the same trained weights, which neither

@@ -74,22 +74,22 @@ print(f"{TRIALS} trials in {wall:.1f} s; {load()}")
 for name in sorted(times):
     show(name, times[name])
 
-# The population's way to end a member: Objective._finish called without a ReportWriter.
+# The population's way to end a member: Objective._finish on the population's shared writer.
+from vae_search.report_writer import ReportWriter  # noqa: E402
 from vae_search.space import suggest  # noqa: E402
 
 for name in [n for n in times if n.startswith("_finish")]:
     times.pop(name)
-del obj._finish  # untimed: a _finish that opens its own ReportWriter calls itself once more
-for number in range(12):
-    trial = study.ask()
-    params = suggest(trial, config.search, config.train.epochs, config.model)
-    trainer = obj.start(params, number)
-    for _ in range(3):
-        result = obj.run_epoch(trainer, 1.0)
-    timed("_finish (all)", obj._finish)(trial, trainer, result.recon, number,
-                                        {"val_elbo": [0.0]})
-    study.tell(trial, -result.neg_elbo)
-print(f"population-style _finish (no ReportWriter), 12 trials; {load()}")
+with ReportWriter(name="population-reports") as shared:
+    for number in range(12):
+        trial = study.ask()
+        params = suggest(trial, config.search, config.train.epochs, config.model)
+        trainer = obj.start(params, number)
+        for _ in range(3):
+            result = obj.run_epoch(trainer, 1.0)
+        obj._finish(trial, trainer, result.recon, number, {"val_elbo": [0.0]}, shared)
+        study.tell(trial, -result.neg_elbo)
+print(f"population-style _finish (a shared ReportWriter), 12 trials; {load()}")
 for name in sorted(n for n in times if n.startswith("_finish")):
     show(name, times[name])
 
