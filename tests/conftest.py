@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from optuna.exceptions import ExperimentalWarning  # noqa: E402
 
-from vae_search.config import StudyConfig, parse_config  # noqa: E402
+from vae_search.config.schema import StudyConfig, parse_config  # noqa: E402
 
 warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
@@ -113,7 +113,7 @@ def stored_figures(study: Any) -> dict[str, str]:
     """The plotly figures optuna-dashboard keeps in the study, by figure id (as JSON)."""
     from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
-    from vae_search._optuna import study_system_attrs
+    from vae_search.storage._optuna import study_system_attrs
 
     return get_plotly_graph_objects(study_system_attrs(study))
 

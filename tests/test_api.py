@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 import vae_search
 from tests.conftest import subprocess_env
 from vae_search import keys
-from vae_search.config import ConfigError
+from vae_search.config.schema import ConfigError
 
 TINY = {"train.epochs": 3, "train.batch_size": 128, "search.klstart": [0, 1],
         "search.annealtime": [0, 1], "search.latent_dim": [2], "model.hidden": [16]}

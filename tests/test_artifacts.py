@@ -23,11 +23,11 @@ from optuna.trial import TrialState
 
 from tests.conftest import subprocess_env, write_tiny_toml
 from tests.test_hardening import assert_one_line_error
-from vae_search import serve
-from vae_search._optuna import study_id, trial_id
-from vae_search.artifacts import make_artifact_store
 from vae_search.cli import ARTIFACTS_ENV
-from vae_search.storage import StorageError
+from vae_search.storage import proxy as serve
+from vae_search.storage._optuna import study_id, trial_id
+from vae_search.storage.artifacts import make_artifact_store
+from vae_search.storage.connection import StorageError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 BUCKET = "vae-artifacts"
@@ -85,7 +85,7 @@ def serving_dashboard(storage: str, cwd: Path, *extra: str,
     port = serve.free_port()
     with open(cwd / "dashboard.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vae_search.dashboard", "--storage", storage, "--port",
+            [sys.executable, "-m", "vae_search.report.dashboard", "--storage", storage, "--port",
              str(port), *extra],
             cwd=cwd, env={**subprocess_env(), **(env or {})}, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,

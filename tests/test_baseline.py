@@ -9,10 +9,10 @@ import pytest
 
 from tests.conftest import tiny_config
 from vae_search import keys
-from vae_search.baseline import owes_baseline, stored_baseline
-from vae_search.objective import Objective
 from vae_search.report import findings, training_curves_figure
-from vae_search.study import open_study
+from vae_search.storage.studies import open_study
+from vae_search.trial.baseline import owes_baseline, stored_baseline
+from vae_search.trial.objective import Objective
 
 COLLAPSING = dict(klstart=0, annealtime=0, latent_dim=2, reduction="mean")
 HEALTHY = dict(klstart=0, annealtime=0, latent_dim=4, reduction="sum")

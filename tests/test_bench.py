@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import subprocess_env, tiny_config
-from vae_search.bench import Case, dense_train_flops, run_baseline, run_trainer
-from vae_search.data import load_dataset
+from vae_search.bench.command import Case, dense_train_flops, run_baseline, run_trainer
+from vae_search.data.datasets import load_dataset
 from vae_search.models import TrainerSpec
 
 ELBO_TOLERANCE = 1.0  # nats per example: "the same ELBO" across a few seeds
@@ -58,7 +58,7 @@ def test_bench_help_does_not_import_tensorflow():
     code = (
         "import runpy, sys\n"
         "sys.argv = ['bench', '--help']\n"
-        "try:\n    runpy.run_module('vae_search.bench', run_name='__main__')\n"
+        "try:\n    runpy.run_module('vae_search.bench.command', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         "print('TF-LOADED' if 'tensorflow' in sys.modules else 'TF-NOT-LOADED')\n"
     )
@@ -70,7 +70,7 @@ def test_bench_help_does_not_import_tensorflow():
 
 @pytest.mark.slow  # a minute or more: every measurement, including whole tiny studies
 def test_bench_quick_prints_every_measurement():
-    out = subprocess.run([sys.executable, "-m", "vae_search.bench", "--quick"],
+    out = subprocess.run([sys.executable, "-m", "vae_search.bench.command", "--quick"],
                          capture_output=True, text=True, env=subprocess_env(), timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = {line.split("  ")[0].strip(): line for line in out.stdout.splitlines()}

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from tests.conftest import REPO, subprocess_env, tiny_config
 from vae_search import keys
 from vae_search.models.builder import BuilderError, build_user_model, check_builder
-from vae_search.objective import Objective
+from vae_search.trial.objective import Objective
 
 EXAMPLE = "examples.conv_digits:build"
 
@@ -61,7 +61,7 @@ def test_broken_builders_name_themselves(builder, message):
 
 def test_check_builder_tries_every_latent_dim():
     config = tiny_config(model={"builder": EXAMPLE}, search={"latent_dim": [2, 4]})
-    from vae_search.data import load_dataset
+    from vae_search.data.datasets import load_dataset
 
     check_builder(config, load_dataset(config))  # the example fits every choice
 

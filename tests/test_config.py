@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from vae_search.config import (
+from vae_search.config.schema import (
     STUDIES_DIR,
     ConfigError,
     StudyConfig,
     load_config,
     parse_config,
 )
-from vae_search.stored import config_diff
+from vae_search.config.stored import config_diff
 
 
 def test_shipped_studies_are_valid():
@@ -96,8 +96,8 @@ def test_config_diff_names_changed_keys():
 
 
 def test_a_study_stored_before_new_keys_existed_still_matches_its_defaults():
-    from vae_search.config import StudyConfig
-    from vae_search.stored import config_diff, with_new_defaults
+    from vae_search.config.schema import StudyConfig
+    from vae_search.config.stored import config_diff, with_new_defaults
 
     current = StudyConfig().comparable()
     old = {k: dict(v) if isinstance(v, dict) else v for k, v in current.items()}
@@ -118,7 +118,7 @@ def test_a_non_editable_install_ships_the_studies_and_the_corpus(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--no-build-isolation", "--target", str(target), REPO],
                    check=True, capture_output=True, timeout=300)
-    code = ("from vae_search.config import STUDIES_DIR, load_config\n"
+    code = ("from vae_search.config.schema import STUDIES_DIR, load_config\n"
             "print(STUDIES_DIR)\n"
             "print(sorted(load_config(n).name for n in ('seed_mse', 'text', 'digits')))\n"
             "print((STUDIES_DIR / 'text_corpus.txt').stat().st_size > 40_000)\n")

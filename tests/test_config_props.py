@@ -8,7 +8,7 @@ import typing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vae_search.config import ConfigError, StudyConfig, load_config, parse_config
+from vae_search.config.schema import ConfigError, StudyConfig, load_config, parse_config
 
 SECTIONS = {
     f.name: typing.get_type_hints(StudyConfig)[f.name]

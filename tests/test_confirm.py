@@ -10,14 +10,6 @@ from optuna.trial import TrialState
 
 from tests.conftest import stored_figures, tiny_config
 from vae_search import keys
-from vae_search.confirm import (
-    REFERENCES,
-    ConfirmError,
-    ConfirmGate,
-    main,
-    plan,
-    reference_params,
-)
 from vae_search.report import findings_text, report_html, trial_rows
 from vae_search.report.confirmation import (
     collapse_probability_figure,
@@ -25,8 +17,16 @@ from vae_search.report.confirmation import (
     wilson_interval,
 )
 from vae_search.run import main as run_main
-from vae_search.study import open_study
-from vae_search.worker import BudgetReached, finished_count
+from vae_search.search.confirm import (
+    REFERENCES,
+    ConfirmError,
+    ConfirmGate,
+    main,
+    plan,
+    reference_params,
+)
+from vae_search.search.worker import BudgetReached, finished_count
+from vae_search.storage.studies import open_study
 
 
 @pytest.mark.parametrize(("k", "n", "low", "high"), [

@@ -1,4 +1,4 @@
-"""``python -m vae_search.dashboard``: bad input, and the real server seen by a real browser."""
+"""``vae-search dashboard``: bad input, and the real server seen by a real browser."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from tests.conftest import subprocess_env
 from tests.test_report import MIXED, make_trial, new_study
 from vae_search import dashboard, keys
-from vae_search._optuna import study_id, study_system_attrs
+from vae_search.storage._optuna import study_id, study_system_attrs
 
 ROOT = Path(__file__).resolve().parent.parent
 CI_ARTIFACTS = ROOT / "ci-artifacts"
@@ -73,7 +73,8 @@ def test_dashboard_study_page_shows_our_collapse_map_in_chromium(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "vae_search.dashboard", "--storage", url, "--port", str(port)],
+        [sys.executable, "-m", "vae_search", "dashboard", "--storage", url, "--port",
+         str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env(),
         start_new_session=True,
     )

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_config
-from vae_search import data as data_module
-from vae_search.config import MAX_SEQUENCE_VOCAB, STUDIES_DIR, ConfigError
-from vae_search.data import (
+from vae_search.config.schema import MAX_SEQUENCE_VOCAB, STUDIES_DIR, ConfigError
+from vae_search.data import datasets as data_module
+from vae_search.data.datasets import (
     SEQUENCE_SYMBOLS,
     UNKNOWN_SYMBOL,
     DataError,
@@ -129,8 +129,8 @@ def test_mnist_without_cache_or_network_is_a_clear_error(tmp_path):
     import sys
 
     code = (
-        "from vae_search.config import parse_config\n"
-        "from vae_search.data import load_dataset, DataError\n"
+        "from vae_search.config.schema import parse_config\n"
+        "from vae_search.data.datasets import load_dataset, DataError\n"
         "try:\n"
         "    load_dataset(parse_config({'data': {'dataset': 'mnist'}}))\n"
         "except DataError as e:\n"

@@ -15,8 +15,8 @@ import sqlalchemy
 import yaml
 
 from vae_search.cli import ARTIFACTS_ENV, STORAGE_ENV, build_dashboard_parser, build_run_parser
-from vae_search.serve import build_parser as build_serve_parser
-from vae_search.storage import proxy_address
+from vae_search.storage.connection import proxy_address
+from vae_search.storage.proxy import build_parser as build_serve_parser
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -46,7 +46,7 @@ def test_compose_puts_the_proxy_between_the_workers_and_postgresql():
     assert host == "proxy"
     served = _parse(build_serve_parser(), proxy["command"])
     assert served.port == port and served.host == "0.0.0.0"
-    assert proxy["entrypoint"] == ["python", "-m", "vae_search.serve"]
+    assert proxy["entrypoint"] == ["vae-search", "serve"]
     args = _parse(build_run_parser(), worker["command"])
     assert args.trials >= 1 and "--storage" not in worker["command"]
     assert int(_interpolate(worker["deploy"]["replicas"])) >= 2
@@ -72,7 +72,7 @@ def test_compose_puts_the_proxy_between_the_workers_and_postgresql():
     assert set(compose["volumes"]) == {"pgdata", "artifacts"}
 
     # the dashboard: on this machine only, on the store, with flags its parser accepts
-    assert dashboard["entrypoint"] == ["python", "-m", "vae_search.dashboard"]
+    assert dashboard["entrypoint"] == ["vae-search", "dashboard"]
     shown = _parse(build_dashboard_parser(), dashboard["command"])
     assert [_interpolate(p) for p in dashboard["ports"]] == [f"127.0.0.1:8080:{shown.port}"]
     assert not any("ports" in s for name, s in services.items() if name != "dashboard")
@@ -156,7 +156,7 @@ def test_kubernetes_example_wires_workers_proxy_database_and_dashboard():
     # the proxy: one replica, serving on the port its Service targets, on PostgreSQL
     assert proxy["spec"]["replicas"] == 1  # it also owns the stale-trial recovery
     proxy_container = _container(proxy)
-    assert proxy_container["command"] == ["python", "-m", "vae_search.serve"]
+    assert proxy_container["command"] == ["vae-search", "serve"]
     served = _parse(build_serve_parser(), _argv(proxy_container))
     (named,) = proxy_container["ports"]
     assert named["name"] == service_port["targetPort"] and named["containerPort"] == served.port
@@ -173,7 +173,7 @@ def test_kubernetes_example_wires_workers_proxy_database_and_dashboard():
     dashboard_container = _container(dashboard)
     dashboard_env = _env(dashboard_container, secrets)
     assert dashboard_env[STORAGE_ENV] == database_url
-    assert _container(dashboard)["command"] == ["python", "-m", "vae_search.dashboard"]
+    assert _container(dashboard)["command"] == ["vae-search", "dashboard"]
     _parse(build_dashboard_parser(), _argv(dashboard_container))
     assert _service_for(docs, dashboard)["spec"].get("type", "ClusterIP") == "ClusterIP"
     assert not [d for (kind, _), d in docs.items() if kind == "Ingress"]

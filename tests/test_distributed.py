@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from tests.conftest import subprocess_env, write_tiny_toml
 from vae_search import keys
 from vae_search.run import FAIL_INTERRUPTED, FAIL_SURPLUS
-from vae_search.storage import worker_seed
+from vae_search.storage.connection import worker_seed
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT = 240  # seconds any group of worker processes may take
@@ -195,7 +195,7 @@ def test_eight_workers_on_a_fresh_database_create_one_study(tmp_path, pg_url):
     start_at = time.time() + 6.0  # every process has imported Optuna by then
     code = (
         "import sys, time\n"
-        "from vae_search._optuna import study_id\n"
+        "from vae_search.storage._optuna import study_id\n"
         "from vae_search.run import RunOptions, open_worker_study, resolve_config\n"
         "options = RunOptions.parse(sys.argv[1:])\n"
         "config = resolve_config(options)\n"
@@ -316,8 +316,8 @@ def test_heartbeats_keep_beating_through_a_long_compiled_epoch(tmp_path, pg_url,
     The heartbeat is a Python thread; it only beats if TensorFlow releases the GIL while the
     compiled epoch runs. This test plays a second worker that fails stale trials every 0.5 s.
     """
-    from vae_search.config import load_config
-    from vae_search.storage import make_storage
+    from vae_search.config.schema import load_config
+    from vae_search.storage.connection import make_storage
 
     toml = write_tiny_toml(  # one epoch must outlast 2 grace periods even on a quiet machine
         tmp_path, name="long_epoch", data={"dataset": "synthetic", "n_samples": 60000},

@@ -11,10 +11,10 @@ import pytest
 
 from tests.conftest import tiny_config
 from vae_search import keys
-from vae_search.export import ExportError, export_trial
-from vae_search.metrics import bernoulli_log_likelihood, gaussian_kl
-from vae_search.objective import Objective
-from vae_search.study import open_study
+from vae_search.search.export import ExportError, export_trial
+from vae_search.storage.studies import open_study
+from vae_search.trial.metrics import bernoulli_log_likelihood, gaussian_kl
+from vae_search.trial.objective import Objective
 
 
 def _study(tmp_path, **sections):
@@ -28,7 +28,7 @@ def _study(tmp_path, **sections):
 @pytest.mark.parametrize("decoder", ["dense", "made"])
 def test_exported_model_reproduces_the_stored_validation_elbo(tmp_path, decoder):
     from vae_search._tf import keras
-    from vae_search.data import load_dataset
+    from vae_search.data.datasets import load_dataset
 
     study, config = _study(tmp_path, model={"decoder": decoder, "hidden": [32]})
     done = export_trial(study, "best", tmp_path / "m.keras")
@@ -90,7 +90,7 @@ def test_export_refuses_what_it_cannot_reproduce(tmp_path):
 
 
 def test_export_command_line(tmp_path, capsys):
-    from vae_search.export import main
+    from vae_search.search.export import main
 
     study, _ = _study(tmp_path, model={"hidden": [16]})
     url = f"sqlite:///{tmp_path / 'x.db'}"

@@ -1,4 +1,4 @@
-"""The storage load test (``python -m vae_search.bench --storage-load``) runs here, bounded.
+"""The storage load test (``python -m vae_search.bench.command --storage-load``) runs here, bounded.
 
 No timing assertions (the machine is shared): the numbers live in the README.
 """
@@ -12,14 +12,14 @@ import pytest
 import sqlalchemy
 
 from tests.conftest import subprocess_env
-from vae_search.loadtest import LoadSpec, RunResult, print_results
-from vae_search.loadworker import CallLatencies
+from vae_search.bench.loadtest import LoadSpec, RunResult, print_results
+from vae_search.bench.loadworker import CallLatencies
 
 
 @pytest.mark.postgres
 def test_quick_load_test_runs_both_modes_and_cleans_up(pg_url):
     proc = subprocess.run(
-        [sys.executable, "-m", "vae_search.bench", "--storage-load", "--quick",
+        [sys.executable, "-m", "vae_search.bench.command", "--storage-load", "--quick",
          "--postgres", pg_url],
         capture_output=True, text=True, timeout=600, env=subprocess_env(),
     )
@@ -46,7 +46,7 @@ def test_bad_input_and_an_unreachable_server_are_one_line():
     for argv, message in ((["--workers", "8,x"], "--workers"),
                           (["--postgres", "postgresql+psycopg://u:pw@127.0.0.1:1/db",
                             "--quick"], "error")):
-        proc = subprocess.run([sys.executable, "-m", "vae_search.loadtest", *argv],
+        proc = subprocess.run([sys.executable, "-m", "vae_search.bench.loadtest", *argv],
                               capture_output=True, text=True, timeout=120, env=subprocess_env())
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr

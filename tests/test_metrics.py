@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from vae_search.metrics import (
+from vae_search.trial.metrics import (
     LOG_2PI,
     active_units,
     bernoulli_log_likelihood,

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from vae_search._tf import keras, tf
-from vae_search.metrics import bernoulli_log_likelihood, gaussian_kl, gaussian_log_likelihood
 from vae_search.models import (
     VAE,
     Trainer,
@@ -18,6 +17,7 @@ from vae_search.models import (
     get_trainer,
     kl_divergence,
 )
+from vae_search.trial.metrics import bernoulli_log_likelihood, gaussian_kl, gaussian_log_likelihood
 
 RNG = np.random.default_rng(0)
 X = (RNG.random((300, 16)) < 0.3).astype("float32")

@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 
 from tests.conftest import tiny_config
 from vae_search import keys
-from vae_search.objective import Objective, TrainingDiverged
-from vae_search.study import StudyMismatch, open_study
+from vae_search.storage.studies import StudyMismatch, open_study
+from vae_search.trial.objective import Objective, TrainingDiverged
 
 GOOD = dict(klstart=0, annealtime=0, latent_dim=4, reduction="sum")
 COLLAPSING = dict(klstart=0, annealtime=0, latent_dim=2, reduction="mean")
@@ -123,7 +123,7 @@ def test_foreign_minimize_study_is_refused(tmp_path):
 
 @pytest.mark.parametrize("storage", ["sqlite", "memory"])
 def test_grouped_user_attrs_store_what_set_user_attr_stores(tmp_path, storage):
-    from vae_search.objective import set_user_attrs
+    from vae_search.trial.objective import set_user_attrs
 
     url = f"sqlite:///{tmp_path / 'g.db'}" if storage == "sqlite" else None
     study = optuna.create_study(storage=url)

@@ -1,4 +1,4 @@
-"""The Optuna seam (``vae_search/_optuna.py``): every private Optuna name it relies on.
+"""The Optuna seam (``vae_search/storage/_optuna.py``): every private Optuna name it relies on.
 
 When one of these fails after an Optuna upgrade, the message names the internal that changed;
 fix ``_optuna.py`` (or replace it with a public API the new Optuna offers), nowhere else.
@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from vae_search import _optuna
-from vae_search.storage import make_storage
+from vae_search.storage import _optuna
+from vae_search.storage.connection import make_storage
 
 
 @pytest.fixture

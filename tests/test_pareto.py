@@ -10,7 +10,7 @@ from tests.conftest import stored_figures, tiny_config
 from vae_search import keys
 from vae_search.report import findings_text, report_html, trial_rows
 from vae_search.run import main
-from vae_search.study import StudyMismatch, open_study
+from vae_search.storage.studies import StudyMismatch, open_study
 
 
 def test_pareto_study_runs_end_to_end(tmp_path, tiny_toml, capsys):
@@ -51,7 +51,7 @@ def test_pareto_iwae_baseline_and_confirm_on_postgresql(pg_url, tiny_toml, capsy
     bound per trial and the decoder-only NLL per study, and confirm runs on it."""
     import uuid
 
-    from vae_search.confirm import main as confirm_main
+    from vae_search.search.confirm import main as confirm_main
 
     name = f"pareto-{uuid.uuid4().hex[:8]}"
     toml = tiny_toml(train={"epochs": 3}, search={"klstart": [0, 1], "annealtime": [0, 1],

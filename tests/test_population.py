@@ -10,13 +10,13 @@ from optuna.trial import TrialState
 from tests.conftest import tiny_config
 from vae_search import keys
 from vae_search.cli import AUTO_POPULATION, RunOptions
-from vae_search.data import load_dataset
+from vae_search.data.datasets import load_dataset
 from vae_search.models import get_trainer
 from vae_search.models.population import PopulationTrainer
-from vae_search.objective import Objective
-from vae_search.population import default_population, population_size
 from vae_search.run import main
-from vae_search.space import TrialParams
+from vae_search.search.population import default_population, population_size
+from vae_search.trial.objective import Objective
+from vae_search.trial.space import TrialParams
 
 EPOCHS = 6
 # (latent dim, reduction, seed, sigma^2 or None, free bits, klstart, annealtime): different
@@ -140,8 +140,8 @@ def test_population_size_rules():
 def test_a_shared_pruning_read_answers_as_should_prune():
     """A population asks the pruner for every member with one read of the completed trials
     per epoch (``prune_values(..., read=key)``); each answer equals ``trial.should_prune()``."""
-    from vae_search.config import PrunerConfig
-    from vae_search.pruning import make_pruner
+    from vae_search.config.schema import PrunerConfig
+    from vae_search.trial.pruning import make_pruner
 
     study = optuna.create_study(direction="maximize",
                                 pruner=make_pruner(PrunerConfig(n_startup_trials=2), 6))

@@ -33,10 +33,10 @@ from tests.test_distributed import (
 )
 from tests.test_hardening import assert_one_line_error
 from vae_search import keys, serve
-from vae_search._optuna import trial_id
-from vae_search.heartbeat import HEARTBEAT_KEY, StaleTrialReaper, served_storage
 from vae_search.run import FAIL_INTERRUPTED
-from vae_search.storage import StorageError, make_storage, proxy_address
+from vae_search.storage._optuna import trial_id
+from vae_search.storage.connection import StorageError, make_storage, proxy_address
+from vae_search.storage.heartbeat import HEARTBEAT_KEY, StaleTrialReaper, served_storage
 
 GRACE = 8  # the proxy's grace period in these tests (seconds without a heartbeat)
 
@@ -164,7 +164,7 @@ def test_local_workers_through_a_proxy_on_sqlite(tmp_path):
 def test_a_trial_started_through_the_proxy_is_covered_before_its_first_relayed_beat(tmp_path):
     """A worker killed while sampling (before its relay starts) still leaves a stale trial:
     the proxy records a heartbeat when the trial starts. Relayed beats keep a trial alive."""
-    from vae_search.config import RunConfig
+    from vae_search.config.schema import RunConfig
 
     url = f"sqlite:///{tmp_path / 'served.db'}"
     backend = make_storage(url, run=RunConfig(heartbeat_interval=1, grace_period=1, max_retry=1))
@@ -197,7 +197,7 @@ def test_a_trial_started_through_the_proxy_is_covered_before_its_first_relayed_b
 # -- bad input -------------------------------------------------------------------------------
 
 def _serve(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vae_search.serve", *argv], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vae_search", "serve", *argv], capture_output=True,
                           text=True, timeout=timeout, env=subprocess_env())
 
 
@@ -255,7 +255,7 @@ def test_report_and_dashboard_read_through_the_proxy_too(tmp_path):
     import json
     import urllib.request
 
-    from vae_search.storage import load_study
+    from vae_search.storage.connection import load_study
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
     optuna.create_study(storage=url, study_name="r").optimize(lambda t: 1.0, n_trials=2)

@@ -3,9 +3,9 @@ from __future__ import annotations
 import optuna
 
 from tests.conftest import tiny_config
-from vae_search.config import PrunerConfig
+from vae_search.config.schema import PrunerConfig
 from vae_search.keys import ATTR_PRUNE_FROM_EPOCH
-from vae_search.pruning import AnnealingAwarePruner, make_pruner
+from vae_search.trial.pruning import AnnealingAwarePruner, make_pruner
 
 
 def _study():
@@ -68,7 +68,7 @@ def test_naive_pruner_is_plain_and_is_asked_during_warm_up(tmp_path):
     """``pruner.aware = false`` (the baseline the README measures): a plain MedianPruner, and
     the objective asks the pruner from the first epoch, at beta = 0."""
     assert type(make_pruner(PrunerConfig(aware=False), 10)) is optuna.pruners.MedianPruner
-    from vae_search.objective import Objective
+    from vae_search.trial.objective import Objective
 
     class Always(optuna.pruners.BasePruner):
         def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:

@@ -15,14 +15,14 @@ from PIL import Image
 
 from tests.conftest import stored_figures, tiny_config
 from vae_search import keys, report
-from vae_search.artifacts import (
+from vae_search.storage.artifacts import (
     ARTIFACT_DIR_SUFFIX,
     DEFAULT_ARTIFACT_DIR,
     artifact_hook,
     default_artifact_dir,
     sample_grid,
 )
-from vae_search.schedule import LinearSchedule, full_beta_epoch
+from vae_search.trial.schedule import LinearSchedule, full_beta_epoch
 
 EPOCHS = 6  # tiny_config's train.epochs
 DISTRIBUTIONS = {
@@ -283,7 +283,7 @@ def test_report_and_dashboard_do_not_import_tensorflow(mixed, tmp_path):
     code = (
         "import sys\n"
         "from vae_search import report, dashboard, artifacts\n"
-        "from vae_search.storage import load_study\n"
+        "from vae_search.storage.connection import load_study\n"
         "for parser in (report.build_parser(), dashboard.build_parser()):\n"
         "    try: parser.parse_args(['--help'])\n"
         "    except SystemExit: pass\n"
@@ -317,7 +317,7 @@ def test_grid_is_square_images_for_square_feature_counts_and_strips_otherwise():
 
 
 def _tiny_study(tmp_path, config):
-    from vae_search.study import open_study
+    from vae_search.storage.studies import open_study
 
     url = f"sqlite:///{tmp_path / 'tiny.db'}"
     return url, open_study(config, optuna.storages.RDBStorage(url))
@@ -327,8 +327,8 @@ def test_real_objective_trials_give_figures_and_png_artifacts(tmp_path):
     """Through the real Objective: figures refreshed by the callback, one PNG per trial."""
     from optuna.artifacts import download_artifact, get_all_artifact_meta
 
-    from vae_search._optuna import study_storage
-    from vae_search.objective import Objective
+    from vae_search.storage._optuna import study_storage
+    from vae_search.trial.objective import Objective
 
     config = tiny_config(search={"latent_dim": [4]})  # one architecture: one compilation
     url, study = _tiny_study(tmp_path, config)

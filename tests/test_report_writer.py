@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from vae_search.report_writer import ReportWriter
+from vae_search.storage.report_writer import ReportWriter
 
 
 def test_reports_are_stored_in_order_before_the_block_ends(tmp_path):

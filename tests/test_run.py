@@ -126,7 +126,7 @@ def test_help_is_fast_and_does_not_import_tensorflow():
         "import sys; from vae_search.run import build_parser\n"
         "try: build_parser().parse_args(['--help'])\n"
         "except SystemExit: pass\n"
-        "import vae_search.config, vae_search.schedule, vae_search.space\n"
+        "import vae_search.config.schema, vae_search.trial.schedule, vae_search.trial.space\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)

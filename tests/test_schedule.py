@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from vae_search.schedule import (
+from vae_search.trial.schedule import (
     CyclicalSchedule,
     LinearSchedule,
     betas,

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import optuna
 
-from vae_search.config import SearchConfig
-from vae_search.space import TrialParams, params_from_mapping, suggest
+from vae_search.config.schema import SearchConfig
+from vae_search.trial.space import TrialParams, params_from_mapping, suggest
 
 
 def test_fixed_trial_roundtrip():

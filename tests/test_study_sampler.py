@@ -3,7 +3,7 @@
 A toy objective with the shape of the hard regimes (``text``, ``sequences``): the collapsed
 region scores slightly *better* than the healthy one, so the ELBO alone pulls TPE into it.
 Our sampler (``study.make_sampler``) with the constraint the objective sets
-(``trial.set_constraint``, as :class:`~vae_search.objective.Objective` does) must keep most
+(``trial.set_constraint``, as :class:`~vae_search.trial.objective.Objective` does) must keep most
 trials healthy; without it, TPE must drift into the collapsed region (the test can fail both
 ways).
 """
@@ -14,7 +14,7 @@ import optuna
 
 from tests.conftest import tiny_config
 from vae_search import keys
-from vae_search.study import make_sampler
+from vae_search.storage.studies import make_sampler
 
 TRIALS = 80
 COLLAPSED_FROM = 0.6  # x above this "collapses" and scores a little better

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vae_search.config import StudyConfig, load_config
+from vae_search.config.schema import StudyConfig, load_config
 
 if TYPE_CHECKING:
     from vae_search.api import search

@@ -1,7 +1,7 @@
-"""``python -m vae_search`` is ``python -m vae_search.run``."""
+"""``python -m vae_search COMMAND`` is ``vae-search COMMAND``."""
 
 import sys
 
-from vae_search.run import main
+from vae_search.cli import main
 
 sys.exit(main())

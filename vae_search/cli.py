@@ -3,7 +3,7 @@
 
 Nothing here imports Optuna, plotly or TensorFlow: ``vae-search --help`` and
 ``vae-search run --help`` answer at once. Adding a subcommand is one line in :data:`COMMANDS`
-(the module must have ``main(argv)``); ``python -m vae_search.<module>`` keeps working.
+(the module must have ``main(argv)``); ``python -m vae_search COMMAND`` is the same.
 """
 
 from __future__ import annotations
@@ -72,12 +72,16 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "run": Command("vae_search.run", "create or join a study and run trials (the search)"),
     "report": Command("vae_search.report", "write the HTML report and print the findings"),
-    "dashboard": Command("vae_search.dashboard", "refresh the figures, serve optuna-dashboard"),
-    "bench": Command("vae_search.bench", "benchmark the trainer, start-up and storage share"),
-    "export": Command("vae_search.export", "re-train one trial and save it as a Keras model"),
-    "confirm": Command("vae_search.confirm",
+    "dashboard": Command("vae_search.report.dashboard",
+                         "refresh the figures, serve optuna-dashboard"),
+    "bench": Command("vae_search.bench.command",
+                     "benchmark the trainer, start-up and storage share"),
+    "export": Command("vae_search.search.export",
+                      "re-train one trial and save it as a Keras model"),
+    "confirm": Command("vae_search.search.confirm",
                        "repeat the best and reference schedules with new seeds (intervals)"),
-    "serve": Command("vae_search.serve", "serve Optuna's gRPC storage proxy for many workers"),
+    "serve": Command("vae_search.storage.proxy",
+                     "serve Optuna's gRPC storage proxy for many workers"),
 }
 
 
@@ -149,7 +153,7 @@ def add_storage_args(
             argument, e.g. for ``serve``).
         what: What ``--storage`` names, for its help.
     """
-    from vae_search.storage import DEFAULT_STORAGE
+    from vae_search.storage.connection import DEFAULT_STORAGE
 
     parser.add_argument(
         "--storage", default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,
@@ -290,7 +294,7 @@ def build_report_parser(prog: str = "python -m vae_search.report") -> argparse.A
 
 
 def build_dashboard_parser(
-    prog: str = "python -m vae_search.dashboard",
+    prog: str = "python -m vae_search.report.dashboard",
 ) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
@@ -307,7 +311,7 @@ def build_dashboard_parser(
     return parser
 
 
-def build_export_parser(prog: str = "python -m vae_search.export") -> argparse.ArgumentParser:
+def build_export_parser(prog: str = "vae-search export") -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
         description="Re-train one trial of a study from its stored parameters and seed, check "
@@ -322,7 +326,7 @@ def build_export_parser(prog: str = "python -m vae_search.export") -> argparse.A
     return parser
 
 
-def build_confirm_parser(prog: str = "python -m vae_search.confirm") -> argparse.ArgumentParser:
+def build_confirm_parser(prog: str = "vae-search confirm") -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
         description="Re-train the best complete, non-collapsed trials of a study and three "
@@ -378,7 +382,7 @@ class ConfirmOptions:
 
     @classmethod
     def parse(cls, argv: Sequence[str] | None = None, *,
-              prog: str = "python -m vae_search.confirm") -> ConfirmOptions:
+              prog: str = "python -m vae_search.search.confirm") -> ConfirmOptions:
         args = build_confirm_parser(prog).parse_args(argv)
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
@@ -398,7 +402,7 @@ def _top_parser() -> argparse.ArgumentParser:
         description="Search KL-annealing schedules under which a VAE's posterior does not\n"
         "collapse (Optuna), and show which ones do.",
         epilog=f"commands:\n{listing}\n\n'vae-search COMMAND --help' shows a command's "
-        "arguments. Each command is also 'python -m vae_search.COMMAND'.",
+        "arguments. Each command is also 'python -m vae_search COMMAND'.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND",

@@ -78,7 +78,7 @@ CONSTRAINT_MUTUAL_INFO = "min_mutual_info"
 STUDY_ATTR_CONFIG = "vae_search_config"  # the resolved configuration (comparable part)
 STUDY_ATTR_VERSION = "vae_search_version"
 # Validation NLL (nats/example) of the same decoder trained without a latent code (see
-# vae_search.baseline): the ELBO of a collapsed trial, what collapse costs.
+# vae_search.trial.baseline): the ELBO of a collapsed trial, what collapse costs.
 STUDY_ATTR_DECODER_ONLY_NLL = "decoder_only_nll"
 # The confirmation table (one dict per schedule: collapse rate with its Wilson interval, ...).
 STUDY_ATTR_CONFIRMATION = "confirmation"

@@ -7,7 +7,7 @@ never wipes results. ``--help`` does not import TensorFlow.
 
 This module is the facade: it parses the command line once into a frozen
 :class:`~vae_search.cli.RunOptions`, resolves the configuration, and hands both to the worker
-loop (:mod:`vae_search.worker`) or the local process pool (:mod:`vae_search.pool`); errors
+loop (:mod:`~vae_search.search.worker`) or the local process pool (:mod:`~.search.pool`); errors
 become one line and an exit status (:mod:`vae_search.cli`).
 """
 
@@ -25,12 +25,11 @@ from vae_search.cli import (
     RunOptions,
 )
 from vae_search.cli import build_run_parser as build_parser
-from vae_search.config import ConfigError, StudyConfig, load_config, parse_assignment
-from vae_search.pool import run_pool
+from vae_search.config.schema import ConfigError, StudyConfig, load_config, parse_assignment
 from vae_search.report import summary_table
-from vae_search.signals import run_command
-from vae_search.storage import StorageError
-from vae_search.worker import (
+from vae_search.search.pool import run_pool
+from vae_search.search.signals import run_command
+from vae_search.search.worker import (
     FAIL_INTERRUPTED,
     FAIL_SURPLUS,
     BudgetGate,
@@ -40,6 +39,7 @@ from vae_search.worker import (
     open_worker_study,
     run_worker,
 )
+from vae_search.storage.connection import StorageError
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -79,8 +79,8 @@ def resolve_config(options: RunOptions) -> StudyConfig:
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the command; returns the exit status (0, 1 database lost, 2 bad input, 130/143)."""
     options = RunOptions.parse(argv, prog=prog or "python -m vae_search.run")
-    from vae_search.data import DataError
-    from vae_search.study import StudyMismatch
+    from vae_search.data.datasets import DataError
+    from vae_search.storage.studies import StudyMismatch
 
     def body(signals: SignalState) -> int:
         config = resolve_config(options)

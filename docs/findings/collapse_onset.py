@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from vae_search.report import WARMUP_BINS, trial_rows  # noqa: E402
-from vae_search.storage import load_study  # noqa: E402
+from vae_search.storage.connection import load_study  # noqa: E402
 
 
 def main() -> int:

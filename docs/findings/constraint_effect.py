@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from vae_search.report.confirmation import wilson_interval  # noqa: E402
 from vae_search.report.rows import trial_rows  # noqa: E402
-from vae_search.storage import load_study  # noqa: E402
+from vae_search.storage.connection import load_study  # noqa: E402
 
 BLOCK = 50  # trials per block of the study's course
 

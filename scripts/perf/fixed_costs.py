@@ -21,15 +21,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 from timing import timed as shared_timed  # noqa: E402 (scripts/perf/timing.py)
 
-from vae_search import objective as objective_module  # noqa: E402
-from vae_search.artifacts import ReconstructionArtifacts, make_artifact_store  # noqa: E402
-from vae_search.config import load_config  # noqa: E402
-from vae_search.objective import Objective  # noqa: E402
+from vae_search.config.schema import load_config  # noqa: E402
 from vae_search.report import Progress  # noqa: E402
 from vae_search.report.figures import FIGURE_BUILDERS  # noqa: E402
 from vae_search.report.rows import study_config, trial_rows  # noqa: E402
-from vae_search.storage import make_storage  # noqa: E402
-from vae_search.study import open_study  # noqa: E402
+from vae_search.storage.artifacts import ReconstructionArtifacts, make_artifact_store  # noqa: E402
+from vae_search.storage.connection import make_storage  # noqa: E402
+from vae_search.storage.studies import open_study  # noqa: E402
+from vae_search.trial import objective as objective_module  # noqa: E402
+from vae_search.trial.objective import Objective  # noqa: E402
 
 STUDY = sys.argv[1] if len(sys.argv) > 1 else "seed_mse"
 TRIALS = int(sys.argv[2]) if len(sys.argv) > 2 else 24
@@ -75,8 +75,8 @@ for name in sorted(times):
     show(name, times[name])
 
 # The population's way to end a member: Objective._finish on the population's shared writer.
-from vae_search.report_writer import ReportWriter  # noqa: E402
-from vae_search.space import suggest  # noqa: E402
+from vae_search.storage.report_writer import ReportWriter  # noqa: E402
+from vae_search.trial.space import suggest  # noqa: E402
 
 for name in [n for n in times if n.startswith("_finish")]:
     times.pop(name)

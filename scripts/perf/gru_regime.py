@@ -10,9 +10,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import optuna
 
-from vae_search.config import load_config
-from vae_search.objective import Objective
-from vae_search.space import suggest
+from vae_search.config.schema import load_config
+from vae_search.trial.objective import Objective
+from vae_search.trial.space import suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 sets = [s.split("=") for s in sys.argv[1:]]

@@ -9,8 +9,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from vae_search._tf import tf
-from vae_search.config import load_config
-from vae_search.data import load_dataset
+from vae_search.config.schema import load_config
+from vae_search.data.datasets import load_dataset
 from vae_search.models import get_trainer, spec_for
 
 config = load_config("sequences")

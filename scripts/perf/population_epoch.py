@@ -6,11 +6,11 @@ import os
 import sys
 import time
 
-from vae_search.config import load_config
+from vae_search.config.schema import load_config
 from vae_search.models import get_trainer, spec_for
 from vae_search.models.population import PopulationTrainer
-from vae_search.objective import Objective
-from vae_search.space import TrialParams
+from vae_search.trial.objective import Objective
+from vae_search.trial.space import TrialParams
 
 study = sys.argv[1] if len(sys.argv) > 1 else "seed_mse"
 sizes = [int(p) for p in sys.argv[2:]] or [8, 16, 32]

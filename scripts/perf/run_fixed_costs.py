@@ -13,9 +13,9 @@ from collections import defaultdict
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from timing import timed as shared_timed  # noqa: E402 (scripts/perf/timing.py)
 
-from vae_search import objective  # noqa: E402
 from vae_search.report import callbacks  # noqa: E402
 from vae_search.run import main  # noqa: E402
+from vae_search.trial import objective  # noqa: E402
 
 spent: dict[str, list[float]] = defaultdict(list)
 

@@ -15,12 +15,12 @@ from optuna.exceptions import ExperimentalWarning
 
 warnings.filterwarnings("ignore", category=ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-from vae_search import objective as om
-from vae_search._optuna import study_storage
-from vae_search.bench_worker import StorageTimer
-from vae_search.config import load_config
-from vae_search.storage import make_storage
-from vae_search.study import open_study
+from vae_search.bench.worker import StorageTimer
+from vae_search.config.schema import load_config
+from vae_search.storage._optuna import study_storage
+from vae_search.storage.connection import make_storage
+from vae_search.storage.studies import open_study
+from vae_search.trial import objective as om
 
 n = int(sys.argv[1])
 url = sys.argv[2]
@@ -29,7 +29,7 @@ study = open_study(config, make_storage(url, run=config.run), study_name=f"s{tim
 timer = StorageTimer(study_storage(study))
 w = getattr(timer, "wrap", None) or timer._wrap
 if hasattr(timer, "wrap"):
-    from vae_search.report_writer import ReportWriter
+    from vae_search.storage.report_writer import ReportWriter
 
     ReportWriter.flush = w("WAIT", ReportWriter.flush)
     ReportWriter.__exit__ = w("WAIT", ReportWriter.__exit__)

@@ -9,9 +9,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import optuna
 
-from vae_search.artifacts import ReconstructionArtifacts
-from vae_search.config import load_config
-from vae_search.objective import Objective
+from vae_search.config.schema import load_config
+from vae_search.storage.artifacts import ReconstructionArtifacts
+from vae_search.trial.objective import Objective
 
 config = load_config(sys.argv[1] if len(sys.argv) > 1 else "sequences")
 obj = Objective(config)
@@ -20,7 +20,7 @@ study = optuna.create_study()
 for rep in range(3):
     study.enqueue_trial({"latent_dim": 8})
     t = study.ask()
-    from vae_search.space import suggest
+    from vae_search.trial.space import suggest
 
     params = suggest(t, config.search, config.train.epochs, config.model)
     s = time.perf_counter()

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vae_search.config import StudyConfig
-    from vae_search.data import Dataset
+    from vae_search.config.schema import StudyConfig
+    from vae_search.data.datasets import Dataset
     from vae_search.models.vae import VAE
 
 __all__ = ["TrainerSpec", "build_vae", "spec_for"]

@@ -4,7 +4,7 @@ The contract (also in the README):
 
 * ``function(data_shape, latent_dim, config) -> (encoder, decoder)``, where ``data_shape`` is
   ``(N,)`` for flat data or ``(L,)`` for token ids, and ``config`` is the study's
-  :class:`~vae_search.config.StudyConfig` (read ``config.model`` for your own sizes).
+  :class:`~vae_search.config.schema.StudyConfig` (read ``config.model`` for your own sizes).
 * ``encoder``: a Keras model ``x -> [z_mean, z_log_var]``, each of shape ``(latent_dim,)``.
 * ``decoder``: a Keras model ``z -> params`` (factorized given z), or ``[z, x] -> params``
   (autoregressive; position i must see x only through x_<i). ``params`` has the data's shape
@@ -22,7 +22,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from vae_search.config import ConfigError
+from vae_search.config.schema import ConfigError
 
 __all__ = ["BuilderError", "build_user_model", "check_builder", "load_builder"]
 

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from vae_search.config import DEFAULT_REFRESH_SECONDS
+from vae_search.config.schema import DEFAULT_REFRESH_SECONDS
 from vae_search.report.figures import save_figures
 from vae_search.report.rows import StateCounts
 

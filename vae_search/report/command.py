@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vae_search.cli import EXIT_USAGE, build_report_parser
-from vae_search.storage import StorageError, load_study
+from vae_search.storage.connection import StorageError, load_study
 
 __all__ = ["main"]
 

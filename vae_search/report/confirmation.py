@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import optuna
     import plotly.graph_objects as go
 
-    from vae_search.config import StudyConfig
+    from vae_search.config.schema import StudyConfig
 
 __all__ = [
     "CONFIRMATION_HEADER",

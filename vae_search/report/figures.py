@@ -16,13 +16,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vae_search import keys
-from vae_search.baseline import stored_baseline
-from vae_search.config import StudyConfig
+from vae_search.config.schema import StudyConfig
 from vae_search.report.confirmation import collapse_probability_figure
 from vae_search.report.plotting import COLORSCALE, FIG_HEIGHT, REDUCTION_COLORS, message_figure
 from vae_search.report.plotting import layout as _layout
 from vae_search.report.rows import TrialRow, best_rows, study_config, trial_rows
-from vae_search.schedule import betas
+from vae_search.trial.baseline import stored_baseline
+from vae_search.trial.schedule import betas
 
 if TYPE_CHECKING:
     import optuna

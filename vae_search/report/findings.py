@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vae_search.baseline import stored_baseline
 from vae_search.report.confirmation import (
     confirmation_rows,
     confirmation_table,
     wilson_interval,
 )
 from vae_search.report.rows import WARMUP_BINS, StateCounts, TrialRow, best_rows, trial_rows
+from vae_search.trial.baseline import stored_baseline
 
 if TYPE_CHECKING:
     import optuna

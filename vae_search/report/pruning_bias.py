@@ -33,7 +33,7 @@ from vae_search.report.rows import (
     study_config,
     trial_rows,
 )
-from vae_search.storage import StorageError, load_study
+from vae_search.storage.connection import StorageError, load_study
 
 if TYPE_CHECKING:
     import optuna

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vae_search import keys
-from vae_search.config import ConfigError, StudyConfig, parse_config
-from vae_search.schedule import full_beta_epoch
-from vae_search.space import TrialParams, params_from_mapping
+from vae_search.config.schema import ConfigError, StudyConfig, parse_config
+from vae_search.trial.schedule import full_beta_epoch
+from vae_search.trial.space import TrialParams, params_from_mapping
 
 if TYPE_CHECKING:
     import optuna

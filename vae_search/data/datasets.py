@@ -1,0 +1,253 @@
+"""Datasets, all available offline, with a fixed seeded train/validation split.
+
+* ``digits``: scikit-learn's bundled 8x8 digits (1,797 x 64), scaled to [0, 1].
+* ``synthetic``: ``k`` true factors ``z ~ N(0, I_k)`` pushed through a fixed random two-layer map
+  to N dims: the ground truth for collapse experiments (at most ``k`` units can carry signal).
+* ``file``: a user's own ``.npz``/``.npy``/``.csv`` array, validated (2-D, numeric, finite).
+* ``mnist``: ``keras.datasets.mnist`` when cached (or downloadable); a clear error when not.
+* ``sequences``, ``text`` and ``file`` with the categorical likelihood: token ids, see
+  :mod:`vae_search.data.tokens` (its public names are importable from here too).
+
+A relative ``data.path`` is looked up in the current directory, then next to the shipped studies
+(:func:`resolve_data_path`), so ``studies/*.toml`` can name files that sit beside them.
+
+For the Bernoulli likelihood the data are binarized: ``fixed`` samples each pixel once (seeded),
+``dynamic`` keeps the intensities for training (the trainer resamples every epoch) while the
+validation split is always a fixed sample, so the objective is comparable across trials.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vae_search.config.schema import STUDIES_DIR, StudyConfig
+from vae_search.data.split import DataError, Dataset, split_sizes
+from vae_search.data.tokens import (
+    SEQUENCE_SYMBOLS,
+    UNKNOWN_SYMBOL,
+    SequenceModel,
+    make_sequences,
+    read_text,
+    sequences_dataset,
+    text_dataset,
+    token_file_dataset,
+)
+
+__all__ = [
+    "SEQUENCE_SYMBOLS",
+    "UNKNOWN_SYMBOL",
+    "DataError",
+    "Dataset",
+    "SequenceModel",
+    "load_array",
+    "load_dataset",
+    "make_sequences",
+    "make_synthetic",
+    "read_text",
+    "resolve_data_path",
+    "sequences_dataset",
+    "text_dataset",
+    "token_file_dataset",
+]
+
+
+def resolve_data_path(path: str | Path) -> Path:
+    """Where a ``data.path`` points: as given, else relative to the shipped studies.
+
+    An absolute path, or a relative one that exists from the current directory, is used as is;
+    a relative one that does not is looked up in :data:`~vae_search.config.schema.STUDIES_DIR`. When
+    neither exists the path is returned as given, so the error names what the user wrote.
+    """
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    beside_studies = STUDIES_DIR / path
+    return beside_studies if beside_studies.exists() else path
+
+
+def _data_file(config: StudyConfig) -> Path:
+    """The resolved ``data.path``, which must be a file."""
+    path = resolve_data_path(config.data.path)
+    if not path.is_file():
+        where = "" if path.is_absolute() else f" (looked in {Path.cwd()} and {STUDIES_DIR})"
+        raise DataError(f"data.path: data file not found: {path}{where}")
+    return path
+
+
+def make_synthetic(
+    n_samples: int, n_features: int, true_latent_dim: int, *, seed: int, hidden: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic data with a known number of latent factors.
+
+    Returns:
+        ``(probs, z)``: per-dimension means in (0, 1), shape ``(n_samples, n_features)``, and the
+        true factors, shape ``(n_samples, true_latent_dim)``.
+    """
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n_samples, true_latent_dim))
+    w1 = rng.standard_normal((true_latent_dim, hidden)) * 1.5
+    b1 = rng.standard_normal(hidden) * 0.5
+    w2 = rng.standard_normal((hidden, n_features)) * (2.0 / np.sqrt(hidden))
+    b2 = rng.standard_normal(n_features) * 0.5
+    logits = np.tanh(z @ w1 + b1) @ w2 + b2
+    return 1.0 / (1.0 + np.exp(-logits)), z
+
+
+def load_array(path: str | Path) -> np.ndarray:
+    """Load a 2-D numeric array from ``.npz``, ``.npy`` or ``.csv`` (never unpickles).
+
+    A ``.npz`` must hold one array, or name it ``x``. A ``.csv`` may have one header row.
+
+    Raises:
+        DataError: missing file, unknown format, not 2-D, non-numeric or non-finite values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                if "x" in keys:
+                    array = archive["x"]
+                elif len(keys) == 1:
+                    array = archive[keys[0]]
+                else:
+                    raise DataError(
+                        f"{path}: holds arrays {keys}; name the data array 'x' or keep just one"
+                    )
+        elif suffix == ".csv":
+            array = _load_csv(path)
+        else:
+            raise DataError(f"{path}: unknown data format {suffix!r} (use .npz, .npy or .csv)")
+    except DataError:
+        raise
+    except ValueError as exc:  # e.g. object arrays refused without pickle
+        raise DataError(f"{path}: cannot read array: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    if array.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D array (examples x features), got shape "
+                        f"{array.shape}")
+    if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+        raise DataError(f"{path}: expected numeric data, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        bad = np.argwhere(~np.isfinite(array))[0]
+        raise DataError(f"{path}: non-finite value (NaN or inf) at row {bad[0]}, column {bad[1]}")
+    return array
+
+
+def _load_csv(path: Path) -> np.ndarray:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = [line for line in lines if line.strip()]
+    if not rows:
+        raise DataError(f"{path}: empty file")
+
+    def parse(line_no: int, line: str) -> list[float]:
+        values = []
+        for col, cell in enumerate(line.split(",")):
+            try:
+                values.append(float(cell))
+            except ValueError:
+                raise DataError(
+                    f"{path}: line {line_no}, column {col + 1}: not a number: {cell.strip()!r}"
+                ) from None
+        return values
+
+    start = 0
+    try:
+        parse(1, rows[0])
+    except DataError:
+        start = 1  # a header row
+    data = [parse(i + 1, line) for i, line in enumerate(rows) if i >= start]
+    if not data:
+        raise DataError(f"{path}: no data rows")
+    widths = {len(r) for r in data}
+    if len(widths) != 1:
+        raise DataError(f"{path}: rows have different numbers of columns {sorted(widths)}")
+    return np.asarray(data, dtype=np.float64)
+
+
+def _raw_data(config: StudyConfig) -> np.ndarray:
+    d = config.data
+    if d.dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        return load_digits().data / 16.0
+    if d.dataset == "synthetic":
+        probs, _ = make_synthetic(d.n_samples, d.n_features, d.true_latent_dim, seed=config.seed)
+        if config.model.likelihood == "gaussian":
+            rng = np.random.default_rng(config.seed + 1)
+            return probs + d.noise * rng.standard_normal(probs.shape)
+        return probs
+    if d.dataset == "file":
+        return load_array(_data_file(config))
+    if d.dataset == "mnist":
+        try:
+            from vae_search._tf import keras
+
+            (x_train, _), (x_test, _) = keras.datasets.mnist.load_data()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not available offline"
+            raise DataError(
+                f"mnist is not cached and cannot be downloaded ({type(exc).__name__}: {exc}); "
+                "put mnist.npz in ~/.keras/datasets/ or use dataset = 'file'"
+            ) from None
+        x = np.concatenate([x_train, x_test]).reshape(-1, 28 * 28)
+        return x / 255.0
+    raise DataError(f"unknown dataset {d.dataset!r}")  # pragma: no cover - config validates
+
+
+def load_dataset(config: StudyConfig) -> Dataset:
+    """Load, check, split and (for Bernoulli) binarize the configured dataset.
+
+    Raises:
+        DataError: the data cannot be read or do not fit the likelihood or the batch size.
+    """
+    d = config.data
+    if d.dataset == "sequences":
+        return sequences_dataset(config)
+    if d.dataset == "text":
+        return text_dataset(config, _data_file(config))
+    if d.dataset == "file" and config.model.likelihood == "categorical":
+        path = _data_file(config)
+        return token_file_dataset(config, path, load_array(path))
+    x = _raw_data(config)
+    if d.max_examples:
+        x = x[: d.max_examples]
+    n = x.shape[0]
+    n_train, n_val = split_sizes(n, d.val_fraction)
+    if n_train < 1 or n < 2:
+        raise DataError(f"{d.dataset}: {n} rows are too few for a train/validation split")
+    if config.train.batch_size > n_train:
+        raise DataError(
+            f"train.batch_size = {config.train.batch_size} is larger than the training split "
+            f"({n_train} rows of {n}); lower it"
+        )
+    bernoulli = config.model.likelihood == "bernoulli"
+    if bernoulli and (x.min() < 0.0 or x.max() > 1.0):
+        raise DataError(
+            f"{d.dataset}: the Bernoulli likelihood needs values in [0, 1], got range "
+            f"[{x.min():.4g}, {x.max():.4g}]; rescale the data or use likelihood = 'gaussian'"
+        )
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(n)
+    x_val, x_train = x[order[:n_val]], x[order[n_val:]]
+    dynamic = False
+    if bernoulli:
+        x_val = (rng.random(x_val.shape) < x_val).astype(np.float64)
+        if d.binarize == "dynamic":
+            dynamic = True
+        else:
+            x_train = (rng.random(x_train.shape) < x_train).astype(np.float64)
+    return Dataset(
+        name=d.dataset,
+        x_train=np.ascontiguousarray(x_train, dtype=np.float32),
+        x_val=np.ascontiguousarray(x_val, dtype=np.float32),
+        dynamic_binarization=dynamic,
+    )

@@ -1,0 +1,134 @@
+"""The study-wide trial budget: ``--trials`` exact across any number of workers.
+
+Used by the worker loop (:mod:`~vae_search.search.worker`) before it asks for a trial and when
+a trial
+starts. Reads the shared storage only; imports Optuna only when called.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from vae_search import keys
+from vae_search.report.rows import StateCounts
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["BUDGET_POLL", "FAIL_SURPLUS", "BudgetGate", "BudgetReached"]
+
+BUDGET_POLL = 2.0  # seconds between budget checks while other workers' trials decide it
+FAIL_SURPLUS = "surplus"  # fail_reason prefix of a trial not run because the budget was met
+
+
+class BudgetReached(Exception):
+    """This worker's trial is surplus: the study's budget is met (or the timeout passed)."""
+
+
+class BudgetGate:
+    """Makes ``--trials`` an exact, study-wide budget across any number of workers.
+
+    Optuna's ``MaxTrialsCallback`` only checks *after* a trial, so K workers that each start a
+    trial while the study is one short of the budget end with up to K - 1 extra trials. The gate
+    adds two checks that read the shared storage:
+
+    * **Before asking** for a trial (at start and after each of this worker's trials): if
+      ``finished + running >= budget`` the trials already in flight can fill the budget, so the
+      worker waits (polling every ``BUDGET_POLL`` s, failing stale trials of dead workers) until
+      either the budget is met (stop) or a running trial failed and a slot opened (ask).
+    * **At trial start** (a reservation, since two workers can pass the first check at the same
+      instant): trial ``n`` runs only if ``finished + (running trials numbered below n) <
+      budget``. Trials are numbered in the order they were asked, so the lowest-numbered running
+      trial never waits and there is no deadlock. While the answer depends on trials ahead that
+      may still fail, the trial waits (its heartbeat keeps beating). If the budget is met first,
+      the trial is *surplus*: it is failed before training, with ``fail_reason`` starting with
+      ``"surplus"``, and the worker stops.
+
+    Finished (complete + pruned) trials therefore never exceed the budget; surplus trials are
+    only possible when workers ask at the same instant near the end of the budget, and are never
+    trained. Waiting workers also run Optuna's stale-trial check, so a dead worker's trial is
+    failed and re-queued (``RetryHeartbeatStaleTrialCallback``) even while the surviving workers
+    have nothing left to start. Behind the gRPC proxy that check does nothing in the workers;
+    the proxy process runs it (:mod:`vae_search.storage.heartbeat`).
+
+    Args:
+        budget: The study's total number of finished trials (``--trials``).
+        deadline: ``time.monotonic()`` after which no new trial starts (``--timeout``).
+    """
+
+    def __init__(self, budget: int, *, deadline: float | None = None) -> None:
+        self.budget = budget
+        self.deadline = deadline
+
+    @staticmethod
+    def _counts(study: optuna.Study, below: int | None) -> StateCounts:
+        """Finished trials, and running ones (only those numbered below ``below`` if given)."""
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        )
+        return StateCounts.of_trials(
+            t for t in trials
+            if below is None or t.state != TrialState.RUNNING or t.number < below
+        )
+
+    def _timed_out(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    @staticmethod
+    def reap(study: optuna.Study) -> None:
+        """Fail (and re-queue) stale trials of dead workers: Optuna's heartbeat check."""
+        import warnings
+
+        import optuna
+        from optuna.exceptions import ExperimentalWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+
+    def poll(self, study: optuna.Study) -> bool | None:
+        """One look, no waiting: a new trial may be asked for (True), the budget is met or the
+        timeout passed (False), or the trials in flight may still fill it (None)."""
+        counts = self._counts(study, below=None)
+        if counts.finished >= self.budget or self._timed_out():
+            return False
+        return True if counts.finished + counts.running < self.budget else None
+
+    def slot_free(self, study: optuna.Study) -> bool:
+        """Wait until a new trial may be asked for (True) or the budget is met (False)."""
+        while (free := self.poll(study)) is None:
+            self.reap(study)
+            time.sleep(BUDGET_POLL)
+        return free
+
+    def admit(self, trial: optuna.Trial, *, wait: bool = True) -> None:
+        """The reservation check at trial start; raises :class:`BudgetReached` if surplus.
+
+        ``wait=False`` (a population, whose own running trials cannot finish while it waits)
+        treats a trial that would have to wait as surplus. A confirmation run (``vae-search
+        confirm`` enqueued it; any worker may pop it) is outside the budget and always
+        admitted.
+        """
+        if keys.ATTR_CONFIRMS in trial.user_attrs:
+            return
+        while True:
+            counts = self._counts(trial.study, below=trial.number)
+            if counts.finished >= self.budget:
+                why = (f"the study's budget of {self.budget} finished trials was met by other "
+                       "workers")
+            elif self._timed_out():
+                why = "--timeout passed"
+            elif counts.finished + counts.running < self.budget:
+                return
+            elif not wait:
+                why = "the trials already running may fill the study's budget"
+            else:
+                self.reap(trial.study)
+                time.sleep(BUDGET_POLL)
+                continue
+            reason = f"{FAIL_SURPLUS}: {why} before this trial started; it was not run"
+            trial.set_user_attr(keys.ATTR_FAIL_REASON, reason)
+            raise BudgetReached(reason)

@@ -1,0 +1,198 @@
+"""``--workers K``: local worker processes on one shared storage; the parent only watches.
+
+Never more workers than trials are left, and a warning when more are asked for than the
+machine has CPU cores (each one is a TensorFlow process: they would only compete).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from vae_search.cli import AUTO_POPULATION, STORAGE_ENV, RunOptions
+from vae_search.config.schema import StudyConfig
+from vae_search.search.worker import (
+    budget_met,
+    finish,
+    finished_count,
+    open_worker_study,
+    setup_optuna,
+)
+from vae_search.storage.connection import StorageError, mask_url, sqlite_path
+
+if TYPE_CHECKING:
+    import optuna
+
+    from vae_search.report import Progress
+
+__all__ = ["check_shareable", "pool_size", "run_pool", "supervise"]
+
+POOL_POLL = 1.0  # seconds between the parent's looks at its children and the study
+
+
+def pool_size(requested: int, trials_left: int, cpus: int | None) -> tuple[int, list[str]]:
+    """How many workers to start, and the notes to show about it.
+
+    Args:
+        requested: ``--workers``.
+        trials_left: The budget minus the finished trials (> 0).
+        cpus: ``os.cpu_count()`` (``None`` when unknown).
+
+    Returns:
+        ``min(requested, trials_left)`` and the lines explaining any difference.
+    """
+    notes = []
+    if cpus is not None and requested > cpus:
+        notes.append(f"warning: --workers {requested} is more than the {cpus} CPU cores of this "
+                     "machine; the workers will compete for them (each is a TensorFlow process)")
+    size = max(1, min(requested, trials_left))
+    if size < requested:
+        notes.append(f"note: starting {size} worker{'s' if size > 1 else ''}, not {requested}: "
+                     f"only {trials_left} trial{'s are' if trials_left > 1 else ' is'} left")
+    return size, notes
+
+
+def _child_command(options: RunOptions, index: int, threads: int) -> list[str]:
+    argv = [sys.executable, "-m", "vae_search.run", "--workers", "1", "--worker-index",
+            str(index), "--threads", str(threads), "--trials", str(options.trials),
+            "--study", str(options.study), "--quiet"]
+    for flag, value in (("--timeout", options.timeout), ("--study-name", options.study_name),
+                        ("--seed", options.seed), ("--epochs", options.epochs),
+                        ("--artifacts", options.artifacts),
+                        ("--population", "auto" if options.population == AUTO_POPULATION
+                         else options.population)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for assignment in options.set:
+        argv += ["--set", assignment]
+    if options.debug:
+        argv.append("--debug")
+    return argv
+
+
+def _die_with_parent() -> None:  # pragma: no cover (runs in the child before exec)
+    """Linux: a child gets SIGTERM if the --workers parent dies (no orphaned workers)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def check_shareable(url: str) -> None:
+    try:
+        in_memory = url.startswith("sqlite") and sqlite_path(url) is None
+    except Exception:  # noqa: BLE001 (malformed: make_storage reports it later)
+        in_memory = False
+    if in_memory:
+        raise StorageError("--workers needs a database the processes can share: a SQLite file "
+                           "(sqlite:///path.db) or a server, not an in-memory SQLite")
+
+
+def run_pool(options: RunOptions, config: StudyConfig) -> int:
+    """Run ``--workers`` worker processes on the same storage and wait for them.
+
+    The parent creates (or joins and checks) the study once, so a bad config or storage is
+    one error, then starts the single-worker command in each child, with the storage URL in
+    ``$VAE_SEARCH_STORAGE`` (never on a command line), ``--threads`` = cores / workers, and its
+    own process group: Ctrl-C reaches only the parent, which forwards SIGINT/SIGTERM exactly
+    once to every child and waits for them to close their trials.
+
+    Returns:
+        130 (SIGINT) or 143 (SIGTERM); otherwise the first non-zero child status, or 0.
+    """
+    check_shareable(options.storage)
+    from vae_search.data.datasets import load_dataset
+
+    dataset = load_dataset(config)  # one clear data error here rather than one per child
+    if config.model.builder:
+        from vae_search.models.builder import check_builder
+
+        check_builder(config, dataset)
+    setup_optuna()
+    study = open_worker_study(options, config)
+    done = finished_count(study)
+    if done >= options.trials:
+        budget_met(study, done, options.trials)
+        finish(study, config, options)
+        return 0
+    cpus = os.cpu_count()
+    size, notes = pool_size(options.workers, options.trials - done, cpus)
+    for note in notes:
+        if note.startswith("warning") or not options.quiet:
+            print(note, file=sys.stderr)
+    threads = options.threads or max(1, (cpus or 1) // size)
+    if not options.quiet:
+        print(f"study {study.study_name!r} on {mask_url(options.storage)}: {done}/"
+              f"{options.trials} trials finished; starting {size} workers ({threads} "
+              "TensorFlow thread(s) each)...", file=sys.stderr)
+    from vae_search.report import Progress
+
+    codes, received = supervise(
+        [_child_command(options, index, threads) for index in range(size)], options.storage,
+        Progress(study, options.trials, enabled=not options.quiet), study,
+    )
+    if received:
+        print("interrupted: finished trials are kept; re-run the same command to resume",
+              file=sys.stderr)
+        return 128 + received
+    failed = [code for code in codes if code != 0]
+    if failed:
+        print(f"vae_search: {len(failed)} of {size} workers exited with status "
+              f"{failed[0]}{' (rerun with --debug for tracebacks)' if not options.debug else ''}",
+              file=sys.stderr)
+    finish(study, config, options)
+    return failed[0] if failed else 0
+
+
+def supervise(
+    commands: list[list[str]], storage: str, progress: Progress, study: optuna.Study
+) -> tuple[list[int], int]:
+    """Start one child per command, forward signals, draw the progress bar until all have
+    exited (the bar is closed on return).
+
+    Args:
+        commands: The children's command lines (never holding the storage URL).
+        storage: The storage URL, passed in ``$VAE_SEARCH_STORAGE``.
+        progress: Redrawn from the study while the children run.
+        study: The study the children work on.
+
+    Returns:
+        The children's exit statuses, and the signal received (0 if none).
+    """
+    env = {**os.environ, STORAGE_ENV: storage}
+    # The children import this very package, installed or not (e.g. run from a checkout).
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    received: list[int] = []
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        if not received:
+            received.append(signum)
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for command in commands:
+        procs.append(subprocess.Popen(
+            command, env=env, start_new_session=True, preexec_fn=_die_with_parent,
+        ))
+        if received:  # a signal arrived while starting them
+            procs[-1].send_signal(received[0])
+    try:
+        while any(proc.poll() is None for proc in procs):
+            time.sleep(POOL_POLL)
+            if not received:
+                progress.refresh(study)
+        progress.refresh(study)
+    finally:
+        progress.close()
+    return [proc.returncode for proc in procs], (received[0] if received else 0)

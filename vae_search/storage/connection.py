@@ -1,0 +1,410 @@
+"""Storage URL -> Optuna storage (SQLite by default, PostgreSQL, or the gRPC storage proxy).
+
+* SQLite: WAL journal and a long busy timeout, so several local workers share one file.
+* PostgreSQL (or any server): ``pool_pre_ping`` and a small pool per process.
+* ``grpc://host:port``: Optuna's gRPC storage proxy (``vae-search serve``) in front of the
+  database, for many workers (:class:`optuna.storages.GrpcStorageProxy`).
+* Heartbeats on every RDB storage: a trial whose worker died is failed after the grace period
+  and re-queued (bounded) by :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`. Behind
+  the proxy, workers relay their heartbeats through it (:mod:`vae_search.storage.heartbeat`).
+
+:func:`make_storage` opens a storage to run trials in (creating it if needed);
+:func:`open_storage` and :func:`load_study` open an existing one to read (report, dashboard).
+Passwords in URLs are never printed: use :func:`mask_url` for anything shown to a user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import sqlite3
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vae_search.config.schema import RunConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "DEFAULT_PROXY_PORT",
+    "DEFAULT_STORAGE",
+    "PROXY_SCHEME",
+    "SQLITE_BUSY_TIMEOUT",
+    "StorageError",
+    "error_reason",
+    "in_chain",
+    "is_storage_fault",
+    "load_study",
+    "make_storage",
+    "mask_url",
+    "open_storage",
+    "proxy_address",
+    "sqlite_path",
+    "storage_faults",
+    "worker_seed",
+]
+
+DEFAULT_STORAGE = "sqlite:///vae_search.db"  # a file in the working directory
+SQLITE_BUSY_TIMEOUT = 60.0  # seconds a writer waits for the file lock before "database is locked"
+CONNECT_ATTEMPTS = 4  # first try + retries with exponential backoff for a transient outage
+CONNECT_BACKOFF = 1.0  # seconds before the first retry (doubles each time)
+CREATE_ATTEMPTS = 8  # table creation racing other workers on a fresh database: retries
+CREATE_BACKOFF = 0.2  # seconds (times a random factor in [1, 2)) between those retries
+PROXY_SCHEME = "grpc"  # grpc://host:port: Optuna's gRPC storage proxy (vae-search serve)
+DEFAULT_PROXY_PORT = 13000  # Optuna's own default for run_grpc_proxy_server
+PROXY_CONNECT_TIMEOUT = 15.0  # seconds to wait for the proxy at start (it may be restarting)
+
+
+class StorageError(RuntimeError):
+    """The storage URL is invalid or the database cannot be used."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe to print or log)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        # Unparseable: still hide anything between "://user:" and "@".
+        head, sep, rest = url.partition("://")
+        if sep and "@" in rest:
+            creds, _, host = rest.rpartition("@")
+            user = creds.split(":", 1)[0]
+            return f"{head}://{user}:***@{host}"
+        # Not even a scheme: hide any "user:secret@" in it.
+        return re.sub(r"([^\s:/@]+):[^\s@]*@", r"\1:***@", url)
+
+
+def error_reason(exc: BaseException) -> str:
+    """One line for a user: the innermost cause's first line (Optuna and SQLAlchemy wrap driver
+    errors in vaguer ones), with any password masked. A gRPC error is its status and details
+    (its text is a multi-line dump)."""
+    while (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        status = getattr(code(), "name", code())
+        text = f"proxy: {status}: {details() or ''}".strip().rstrip(":")
+    else:
+        text = str(exc).strip()
+    return mask_url(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def storage_faults() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the storage connection failed", not "the request was wrong":
+    a lost database connection, or a gRPC call to the proxy that did not get through (the
+    proxy is down or restarting, or its database is). Workers ride these out."""
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import DBAPIError
+
+    faults: tuple[type[BaseException], ...] = (StorageInternalError, DBAPIError)
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover (grpcio is a dependency)
+        return faults
+    return (*faults, grpc.RpcError)
+
+
+def in_chain(exc: BaseException | None, types: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc``, or an exception it was raised from or while handling, is a ``types``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, types):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, one of :func:`storage_faults`.
+
+    Optuna's optimize loop can hide the fault: when storing a trial's result fails and so does
+    its fallback read, it raises an unrelated ``UnboundLocalError`` from the fault.
+    """
+    return in_chain(exc, storage_faults())
+
+
+def proxy_address(url: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``grpc://host[:port]`` URL, ``None`` for any other URL.
+
+    Raises:
+        StorageError: a ``grpc://`` URL with no host, a bad port, or anything else in it.
+    """
+    from urllib.parse import urlsplit
+
+    if not url.lower().startswith(f"{PROXY_SCHEME}://"):
+        return None
+    parts = urlsplit(url)
+    try:
+        port = parts.port or DEFAULT_PROXY_PORT
+    except ValueError:
+        port = 0
+    if not parts.hostname or not 0 < port < 65536 or parts.path.strip("/") or parts.query \
+            or parts.username:
+        raise StorageError(f"malformed proxy URL {mask_url(url)!r} (expected grpc://host:port, "
+                           f"e.g. grpc://127.0.0.1:{DEFAULT_PROXY_PORT})")
+    return parts.hostname, port
+
+
+def _connect_proxy(host: str, port: int, timeout: float) -> optuna.storages.BaseStorage:
+    """A client of ``vae-search serve``, once the proxy answers (waits up to ``timeout`` s)."""
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():  # experimental since Optuna 4.2
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        storage = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    try:
+        storage.wait_server_ready(timeout=timeout)
+    except ConnectionError:
+        storage.close()
+        raise StorageError(
+            f"cannot reach the storage proxy at {PROXY_SCHEME}://{host}:{port} within "
+            f"{timeout:.0f} s (is 'vae-search serve' running there?)"
+        ) from None
+    return storage
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (``None`` for other backends or in-memory)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _prepare_sqlite(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise StorageError(f"cannot create SQLite file {path}: directory {parent} does not exist")
+    target = path if path.exists() else parent
+    import os
+
+    if not os.access(target, os.W_OK):
+        raise StorageError(f"cannot write SQLite file {path}: {target} is read-only")
+    try:
+        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT) as conn:
+            # WAL lets readers (the dashboard, other workers) run beside one writer. It is a
+            # property of the file, so setting it once here covers every later connection.
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as exc:
+        if "unable to open" in str(exc):
+            raise StorageError(
+                f"cannot open SQLite file {path}: the location is not writable ({exc})"
+            ) from None
+        raise StorageError(f"{path} is not a usable SQLite database: {exc}") from None
+
+
+def _sqlite_synchronous_normal(storage: optuna.storages.RDBStorage) -> None:
+    """``PRAGMA synchronous=NORMAL`` on every connection: with WAL, a commit no longer waits for
+    an fsync (about half of a per-epoch ``trial.report``). SQLite's recommended WAL setting: the
+    file stays consistent; only the last commits can be lost on a power failure, not a crash.
+    """
+    from sqlalchemy import event
+
+    def normal(conn: sqlite3.Connection, _record: object) -> None:
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+    event.listen(storage.engine, "connect", normal)
+    storage.engine.dispose()  # connections opened while creating the tables get it too
+
+
+def make_storage(
+    url: str, *, run: RunConfig | None = None, heartbeat: bool = True,
+    pool_size: int | None = None,
+) -> optuna.storages.BaseStorage:
+    """Open (creating tables if needed) the Optuna storage behind ``url``.
+
+    Args:
+        url: Any SQLAlchemy URL, e.g. ``sqlite:///vae_search.db`` or
+            ``postgresql+psycopg://user@host/db``, or ``grpc://host:port`` for the storage
+            proxy (``vae-search serve``; the proxy owns the tables and the heartbeats).
+        run: Heartbeat and retry settings (defaults when omitted).
+        heartbeat: Turn heartbeats and stale-trial retries on.
+        pool_size: Database connections kept per process (server URLs; default 2, plus 2
+            more under load). The proxy keeps one per serving thread.
+
+    Returns:
+        The storage: an :class:`optuna.storages.RDBStorage`, or the proxy's client.
+
+    Raises:
+        StorageError: malformed URL, unknown driver, unreachable server (after bounded retries)
+            or proxy, unwritable SQLite location, or a schema from an incompatible Optuna.
+    """
+    address = proxy_address(url)
+    if address is not None:
+        return _connect_proxy(*address, timeout=PROXY_CONNECT_TIMEOUT)
+    return _make_rdb_storage(url, run=run, heartbeat=heartbeat, pool_size=pool_size)
+
+
+def _make_rdb_storage(
+    url: str, *, run: RunConfig | None, heartbeat: bool, pool_size: int | None
+) -> optuna.storages.RDBStorage:
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import (
+        ArgumentError,
+        IntegrityError,
+        NoSuchModuleError,
+        OperationalError,
+        ProgrammingError,
+    )
+
+    run = run or RunConfig()
+    shown = mask_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise StorageError(
+            f"malformed storage URL {shown!r} (expected e.g. sqlite:///vae_search.db or "
+            "postgresql+psycopg://user@host/db)"
+        ) from None
+    backend = parsed.get_backend_name()
+    engine_kwargs: dict = {}
+    if backend == "sqlite":
+        path = sqlite_path(url)
+        if path is not None:
+            _prepare_sqlite(path)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
+    else:
+        engine_kwargs.update(pool_pre_ping=True, pool_size=pool_size or 2,
+                             max_overflow=0 if pool_size else 2, pool_recycle=1800)
+        if backend == "postgresql":
+            engine_kwargs["connect_args"] = {"connect_timeout": 10}
+
+    kwargs: dict = {}
+    if heartbeat:
+        with warnings.catch_warnings():  # experimental in Optuna 5, and the one it recommends
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=run.max_retry)
+        kwargs = dict(
+            heartbeat_interval=run.heartbeat_interval,
+            grace_period=run.grace_period,
+            heartbeat_stale_trial_callback=retry,
+        )
+    delay = CONNECT_BACKOFF
+    attempt = create_attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            if backend == "sqlite":
+                _sqlite_synchronous_normal(storage)
+            return storage
+        except NoSuchModuleError:
+            raise StorageError(
+                f"unknown database driver in {shown!r} (use sqlite:/// or postgresql+psycopg://)"
+            ) from None
+        except ModuleNotFoundError as exc:
+            raise StorageError(f"database driver for {shown!r} is not installed: {exc}") from None
+        except (IntegrityError, ProgrammingError) as exc:
+            # Several workers creating Optuna's tables on a fresh PostgreSQL database at once:
+            # CREATE TABLE / the version row collide ("duplicate key value violates unique
+            # constraint pg_type_typname_nsp_index", "relation ... already exists"). The loser
+            # retries and then finds the tables made by the winner.
+            create_attempt += 1
+            attempt -= 1
+            if create_attempt >= CREATE_ATTEMPTS:
+                raise StorageError(
+                    f"cannot create the Optuna tables in {shown}: {error_reason(exc)}"
+                ) from None
+            time.sleep(CREATE_BACKOFF * (1.0 + random.random()))
+        except OperationalError as exc:
+            if attempt >= CONNECT_ATTEMPTS:
+                raise StorageError(
+                    f"cannot connect to {shown} after {attempt} attempts: {error_reason(exc)}"
+                ) from None
+            time.sleep(delay)
+            delay *= 2
+        except RuntimeError as exc:
+            if "schema" in str(exc).lower() or "compatible" in str(exc).lower():
+                raise StorageError(
+                    f"{shown} was written by an incompatible Optuna version "
+                    f"({str(exc).splitlines()[0]}); nothing was changed. If the database is "
+                    "older than this Optuna, back it up and run 'optuna storage upgrade "
+                    "--storage URL'; if it is newer, upgrade Optuna"
+                ) from None
+            raise
+
+
+def open_storage(storage_url: str) -> tuple[optuna.storages.BaseStorage, list[str]]:
+    """Open an existing storage (never creates a database or tables) and list its studies.
+
+    Raises:
+        StorageError: bad URL, missing SQLite file, or a database Optuna cannot read.
+    """
+    import optuna
+
+    shown = mask_url(storage_url)
+    address = proxy_address(storage_url)
+    if address is not None:
+        proxy = _connect_proxy(*address, timeout=PROXY_CONNECT_TIMEOUT)
+        return proxy, [s.study_name for s in proxy.get_all_studies()]
+    try:
+        path = sqlite_path(storage_url)
+    except Exception as exc:  # sqlalchemy.exc.ArgumentError and friends
+        raise StorageError(f"invalid storage URL {shown!r}: {exc}") from None
+    if path is not None and not path.is_file():
+        raise StorageError(f"no database at {shown} (file {path} does not exist)")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = optuna.storages.RDBStorage(storage_url, skip_table_creation=True)
+        names = [s.study_name for s in storage.get_all_studies()]
+    except Exception as exc:  # unknown driver, refused connection, not an Optuna database...
+        raise StorageError(f"cannot open storage {shown}: {error_reason(exc)}") from None
+    return storage, names
+
+
+def load_study(storage_url: str, study_name: str | None) -> optuna.Study:
+    """Load an existing study (never creates one).
+
+    Args:
+        storage_url: SQLAlchemy URL. A SQLite file must exist.
+        study_name: The study; may be omitted when the storage holds exactly one.
+
+    Raises:
+        StorageError: bad URL, missing file, missing or ambiguous study.
+    """
+    import optuna
+
+    storage, names = open_storage(storage_url)
+    shown = mask_url(storage_url)
+    if study_name is None:
+        if len(names) != 1:
+            raise StorageError(f"storage {shown} holds {len(names)} studies "
+                               f"({', '.join(sorted(names)) or 'none'}); pass --study-name")
+        study_name = names[0]
+    if study_name not in names:
+        raise StorageError(f"no study {study_name!r} in {shown} (studies: "
+                           f"{', '.join(sorted(names)) or 'none'})")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def worker_seed(study_seed: int, identity: str) -> int:
+    """A sampler seed for one worker: stable for a (study seed, worker identity) pair.
+
+    Workers on one study must not share a sampler seed, or the random start-up phase would
+    propose the same points in every worker. The identity is the pool index for ``--workers``
+    children and ``host:pid`` for an independently started worker.
+
+    Args:
+        study_seed: The configuration's seed.
+        identity: Any string unique among the study's workers.
+
+    Returns:
+        A seed in ``[0, 2**31 - 1)``.
+    """
+    digest = hashlib.sha256(f"{study_seed}:{identity}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (2**31 - 1)

@@ -1,0 +1,322 @@
+"""Heartbeats through the gRPC storage proxy, so a killed worker's trial is still recovered.
+
+Optuna's gRPC storage proxy has no heartbeat call: behind it, Optuna's optimize loop records no
+heartbeat and its stale-trial check (``fail_stale_trials``) does nothing. vae_search relays them,
+and the proxy process (``vae-search serve``, which talks to the database) does the recovery with
+Optuna's own machinery:
+
+* **Worker** (:class:`HeartbeatRelay`): while a trial runs, a thread sends a heartbeat every
+  ``run.heartbeat_interval`` s, as a trial system-attr write under :data:`HEARTBEAT_KEY` (an
+  ordinary storage call, which the proxy forwards like any other).
+* **Proxy** (:func:`served_storage`): the storage the proxy serves turns that write into the
+  trial's Optuna heartbeat row (``record_heartbeat``, stamped by the database clock; the attr
+  itself is not stored), and records a first heartbeat the moment a trial starts running
+  through the proxy, so a worker killed before its first beat (while sampling) is covered too.
+* **Ask-and-tell** (:class:`Heartbeats`): a population (:mod:`vae_search.search.population`) runs no
+  optimize loop, so one thread beats for all its running members, directly or relayed.
+* **Recovery** (:class:`StaleTrialReaper`): a thread of the proxy process runs Optuna's
+  ``fail_stale_trials`` on every study every few seconds. A trial with no heartbeat for the
+  proxy's grace period is failed and re-queued by ``RetryHeartbeatStaleTrialCallback`` (at most
+  ``max_retry`` times): the same rows and lineage (``failed_trial``, ``retry_history``) as when
+  the workers talk to the database directly, where their own heartbeats do the same.
+
+Importing this module does not import Optuna.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from vae_search.storage._optuna import study_id, trial_id
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage, RDBStorage
+
+__all__ = [
+    "DEFAULT_REAP_EVERY",
+    "HEARTBEAT_KEY",
+    "HeartbeatRelay",
+    "Heartbeats",
+    "StaleTrialReaper",
+    "heartbeat_relay",
+    "report_stale_trials",
+    "served_storage",
+]
+
+HEARTBEAT_KEY = "vae_search:heartbeat"  # the system attr a relayed heartbeat is written as
+DEFAULT_REAP_EVERY = 2.0  # seconds between the proxy's stale-trial sweeps
+STUDY_REFRESH = 30.0  # seconds between re-reads of the list of studies to sweep
+RELAY_JOIN_TIMEOUT = 5.0  # seconds a finished trial waits for its relay thread
+
+
+class HeartbeatRelay:
+    """Heartbeats for one running trial, sent through the proxy from a daemon thread.
+
+    A context manager: the first beat is sent on entry (the proxy has already recorded one when
+    the trial started), then one every ``interval`` seconds until exit. A beat that does not get
+    through (the proxy restarting) is retried at the next interval; the trial is only judged
+    stale after the proxy's grace period without any.
+
+    Args:
+        storage: The proxy's client (:class:`optuna.storages.GrpcStorageProxy`).
+        trial_id: The running trial's id.
+        interval: Seconds between beats (``run.heartbeat_interval``).
+    """
+
+    def __init__(self, storage: BaseStorage, trial_id: int, interval: float) -> None:
+        self.storage = storage
+        self.trial_id = trial_id
+        self.interval = interval
+        self.beats = 0
+        self.missed = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> bool:
+        """Send one heartbeat; ``False`` if it did not get through."""
+        try:
+            self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_KEY, time.time())
+        except Exception:  # noqa: BLE001 (any failure: the next beat tries again)
+            self.missed += 1
+            return False
+        self.beats += 1
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def __enter__(self) -> HeartbeatRelay:
+        self.beat()
+        self._thread = threading.Thread(
+            target=self._run, name=f"heartbeat-relay-{self.trial_id}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(RELAY_JOIN_TIMEOUT)
+
+
+class Heartbeats:
+    """Heartbeats for every running member, from one daemon thread.
+
+    Optuna's optimize loop beats for its one trial; with ask-and-tell nobody does, so a
+    database storage gets ``record_heartbeat`` and the gRPC proxy the relayed system attr
+    (:mod:`vae_search.storage.heartbeat`), every ``interval`` seconds, for each trial id registered.
+    """
+
+    def __init__(self, storage: Any, interval: float) -> None:
+        from optuna.storages import GrpcStorageProxy
+
+        self.ids: set[int] = set()
+        self.beat: Callable[[int], Any] | None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if isinstance(storage, GrpcStorageProxy):
+            self.beat = lambda tid: storage.set_trial_system_attr(tid, HEARTBEAT_KEY, time.time())
+        elif getattr(storage, "get_heartbeat_interval", lambda: None)() is not None:
+            self.beat = storage.record_heartbeat
+            interval = storage.get_heartbeat_interval()
+        else:
+            self.beat = None
+        self._thread = None
+        if self.beat is not None:
+            self._thread = threading.Thread(target=self._run, args=(interval,),
+                                            name="population-heartbeats", daemon=True)
+            self._thread.start()
+
+    def add(self, tid: int) -> None:
+        if self.beat is not None:
+            with self._lock:
+                self.ids.add(tid)
+            self.beat(tid)  # at once, as the optimize loop does when a trial starts
+
+    def discard(self, tid: int) -> None:
+        with self._lock:
+            self.ids.discard(tid)
+
+    def _run(self, interval: float) -> None:
+        beat = self.beat
+        assert beat is not None
+        while not self._stop.wait(interval):
+            with self._lock:
+                ids = list(self.ids)
+            for tid in ids:
+                with contextlib.suppress(Exception):  # a missed beat: the next one tries again
+                    beat(tid)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def heartbeat_relay(
+    storage: BaseStorage, interval: float
+) -> Callable[[optuna.Trial], AbstractContextManager[Any]]:
+    """What a worker wraps each trial in: a :class:`HeartbeatRelay` behind the proxy; nothing
+    on a database, where Optuna's optimize loop records the heartbeats itself."""
+    from optuna.storages import GrpcStorageProxy
+
+    if not isinstance(storage, GrpcStorageProxy):
+        return lambda trial: contextlib.nullcontext()
+    return lambda trial: HeartbeatRelay(storage, trial_id(trial), interval)
+
+
+def served_storage(backend: RDBStorage) -> BaseStorage:
+    """The storage ``vae-search serve`` hands to Optuna's gRPC proxy: Optuna's in-process cache
+    over ``backend`` (as Optuna's docs advise for the proxy), where a relayed heartbeat becomes
+    the trial's heartbeat row and a trial starting to run gets its first one.
+
+    Args:
+        backend: The database, with heartbeats on (``grace_period``, retry callback).
+    """
+    return _served_class()(backend)
+
+
+@functools.cache
+def _served_class() -> type:
+    from optuna.trial import TrialState
+
+    from vae_search.storage._optuna import CachedStorage
+
+    class ServedStorage(CachedStorage):
+        """Optuna's cached RDB storage, plus heartbeats relayed by workers behind the proxy."""
+
+        def __init__(self, backend: RDBStorage) -> None:
+            super().__init__(backend)
+            self.active_study_ids: set[int] = set()  # studies with trials started here
+
+        def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+            if key == HEARTBEAT_KEY:
+                self.record_heartbeat(trial_id)
+            else:
+                super().set_trial_system_attr(trial_id, key, value)
+
+        def create_new_trial(
+            self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None
+        ) -> int:
+            new_id = super().create_new_trial(study_id, template_trial)
+            if template_trial is None or template_trial.state == TrialState.RUNNING:
+                self.record_heartbeat(new_id)  # covered from its first moment
+                self.active_study_ids.add(study_id)
+            return new_id
+
+        def set_trial_state_values(
+            self, trial_id: int, state: TrialState, values: Any = None
+        ) -> bool:
+            updated = super().set_trial_state_values(trial_id, state, values)
+            if updated and state == TrialState.RUNNING:  # a queued trial (a retry) starts
+                self.record_heartbeat(trial_id)
+            return updated
+
+    return ServedStorage
+
+
+def report_stale_trials(
+    backend: RDBStorage, *, max_retry: int | None, log: Callable[[str], None]
+) -> None:
+    """Make the database's stale-trial callback also say, in one line, what it did.
+
+    Args:
+        backend: The database, with heartbeats and a ``RetryHeartbeatStaleTrialCallback``.
+        max_retry: That callback's limit (it does not expose it).
+        log: Where the line goes.
+    """
+    retry = backend.heartbeat_stale_trial_callback
+    if retry is None:
+        return
+
+    def logged(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        retry(study, trial)
+        history = trial.system_attrs.get("retry_history", [])  # the retries before this one
+        if max_retry is not None and len(history) >= max_retry:
+            outcome = f"not re-queued (max_retry {max_retry} reached)"
+        else:
+            outcome = "re-queued with the same parameters"
+        log(f"trial {trial.number} of study {study.study_name!r}: no heartbeat for "
+            f"{backend.grace_period} s; failed and {outcome}")
+
+    backend.heartbeat_stale_trial_callback = logged
+
+
+class StaleTrialReaper:
+    """Fails and re-queues the trials whose heartbeats stopped, in every study of the storage.
+
+    Runs in the proxy process (:meth:`run` in a thread); :meth:`sweep` is one pass.
+
+    Args:
+        storage: The served storage (:func:`served_storage`; heartbeats on).
+        every: Seconds between sweeps.
+        log: Where the one-line reports go (failed trials, database outages).
+    """
+
+    def __init__(
+        self, storage: BaseStorage, *, every: float = DEFAULT_REAP_EVERY,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.storage = storage
+        self.every = every
+        self.log = log
+        self._studies: dict[int, optuna.Study] = {}
+        self._listed_at = -float("inf")
+
+    def _refresh(self) -> None:
+        import optuna
+
+        active: set[int] = getattr(self.storage, "active_study_ids", set())
+        stale_list = time.monotonic() - self._listed_at > STUDY_REFRESH
+        if not stale_list and active <= set(self._studies):
+            return
+        known = {study.study_name: study for study in self._studies.values()}
+        studies = [known.get(frozen.study_name) or optuna.Study(frozen.study_name, self.storage)
+                   for frozen in self.storage.get_all_studies()]
+        self._studies = {study_id(study): study for study in studies}
+        self._listed_at = time.monotonic()
+
+    def sweep(self) -> None:
+        """Fail (and re-queue) the stale trials of every study once."""
+        import warnings
+
+        import optuna
+        from optuna.exceptions import ExperimentalWarning
+
+        self._refresh()
+        for study in list(self._studies.values()):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                try:
+                    optuna.storages.fail_stale_trials(study)
+                except KeyError:  # the study was deleted meanwhile
+                    self._listed_at = -float("inf")
+
+    def run(self, stop: threading.Event) -> None:
+        """Sweep every ``every`` seconds until ``stop`` is set; a database outage is reported
+        once and ridden out."""
+        from vae_search.storage.connection import error_reason, storage_faults
+
+        faults = storage_faults()
+        down = False
+        while not stop.wait(self.every):
+            try:
+                self.sweep()
+            except faults as exc:
+                if not down:
+                    self.log(f"warning: stale-trial check: database unavailable "
+                             f"({error_reason(exc)}); retrying every {self.every:g} s")
+                down = True
+                continue
+            except Exception as exc:  # noqa: BLE001 (the thread must outlive any one sweep)
+                self.log(f"warning: stale-trial check failed: {error_reason(exc)}")
+                continue
+            if down:
+                self.log("stale-trial check: database back")
+                down = False

@@ -1,0 +1,287 @@
+"""One trial: sample a schedule, train the annealed VAE epoch by epoch, report, prune, diagnose.
+
+The value returned (and reported every epoch) is the validation ELBO at beta = 1 with ``sum``
+reduction, in nats per example, whatever beta and reduction the trial trained with: that is what
+makes trials comparable. Higher is better (the study maximizes it). With
+``search.objective = "pareto"`` the trial returns ``(ELBO, I(x;z))``, both maximized; Optuna
+cannot prune multi-objective studies, so such a trial neither reports nor asks to be pruned.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+
+from vae_search import keys
+from vae_search._tf import tf
+from vae_search.config.schema import StudyConfig
+from vae_search.data.datasets import Dataset, load_dataset
+from vae_search.models import EpochResult, Trainer, TrainerSpec, get_trainer, spec_for
+from vae_search.storage._optuna import set_user_attrs  # the batched user-attr write
+from vae_search.storage.report_writer import ReportWriter
+from vae_search.trial.baseline import decoder_only_nll, owes_baseline
+from vae_search.trial.metrics import Diagnostics, diagnose
+from vae_search.trial.pruning import should_prune
+from vae_search.trial.schedule import Schedule, full_beta_epoch
+from vae_search.trial.space import TrialParams, suggest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["CONFIRM_IWAE_SAMPLES", "Objective", "TrainingDiverged", "TrialPlan",
+           "set_user_attrs", "trial_seed"]
+
+# k of the IWAE bound of a confirmation run (final numbers; the search uses
+# collapse.iwae_samples, 100 by default): the bound tightens as k grows (Burda et al. 2016).
+CONFIRM_IWAE_SAMPLES = 1000
+
+# Diagnostics field -> user-attr key (the attrs written when a trial completes or is pruned).
+_DIAGNOSTIC_ATTRS = (
+    ("active_units", keys.ATTR_ACTIVE_UNITS),
+    ("unit_variances", keys.ATTR_UNIT_VARIANCES),
+    ("kl_per_dim", keys.ATTR_KL_PER_DIM),
+    ("kl_total", keys.ATTR_KL_TOTAL),
+    ("collapsed_dims", keys.ATTR_COLLAPSED_DIMS),
+    ("mutual_info", keys.ATTR_MUTUAL_INFO),
+    ("mutual_info_sd", keys.ATTR_MUTUAL_INFO_SD),
+    ("recon", keys.ATTR_RECON),
+    ("collapsed", keys.ATTR_COLLAPSED),
+)
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """How one trial runs, settled when it starts (:meth:`Objective.plan`)."""
+
+    params: TrialParams
+    schedule: Schedule
+    seed: int
+    prune_from: int  # first epoch at which the pruner is asked
+    reporting: bool  # reports every epoch and may be pruned (not pareto, not a confirm run)
+    iwae_samples: int | None  # the IWAE bound's k (None: collapse.iwae_samples)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the ELBO became NaN or infinite; the trial fails, the study goes on."""
+
+
+def trial_seed(study_seed: int, trial_number: int) -> int:
+    """A per-trial seed: the same study seed and trial number give the same trial."""
+    return (study_seed * 1_000_003 + trial_number) % (2**31 - 1)
+
+
+class Objective:
+    """The Optuna objective of a vae_search study.
+
+    Args:
+        config: The study configuration.
+        dataset: The loaded dataset (loaded from ``config`` when omitted).
+        worker: An identity recorded in each trial's user attrs (host:pid by the runner).
+        on_epoch: Called after each epoch with ``(trial, epoch, record)`` (progress display).
+        on_finish: Called once the diagnostics are stored (complete or pruned) with
+            ``(trial, trainer, dataset)``; the trained model is still loaded (artifacts).
+    """
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        dataset: Dataset | None = None,
+        *,
+        worker: str = "",
+        on_epoch: Callable[[optuna.Trial, int, dict[str, Any]], None] | None = None,
+        on_finish: Callable[[optuna.Trial, Trainer, Dataset], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.dataset = dataset if dataset is not None else load_dataset(config)
+        self.worker = worker
+        self.on_epoch = on_epoch
+        self.on_finish = on_finish
+        self.x_train = tf.constant(self.dataset.x_train)
+        self.x_val = tf.constant(self.dataset.x_val)
+
+    def spec(self, params: TrialParams) -> TrainerSpec:
+        return spec_for(self.config, self.dataset, params.latent_dim)
+
+    def start(self, params: TrialParams, seed: int) -> Trainer:
+        """The trial's trainer, freshly initialised from ``seed`` with its settings."""
+        trainer = get_trainer(self.spec(params))
+        trainer.reset(seed)
+        trainer.configure(reduction=params.reduction, free_bits=params.free_bits,
+                          sigma2=params.sigma2, word_dropout=params.word_dropout)
+        return trainer
+
+    def run_epoch(self, trainer: Trainer, beta: float) -> EpochResult:
+        """One compiled call: train at ``beta``, validate at beta = 1, count active units.
+
+        The validation noise draw is the study seed's, the same for every trial and epoch.
+        """
+        return trainer.run_epoch(self.x_train, self.x_val, beta=beta, eval_seed=self.config.seed,
+                                 active_threshold=self.config.collapse.active_threshold)
+
+    def retrain(self, params: TrialParams, seed: int, epochs: int) -> tuple[Trainer, float]:
+        """Train a stored trial again (same parameters and seed) for ``epochs`` epochs; returns
+        the trainer and its last validation ELBO (what the trial reported, up to float noise)."""
+        schedule = params.make_schedule(self.config.train.epochs)
+        trainer = self.start(params, seed)
+        elbo = float("nan")
+        for epoch in range(epochs):
+            elbo = -self.run_epoch(trainer, schedule(epoch)).neg_elbo
+        return trainer, elbo
+
+    def diagnostics(self, trainer: Trainer, recon: float, seed: int, *,
+                    encoded: tuple[np.ndarray, np.ndarray] | None = None) -> Diagnostics:
+        """The collapse diagnostics on the validation split (``encoded``: its ``(mu, logvar)``
+        when already computed)."""
+        k = self.config.collapse
+        mu, logvar = encoded if encoded is not None else trainer.encode(self.x_val)
+        return diagnose(
+            mu,
+            logvar,
+            recon,
+            active_threshold=k.active_threshold,
+            kl_threshold=k.kl_threshold,
+            min_active_units=k.min_active_units,
+            min_mutual_info=k.min_mutual_info,
+            mi_batch_size=k.mi_batch_size,
+            mi_repeats=k.mi_repeats,
+            mi_max_sd=k.mi_max_sd,
+            seed=seed,
+        )
+
+    def iwae(self, trainer: Trainer, samples: int | None = None) -> float:
+        """The IWAE bound on the validation split (``samples`` draws, by default
+        ``collapse.iwae_samples``; the study seed's), nats per example."""
+        k = samples or self.config.collapse.iwae_samples
+        return float(trainer.iwae(self.x_val, k, seed=self.config.seed).mean())
+
+    def decoder_only_nll(self) -> float:
+        """Train the decoder without a latent code: see :mod:`vae_search.trial.baseline`."""
+        return decoder_only_nll(self.config, self.dataset, self.x_train, self.x_val)
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        """Run one trial; returns its ELBO, or ``(ELBO, I(x;z))`` in a ``pareto`` study."""
+        # Reports are stored by a second thread while the next epoch trains (report_writer).
+        with ReportWriter(trial) as reports:
+            return self._trial(trial, reports)
+
+    def plan(self, trial: optuna.Trial) -> tuple[TrialPlan, dict[str, Any]]:
+        """Sample the trial's parameters and settle how it runs (one place for the one-at-a-time
+        objective and the population); returns the plan and the start attrs to store.
+
+        Computes the study's decoder-only baseline first if no trial has yet.
+        """
+        c = self.config
+        if owes_baseline(trial):
+            trial.study.set_user_attr(keys.STUDY_ATTR_DECODER_ONLY_NLL, self.decoder_only_nll())
+        epochs = c.train.epochs
+        params = suggest(trial, c.search, epochs, c.model)
+        schedule = params.make_schedule(epochs)
+        full_epoch = full_beta_epoch(schedule, epochs)
+        seed = trial_seed(c.seed, trial.number)
+        # A confirmation run repeats a chosen schedule with a new seed: it is never pruned and
+        # reports no intermediate values (the pruner's medians stay the search's own).
+        confirming = keys.ATTR_CONFIRMS in trial.user_attrs
+        plan = TrialPlan(
+            params=params, schedule=schedule, seed=seed,
+            # pruner.aware = false (the naive baseline): the pruner is asked from epoch 0.
+            prune_from=full_epoch + c.pruner.patience if c.pruner.aware else 0,
+            reporting=not (c.search.objective == "pareto" or confirming),
+            iwae_samples=CONFIRM_IWAE_SAMPLES if confirming else None,
+        )
+        start_attrs: dict[str, Any] = {
+            keys.ATTR_FULL_BETA_EPOCH: full_epoch,
+            keys.ATTR_PRUNE_FROM_EPOCH: plan.prune_from,
+            keys.ATTR_SEED: seed,
+        }
+        if self.worker:
+            start_attrs[keys.ATTR_WORKER] = self.worker
+        return plan, start_attrs
+
+    def _trial(
+        self, trial: optuna.Trial, reports: ReportWriter
+    ) -> float | tuple[float, float]:
+        plan, start_attrs = self.plan(trial)
+        reports.submit(set_user_attrs, trial, start_attrs)  # stored during the first epoch
+        trainer = self.start(plan.params, plan.seed)
+        history: dict[str, list[Any]] = {name: [] for name in keys.HISTORY_FIELDS}
+        elbo = recon = float("nan")
+        for epoch in range(self.config.train.epochs):
+            beta = plan.schedule(epoch)
+            result = self.run_epoch(trainer, beta)
+            loss, elbo, recon = result.train_loss, -result.neg_elbo, result.recon
+            if not (math.isfinite(loss) and math.isfinite(elbo)):
+                reason = (
+                    f"training diverged at epoch {epoch} (beta={beta:.3g}): "
+                    f"train loss {loss}, validation ELBO {elbo}"
+                )
+                set_user_attrs(trial, {keys.ATTR_FAIL_REASON: reason, keys.ATTR_HISTORY: history})
+                raise TrainingDiverged(reason)
+            record = {
+                "epoch": epoch,
+                "beta": beta,
+                "train_loss": loss,
+                "val_elbo": elbo,
+                "val_kl": result.kl,
+                "active_units": result.active_units,
+            }
+            for name in keys.HISTORY_FIELDS:
+                history[name].append(record[name])
+            if plan.reporting:
+                reports.put(elbo, step=epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(trial, epoch, record)
+            # The pruner refuses before prune_from anyway; not asking saves a storage read.
+            if plan.reporting and epoch >= plan.prune_from and should_prune(
+                trial, dict(enumerate(history["val_elbo"])), plan.prune_from,
+                store=reports.flush,
+            ):
+                self._finish(trial, trainer, recon, plan.seed, history, reports)
+                raise optuna.TrialPruned(f"pruned at epoch {epoch} (ELBO {elbo:.2f})")
+        diag = self._finish(trial, trainer, recon, plan.seed, history, reports,
+                            iwae_samples=plan.iwae_samples)
+        return (elbo, diag.mutual_info) if self.config.search.objective == "pareto" else elbo
+
+    def _finish(
+        self,
+        trial: optuna.Trial,
+        trainer: Trainer,
+        recon: float,
+        seed: int,
+        history: dict[str, list[Any]],
+        reports: ReportWriter,
+        *,
+        iwae_samples: int | None = None,
+    ) -> Diagnostics:
+        k = self.config.collapse
+        # The IWAE bound (TensorFlow, which releases the GIL) computes on a second thread while
+        # the diagnostics (NumPy) compute here, from the same trained weights, which neither
+        # changes: the same numbers, ~7 ms sooner (of ~30; load 1.2). The encoder runs first,
+        # so the two threads never trace a function at the same time.
+        encoded = trainer.encode(self.x_val)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iwae") as pool:
+            iwae = pool.submit(self.iwae, trainer, iwae_samples)
+            diag = self.diagnostics(trainer, recon, seed, encoded=encoded)
+            d = asdict(diag)
+            attrs = {attr: d[key] for key, attr in _DIAGNOSTIC_ATTRS}
+            attrs[keys.ATTR_HISTORY] = history
+            # Feasible (<= 0) exactly when the verdict is "not collapsed". TPE ranks infeasible
+            # trials below every feasible one; sampler.constraint = false measures what that
+            # buys.
+            constraints = {
+                keys.CONSTRAINT_ACTIVE_UNITS: float(k.min_active_units - diag.active_units),
+                keys.CONSTRAINT_MUTUAL_INFO: float(k.min_mutual_info - diag.information),
+            } if self.config.sampler.constraint else {}
+            # Stored by the report thread (attrs and constraints in one transaction) while the
+            # IWAE bound finishes: the same rows as writing them here, all stored before
+            # on_finish runs.
+            reports.submit(set_user_attrs, trial, attrs, constraints)
+            reports.submit(set_user_attrs, trial, {keys.ATTR_IWAE: iwae.result()})
+        reports.flush()
+        if self.on_finish is not None:
+            self.on_finish(trial, trainer, self.dataset)
+        return diag
