@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 
 from tests.conftest import subprocess_env
 from tests.test_report import MIXED, make_trial, new_study
-from vae_search import dashboard, keys
+from vae_search import keys
+from vae_search.report import dashboard
 from vae_search.storage._optuna import study_id, study_system_attrs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -282,7 +282,9 @@ def test_report_and_dashboard_do_not_import_tensorflow(mixed, tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     code = (
         "import sys\n"
-        "from vae_search import report, dashboard, artifacts\n"
+        "from vae_search import report\n"
+        "from vae_search.report import dashboard\n"
+        "from vae_search.storage import artifacts  # noqa: F401\n"
         "from vae_search.storage.connection import load_study\n"
         "for parser in (report.build_parser(), dashboard.build_parser()):\n"
         "    try: parser.parse_args(['--help'])\n"
