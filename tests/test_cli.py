@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import REPO, subprocess_env
 from vae_search import cli, keys
-from vae_search.search.pool import pool_size
+from vae_search.engine.pool import pool_size
 
 HEAVY = ("tensorflow", "keras", "optuna", "plotly", "sqlalchemy")
 
@@ -151,7 +151,7 @@ def test_workers_above_the_trials_left_start_one_process(tiny_toml, tmp_path):
 def test_tensorflow_warnings_only_with_debug():
     code = (
         "import sys\n"
-        "from vae_search.search.worker import quiet_tensorflow\n"
+        "from vae_search.engine.worker import quiet_tensorflow\n"
         "quiet_tensorflow(debug=sys.argv[1] == 'debug')\n"
         "from vae_search._tf import tf\n"
         "tf.get_logger().warning('probe: triggered tf.function retracing')\n"

@@ -10,14 +10,8 @@ from optuna.trial import TrialState
 
 from tests.conftest import stored_figures, tiny_config
 from vae_search import keys
-from vae_search.report import findings_text, report_html, trial_rows
-from vae_search.report.confirmation import (
-    collapse_probability_figure,
-    confirmation_rows,
-    wilson_interval,
-)
-from vae_search.run import main as run_main
-from vae_search.search.confirm import (
+from vae_search.engine.budget import BudgetReached
+from vae_search.engine.confirm import (
     REFERENCES,
     ConfirmError,
     ConfirmGate,
@@ -25,7 +19,14 @@ from vae_search.search.confirm import (
     plan,
     reference_params,
 )
-from vae_search.search.worker import BudgetReached, finished_count
+from vae_search.engine.worker import finished_count
+from vae_search.report import findings_text, report_html, trial_rows
+from vae_search.report.confirmation import (
+    collapse_probability_figure,
+    confirmation_rows,
+    wilson_interval,
+)
+from vae_search.run import main as run_main
 from vae_search.storage.studies import open_study
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import tiny_config
 from vae_search import keys
-from vae_search.search.export import ExportError, export_trial
+from vae_search.engine.export import ExportError, export_trial
 from vae_search.storage.studies import open_study
 from vae_search.trial.metrics import bernoulli_log_likelihood, gaussian_kl
 from vae_search.trial.objective import Objective
@@ -90,7 +90,7 @@ def test_export_refuses_what_it_cannot_reproduce(tmp_path):
 
 
 def test_export_command_line(tmp_path, capsys):
-    from vae_search.search.export import main
+    from vae_search.engine.export import main
 
     study, _ = _study(tmp_path, model={"hidden": [16]})
     url = f"sqlite:///{tmp_path / 'x.db'}"

@@ -192,7 +192,7 @@ def test_a_lost_connection_in_a_background_thread_is_one_warning_not_a_traceback
 
     from optuna.exceptions import StorageInternalError
 
-    from vae_search.search import worker
+    from vae_search.engine import worker
 
     seen: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))

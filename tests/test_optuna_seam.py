@@ -7,7 +7,6 @@ fix ``_optuna.py`` (or replace it with a public API the new Optuna offers), nowh
 from __future__ import annotations
 
 import inspect
-import logging
 
 import optuna
 import pytest
@@ -137,52 +136,6 @@ def test_artifact_store_protocol_type():
         assert callable(getattr(FileSystemArtifactStore, method))
     with pytest.raises(AttributeError):
         _optuna.NoSuchName  # noqa: B018 (the module __getattr__ still refuses other names)
-
-
-class _Planned(Exception):
-    pass
-
-
-class _Bug(Exception):
-    pass
-
-
-def test_quiet_failed_trials_hides_only_the_chosen_failures():
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger(_optuna.OPTIMIZE_LOGGER)
-    logger.addHandler(handler)
-    quiet = _optuna.QuietFailedTrials((_Planned,)).install()
-    try:
-        study = optuna.create_study()
-
-        def objective(trial: optuna.Trial) -> float:
-            if trial.number == 0:
-                raise _Planned("ended on purpose")
-            if trial.number == 1:
-                raise _Bug("a real failure") from _Planned("chained")  # chain: still planned
-            raise _Bug("a real failure")
-
-        study.optimize(objective, n_trials=3, catch=(_Planned, _Bug))
-    finally:
-        logger.removeFilter(quiet)
-        logger.removeHandler(handler)
-    assert quiet.numbers == {0, 1}, (
-        f"Optuna's failure warning changed: logger {_optuna.OPTIMIZE_LOGGER!r}, message "
-        f"{_optuna.FAILED_TRIAL.pattern!r} and exc_info are relied on")
-    shown = [r.getMessage() for r in records]
-    assert shown and all(m.startswith("Trial 2 failed") for m in shown), shown
-
-
-def test_installing_the_filter_again_replaces_the_earlier_one():
-    logger = logging.getLogger(_optuna.OPTIMIZE_LOGGER)
-    first = _optuna.QuietFailedTrials((_Planned,)).install()
-    second = _optuna.QuietFailedTrials((_Planned,)).install()
-    try:
-        assert first not in logger.filters and second in logger.filters
-    finally:
-        logger.removeFilter(second)
 
 
 def test_trial_id_addresses_the_trial_in_its_storage(study):

@@ -51,7 +51,7 @@ def test_pareto_iwae_baseline_and_confirm_on_postgresql(pg_url, tiny_toml, capsy
     bound per trial and the decoder-only NLL per study, and confirm runs on it."""
     import uuid
 
-    from vae_search.search.confirm import main as confirm_main
+    from vae_search.engine.confirm import main as confirm_main
 
     name = f"pareto-{uuid.uuid4().hex[:8]}"
     toml = tiny_toml(train={"epochs": 3}, search={"klstart": [0, 1], "annealtime": [0, 1],

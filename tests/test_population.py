@@ -11,10 +11,10 @@ from tests.conftest import tiny_config
 from vae_search import keys
 from vae_search.cli import AUTO_POPULATION, RunOptions
 from vae_search.data.datasets import load_dataset
+from vae_search.engine.sizing import default_population, population_size
 from vae_search.models import get_trainer
 from vae_search.models.population import PopulationTrainer
 from vae_search.run import main
-from vae_search.search.population import default_population, population_size
 from vae_search.trial.objective import Objective
 from vae_search.trial.space import TrialParams
 

@@ -6,9 +6,9 @@ import optuna
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from vae_search.engine.confirm import main as confirm_main
 from vae_search.report.pruning_bias import compare, main, replay_naive
 from vae_search.run import main as run_main
-from vae_search.search.confirm import main as confirm_main
 
 DIST = {"klstart": IntDistribution(0, 9)}
 

@@ -53,7 +53,8 @@ def search(
 
     from vae_search.cli import STORAGE_ENV, RunOptions
     from vae_search.config.schema import load_config
-    from vae_search.search.worker import SignalState, run_worker
+    from vae_search.engine.signals import SignalState
+    from vae_search.engine.worker import run_worker
     from vae_search.storage.connection import DEFAULT_STORAGE, load_study
 
     url = storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE

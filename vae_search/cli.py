@@ -76,9 +76,9 @@ COMMANDS: dict[str, Command] = {
                          "refresh the figures, serve optuna-dashboard"),
     "bench": Command("vae_search.bench.command",
                      "benchmark the trainer, start-up and storage share"),
-    "export": Command("vae_search.search.export",
+    "export": Command("vae_search.engine.export",
                       "re-train one trial and save it as a Keras model"),
-    "confirm": Command("vae_search.search.confirm",
+    "confirm": Command("vae_search.engine.confirm",
                        "repeat the best and reference schedules with new seeds (intervals)"),
     "serve": Command("vae_search.storage.proxy",
                      "serve Optuna's gRPC storage proxy for many workers"),
@@ -382,7 +382,7 @@ class ConfirmOptions:
 
     @classmethod
     def parse(cls, argv: Sequence[str] | None = None, *,
-              prog: str = "python -m vae_search.search.confirm") -> ConfirmOptions:
+              prog: str = "python -m vae_search.engine.confirm") -> ConfirmOptions:
         args = build_confirm_parser(prog).parse_args(argv)
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 

@@ -7,7 +7,7 @@ never wipes results. ``--help`` does not import TensorFlow.
 
 This module is the facade: it parses the command line once into a frozen
 :class:`~vae_search.cli.RunOptions`, resolves the configuration, and hands both to the worker
-loop (:mod:`~vae_search.search.worker`) or the local process pool (:mod:`~.search.pool`); errors
+loop (:mod:`~vae_search.engine.worker`) or the local process pool (:mod:`~.search.pool`); errors
 become one line and an exit status (:mod:`vae_search.cli`).
 """
 
@@ -26,19 +26,11 @@ from vae_search.cli import (
 )
 from vae_search.cli import build_run_parser as build_parser
 from vae_search.config.schema import ConfigError, StudyConfig, load_config, parse_assignment
+from vae_search.engine.budget import FAIL_SURPLUS, BudgetGate, BudgetReached
+from vae_search.engine.pool import run_pool
+from vae_search.engine.signals import FAIL_INTERRUPTED, Interrupted, SignalState, run_command
+from vae_search.engine.worker import open_worker_study, run_worker
 from vae_search.report import summary_table
-from vae_search.search.pool import run_pool
-from vae_search.search.signals import run_command
-from vae_search.search.worker import (
-    FAIL_INTERRUPTED,
-    FAIL_SURPLUS,
-    BudgetGate,
-    BudgetReached,
-    Interrupted,
-    SignalState,
-    open_worker_study,
-    run_worker,
-)
 from vae_search.storage.connection import StorageError
 
 __all__ = [

@@ -38,9 +38,9 @@ import numpy as np
 from vae_search._tf import tf
 from vae_search.models.build import TrainerSpec
 from vae_search.models.likelihoods import LOG_2PI
-from vae_search.models.trainer import EVAL_BATCH_SIZE, Trainer
+from vae_search.models.trainer import EVAL_BATCH_SIZE, EpochResult, Trainer, get_trainer
 
-__all__ = ["FAMILIES", "PopulationTrainer", "named_weights"]
+__all__ = ["FAMILIES", "OneSlot", "PopulationTrainer", "Slots", "named_weights"]
 
 FAMILIES = ("dense", "made")  # decoder families a population can stack
 _ADAM = (0.9, 0.999, 1e-7)  # Keras Adam's defaults: beta_1, beta_2, epsilon
@@ -174,6 +174,19 @@ class PopulationTrainer:
     def free(self, slot: int) -> None:
         """The slot's trial ended: it stops learning until :meth:`load` refills it."""
         self.live[slot].assign(0.0)
+
+    def member(self, slot: int, spec: TrainerSpec) -> Trainer:
+        """A one-at-a-time trainer of ``spec`` holding ``slot``'s weights (:meth:`unload`)."""
+        trainer = get_trainer(spec)
+        self.unload(slot, trainer)
+        return trainer
+
+    def results(self, x_train: tf.Tensor, x_val: tf.Tensor, betas: Sequence[float], *,
+                eval_seed: int, active_threshold: float) -> list[EpochResult]:
+        """:meth:`run_epoch`, one :class:`EpochResult` per slot (an empty slot's is noise)."""
+        rows = self.run_epoch(x_train, x_val, betas, eval_seed=eval_seed,
+                              active_threshold=active_threshold)
+        return [EpochResult.of_row(row) for row in rows]
 
     def run_epoch(self, x_train: tf.Tensor, x_val: tf.Tensor, betas: Sequence[float], *,
                   eval_seed: int, active_threshold: float) -> np.ndarray:
@@ -323,3 +336,32 @@ class PopulationTrainer:
         active = tf.math.reduce_variance(mu, axis=1) > active_threshold
         n_active = tf.reduce_sum(tf.cast(active, "float32") * self.mask, axis=1)
         return tf.concat([train, val, n_active[:, None]], axis=1)
+
+
+class OneSlot:
+    """One slot holding a trial's own trainer: one trial at a time, for every family (a gru
+    decoder, a user's builder), with the interface of :class:`PopulationTrainer`."""
+
+    size = 1
+
+    def __init__(self) -> None:
+        self.trainer: Trainer | None = None
+
+    def load(self, slot: int, member: Trainer) -> None:
+        self.trainer = member
+
+    def free(self, slot: int) -> None:
+        self.trainer = None
+
+    def member(self, slot: int, spec: TrainerSpec) -> Trainer:
+        assert self.trainer is not None
+        return self.trainer
+
+    def results(self, x_train: tf.Tensor, x_val: tf.Tensor, betas: Sequence[float], *,
+                eval_seed: int, active_threshold: float) -> list[EpochResult]:
+        assert self.trainer is not None
+        return [self.trainer.run_epoch(x_train, x_val, beta=betas[0], eval_seed=eval_seed,
+                                       active_threshold=active_threshold)]
+
+
+Slots = OneSlot | PopulationTrainer  # what the search's loop trains its trials in

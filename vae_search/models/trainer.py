@@ -62,6 +62,12 @@ class EpochResult:
     kl: float
     active_units: int  # validation units with Var_x(E_q[z_u|x]) > the threshold
 
+    @classmethod
+    def of_row(cls, row: Any) -> EpochResult:
+        """From the 7 numbers a compiled epoch returns, in field order."""
+        loss, recon, kl, neg_elbo, val_recon, val_kl = (float(v) for v in row[:6])
+        return cls(loss, recon, kl, neg_elbo, val_recon, val_kl, int(row[6]))
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -170,8 +176,7 @@ class Trainer:
             x_train, x_val, tf.constant(beta, dtype="float32"),
             tf.constant(eval_seed, dtype="int64"), tf.constant(active_threshold, dtype="float32"),
         ).numpy()
-        loss, recon, kl, neg_elbo, val_recon, val_kl = (float(v) for v in out[:6])
-        return EpochResult(loss, recon, kl, neg_elbo, val_recon, val_kl, int(out[6]))
+        return EpochResult.of_row(out)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """``p(x|z)``'s mean (factorized) or its greedy mode, position by position

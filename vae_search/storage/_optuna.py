@@ -14,21 +14,15 @@ changes what is relied on, instead of letting a worker break mid-study:
 * :data:`CachedStorage`: the in-process cache Optuna puts in front of an RDB storage (what
   ``optuna.storages.get_storage`` returns for one, and what Optuna's docs tell the gRPC proxy
   to serve); the proxy's storage subclasses it to turn relayed heartbeats into heartbeat rows.
-* :class:`QuietFailedTrials`: a filter on the logger and message with which Optuna's optimize
-  loop reports a failed trial (there is no hook to silence it per trial).
 
 Importing this module does not import Optuna: the names are resolved when first used.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-
-from vae_search.storage.connection import in_chain
 
 if TYPE_CHECKING:
     import optuna
@@ -37,10 +31,8 @@ if TYPE_CHECKING:
     from optuna.storages._cached_storage import _CachedStorage as CachedStorage  # noqa: F401
 
 __all__ = [
-    "OPTIMIZE_LOGGER",
     "ArtifactStore",
     "CachedStorage",
-    "QuietFailedTrials",
     "fresh_trial",
     "set_user_attrs",
     "study_id",
@@ -49,8 +41,6 @@ __all__ = [
     "trial_id",
 ]
 
-OPTIMIZE_LOGGER = "optuna.study._optimize"  # the logger of Optuna's optimize loop
-FAILED_TRIAL = re.compile(r"Trial (\d+) failed")  # how that loop starts a failure warning
 
 
 def __getattr__(name: str) -> Any:
@@ -161,40 +151,3 @@ def _constraint_rows(
         else:
             late[name] = value
     return rows, late
-
-
-class QuietFailedTrials(logging.Filter):
-    """Hide Optuna's "Trial N failed" warnings (and their tracebacks) for chosen exceptions.
-
-    Optuna's optimize loop logs every failed trial, with the traceback, on
-    :data:`OPTIMIZE_LOGGER`. For trials a worker ended on purpose (interrupted, surplus) or lost
-    with its database connection, the worker says so in one line itself. A trial whose
-    exception (or any exception in its chain) is an instance of ``expected`` is silenced, with
-    every later warning about the same trial; real failures are still shown.
-
-    Args:
-        expected: Exception types whose trials are not reported.
-    """
-
-    def __init__(self, expected: tuple[type[BaseException], ...]) -> None:
-        super().__init__()
-        self.expected = expected
-        self.numbers: set[int] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        match = FAILED_TRIAL.match(record.getMessage())
-        if not match:
-            return True
-        number = int(match.group(1))
-        if record.exc_info and in_chain(record.exc_info[1], self.expected):
-            self.numbers.add(number)
-        return number not in self.numbers
-
-    def install(self) -> QuietFailedTrials:
-        """Attach the filter to Optuna's optimize logger, replacing any earlier one (a process
-        may run several studies, e.g. tests calling ``main``); returns ``self``."""
-        logger = logging.getLogger(OPTIMIZE_LOGGER)
-        for old in [f for f in logger.filters if isinstance(f, QuietFailedTrials)]:
-            logger.removeFilter(old)
-        logger.addFilter(self)
-        return self

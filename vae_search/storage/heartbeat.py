@@ -12,7 +12,7 @@ Optuna's own machinery:
   trial's Optuna heartbeat row (``record_heartbeat``, stamped by the database clock; the attr
   itself is not stored), and records a first heartbeat the moment a trial starts running
   through the proxy, so a worker killed before its first beat (while sampling) is covered too.
-* **Ask-and-tell** (:class:`Heartbeats`): a population (:mod:`vae_search.search.population`) runs no
+* **Ask-and-tell** (:class:`Heartbeats`): a population (:mod:`vae_search.engine.population`) runs no
   optimize loop, so one thread beats for all its running members, directly or relayed.
 * **Recovery** (:class:`StaleTrialReaper`): a thread of the proxy process runs Optuna's
   ``fail_stale_trials`` on every study every few seconds. A trial with no heartbeat for the

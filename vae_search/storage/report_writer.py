@@ -8,7 +8,7 @@ while a compiled epoch runs, so a second thread can commit epoch ``e``'s report 
 ``Trial.report`` (and the objective's own writes) are called, in order, from one thread;
 :meth:`ReportWriter.flush` waits until every queued write is stored (before the pruner reads
 them, and before the trial ends), so what is stored, and what the pruner sees, does not change.
-A population (:mod:`~vae_search.search.population`) shares one writer among its members: their
+A population (:mod:`~vae_search.engine.population`) shares one writer among its members: their
 P reports
 of an epoch are stored while the next population epoch trains.
 """

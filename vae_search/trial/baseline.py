@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 from vae_search import keys
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import optuna
 
     from vae_search._tf import tf
@@ -62,12 +64,14 @@ def owes_baseline(trial: optuna.Trial) -> bool:
 
 
 def decoder_only_nll(config: StudyConfig, dataset: Dataset, x_train: tf.Tensor,
-                     x_val: tf.Tensor) -> float:
+                     x_val: tf.Tensor, *,
+                     between_epochs: Callable[[], None] | None = None) -> float:
     """Train the study's decoder without a latent code; its validation NLL, nats/example.
 
     The architecture is the smallest searched latent dim's (z carries nothing, so the size
     hardly matters, and that trainer is usually cached); a fixed Gaussian variance is
-    ``model.sigma2``.
+    ``model.sigma2``. ``between_epochs`` is called after every epoch: it is as long as a trial,
+    and a stop signal must not wait for all of it.
     """
     from vae_search.models import get_trainer, spec_for
     from vae_search.trial.space import sigma2_of
@@ -78,5 +82,7 @@ def decoder_only_nll(config: StudyConfig, dataset: Dataset, x_train: tf.Tensor,
     nll = float("nan")
     for _ in range(config.train.epochs):
         nll = trainer.run_epoch(x_train, x_val, beta=0.0, eval_seed=config.seed).recon
+        if between_epochs is not None:
+            between_epochs()
     trainer.configure()  # the code back on for the next user of this cached trainer
     return nll

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,9 +31,9 @@ from vae_search.trial.schedule import Schedule, full_beta_epoch
 from vae_search.trial.space import TrialParams, suggest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Hashable
 
-__all__ = ["CONFIRM_IWAE_SAMPLES", "Objective", "TrainingDiverged", "TrialPlan",
+__all__ = ["CONFIRM_IWAE_SAMPLES", "Objective", "TrainingDiverged", "TrialPlan", "TrialRun",
            "set_user_attrs", "trial_seed"]
 
 # k of the IWAE bound of a confirmation run (final numbers; the search uses
@@ -61,9 +61,77 @@ class TrialPlan:
     params: TrialParams
     schedule: Schedule
     seed: int
+    epochs: int  # train.epochs
     prune_from: int  # first epoch at which the pruner is asked
     reporting: bool  # reports every epoch and may be pruned (not pareto, not a confirm run)
+    pareto: bool  # the value is (ELBO, I(x;z))
     iwae_samples: int | None  # the IWAE bound's k (None: collapse.iwae_samples)
+
+
+@dataclass
+class TrialRun:
+    """One trial in training: its plan, its history so far, and the steps of an epoch.
+
+    Whoever trains it (:meth:`Objective.__call__`, or the search's loop with many trials side
+    by side) calls :meth:`after_epoch` with each epoch's result and ends it on the state that
+    returns: ``"FAIL"`` (diverged, ``fail_reason`` stored), ``"PRUNED"`` or ``"COMPLETE"``.
+    """
+
+    trial: optuna.Trial
+    plan: TrialPlan
+    epoch: int = 0  # epochs trained
+    elbo: float = float("nan")  # the last validation ELBO (beta = 1, sum), nats per example
+    recon: float = float("nan")
+    fail_reason: str = ""
+    history: dict[str, list[Any]] = field(
+        default_factory=lambda: {name: [] for name in keys.HISTORY_FIELDS})
+
+    @property
+    def beta(self) -> float:
+        """The KL weight of the next epoch."""
+        return self.plan.schedule(self.epoch)
+
+    def after_epoch(self, result: EpochResult, reports: ReportWriter, *,
+                    read: Hashable | None = None) -> str | None:
+        """Record one trained epoch: divergence, history, report, the pruner, the end.
+
+        Args:
+            result: The epoch (trained at :attr:`beta`).
+            reports: The writer that stores the report off the training thread.
+            read: Which read of the completed trials the pruner may share
+                (:func:`~vae_search.trial.pruning.should_prune`).
+
+        Returns:
+            ``None`` while the trial goes on, else the state to end it in.
+        """
+        epoch, beta = self.epoch, self.beta
+        loss, elbo = result.train_loss, -result.neg_elbo
+        if not (math.isfinite(loss) and math.isfinite(elbo)):
+            self.fail_reason = (f"training diverged at epoch {epoch} (beta={beta:.3g}): "
+                                f"train loss {loss}, validation ELBO {elbo}")
+            reports.flush()
+            set_user_attrs(self.trial, {keys.ATTR_FAIL_REASON: self.fail_reason,
+                                        keys.ATTR_HISTORY: self.history})
+            return "FAIL"
+        self.elbo, self.recon = elbo, result.recon
+        record = {"epoch": epoch, "beta": beta, "train_loss": loss, "val_elbo": elbo,
+                  "val_kl": result.kl, "active_units": result.active_units}
+        for name in keys.HISTORY_FIELDS:
+            self.history[name].append(record[name])
+        self.epoch += 1
+        if self.plan.reporting:
+            reports.submit(self.trial.report, elbo, step=epoch)
+            # The pruner refuses before prune_from anyway; not asking saves a storage read.
+            if epoch >= self.plan.prune_from and should_prune(
+                self.trial, dict(enumerate(self.history["val_elbo"])), self.plan.prune_from,
+                read=read, store=reports.flush,
+            ):
+                return "PRUNED"
+        return "COMPLETE" if self.epoch == self.plan.epochs else None
+
+    def value(self, diag: Diagnostics) -> float | tuple[float, float]:
+        """What the trial is told: its ELBO, or ``(ELBO, I(x;z))`` in a ``pareto`` study."""
+        return (self.elbo, diag.mutual_info) if self.plan.pareto else self.elbo
 
 
 class TrainingDiverged(RuntimeError):
@@ -82,7 +150,6 @@ class Objective:
         config: The study configuration.
         dataset: The loaded dataset (loaded from ``config`` when omitted).
         worker: An identity recorded in each trial's user attrs (host:pid by the runner).
-        on_epoch: Called after each epoch with ``(trial, epoch, record)`` (progress display).
         on_finish: Called once the diagnostics are stored (complete or pruned) with
             ``(trial, trainer, dataset)``; the trained model is still loaded (artifacts).
     """
@@ -93,13 +160,11 @@ class Objective:
         dataset: Dataset | None = None,
         *,
         worker: str = "",
-        on_epoch: Callable[[optuna.Trial, int, dict[str, Any]], None] | None = None,
-        on_finish: Callable[[optuna.Trial, Trainer, Dataset], None] | None = None,
+        on_finish: Callable[[optuna.Trial, Trainer, Dataset], object] | None = None,
     ) -> None:
         self.config = config
         self.dataset = dataset if dataset is not None else load_dataset(config)
         self.worker = worker
-        self.on_epoch = on_epoch
         self.on_finish = on_finish
         self.x_train = tf.constant(self.dataset.x_train)
         self.x_val = tf.constant(self.dataset.x_val)
@@ -159,25 +224,41 @@ class Objective:
         k = samples or self.config.collapse.iwae_samples
         return float(trainer.iwae(self.x_val, k, seed=self.config.seed).mean())
 
-    def decoder_only_nll(self) -> float:
+    def decoder_only_nll(self, *, between_epochs: Callable[[], None] | None = None) -> float:
         """Train the decoder without a latent code: see :mod:`vae_search.trial.baseline`."""
-        return decoder_only_nll(self.config, self.dataset, self.x_train, self.x_val)
+        return decoder_only_nll(self.config, self.dataset, self.x_train, self.x_val,
+                                between_epochs=between_epochs)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        """Run one trial; returns its ELBO, or ``(ELBO, I(x;z))`` in a ``pareto`` study."""
+        """Run one trial on its own (``study.optimize(Objective(config))``); returns its ELBO,
+        or ``(ELBO, I(x;z))`` in a ``pareto`` study. The search's loop runs the same steps
+        (:meth:`begin`, :meth:`TrialRun.after_epoch`, :meth:`finish`) over its slots."""
         # Reports are stored by a second thread while the next epoch trains (report_writer).
         with ReportWriter(trial) as reports:
-            return self._trial(trial, reports)
+            run = self.begin(trial, reports)
+            trainer = self.start(run.plan.params, run.plan.seed)
+            while (state := run.after_epoch(self.run_epoch(trainer, run.beta), reports)) is None:
+                pass
+            if state == "FAIL":
+                raise TrainingDiverged(run.fail_reason)
+            diag = self.finish(run, trainer, reports)
+            if state == "PRUNED":
+                raise optuna.TrialPruned(f"pruned at epoch {run.epoch - 1} "
+                                         f"(ELBO {run.elbo:.2f})")
+            return run.value(diag)
 
-    def plan(self, trial: optuna.Trial) -> tuple[TrialPlan, dict[str, Any]]:
-        """Sample the trial's parameters and settle how it runs (one place for the one-at-a-time
-        objective and the population); returns the plan and the start attrs to store.
+    def plan(self, trial: optuna.Trial, *,
+             between_epochs: Callable[[], None] | None = None) -> tuple[TrialPlan, dict[str, Any]]:
+        """Sample the trial's parameters and settle how it runs; returns the plan and the start
+        attrs to store.
 
-        Computes the study's decoder-only baseline first if no trial has yet.
+        Computes the study's decoder-only baseline first if no trial has yet
+        (``between_epochs`` is called after each of its epochs: a signal's safe point).
         """
         c = self.config
         if owes_baseline(trial):
-            trial.study.set_user_attr(keys.STUDY_ATTR_DECODER_ONLY_NLL, self.decoder_only_nll())
+            nll = self.decoder_only_nll(between_epochs=between_epochs)
+            trial.study.set_user_attr(keys.STUDY_ATTR_DECODER_ONLY_NLL, nll)
         epochs = c.train.epochs
         params = suggest(trial, c.search, epochs, c.model)
         schedule = params.make_schedule(epochs)
@@ -187,10 +268,11 @@ class Objective:
         # reports no intermediate values (the pruner's medians stay the search's own).
         confirming = keys.ATTR_CONFIRMS in trial.user_attrs
         plan = TrialPlan(
-            params=params, schedule=schedule, seed=seed,
+            params=params, schedule=schedule, seed=seed, epochs=epochs,
             # pruner.aware = false (the naive baseline): the pruner is asked from epoch 0.
             prune_from=full_epoch + c.pruner.patience if c.pruner.aware else 0,
             reporting=not (c.search.objective == "pareto" or confirming),
+            pareto=c.search.objective == "pareto",
             iwae_samples=CONFIRM_IWAE_SAMPLES if confirming else None,
         )
         start_attrs: dict[str, Any] = {
@@ -202,61 +284,19 @@ class Objective:
             start_attrs[keys.ATTR_WORKER] = self.worker
         return plan, start_attrs
 
-    def _trial(
-        self, trial: optuna.Trial, reports: ReportWriter
-    ) -> float | tuple[float, float]:
-        plan, start_attrs = self.plan(trial)
+    def begin(self, trial: optuna.Trial, reports: ReportWriter, *,
+              between_epochs: Callable[[], None] | None = None) -> TrialRun:
+        """Plan ``trial`` (:meth:`plan`) and queue its start attrs; returns the running trial
+        (its trainer comes from :meth:`start` with ``run.plan``'s parameters and seed)."""
+        plan, start_attrs = self.plan(trial, between_epochs=between_epochs)
         reports.submit(set_user_attrs, trial, start_attrs)  # stored during the first epoch
-        trainer = self.start(plan.params, plan.seed)
-        history: dict[str, list[Any]] = {name: [] for name in keys.HISTORY_FIELDS}
-        elbo = recon = float("nan")
-        for epoch in range(self.config.train.epochs):
-            beta = plan.schedule(epoch)
-            result = self.run_epoch(trainer, beta)
-            loss, elbo, recon = result.train_loss, -result.neg_elbo, result.recon
-            if not (math.isfinite(loss) and math.isfinite(elbo)):
-                reason = (
-                    f"training diverged at epoch {epoch} (beta={beta:.3g}): "
-                    f"train loss {loss}, validation ELBO {elbo}"
-                )
-                set_user_attrs(trial, {keys.ATTR_FAIL_REASON: reason, keys.ATTR_HISTORY: history})
-                raise TrainingDiverged(reason)
-            record = {
-                "epoch": epoch,
-                "beta": beta,
-                "train_loss": loss,
-                "val_elbo": elbo,
-                "val_kl": result.kl,
-                "active_units": result.active_units,
-            }
-            for name in keys.HISTORY_FIELDS:
-                history[name].append(record[name])
-            if plan.reporting:
-                reports.put(elbo, step=epoch)
-            if self.on_epoch is not None:
-                self.on_epoch(trial, epoch, record)
-            # The pruner refuses before prune_from anyway; not asking saves a storage read.
-            if plan.reporting and epoch >= plan.prune_from and should_prune(
-                trial, dict(enumerate(history["val_elbo"])), plan.prune_from,
-                store=reports.flush,
-            ):
-                self._finish(trial, trainer, recon, plan.seed, history, reports)
-                raise optuna.TrialPruned(f"pruned at epoch {epoch} (ELBO {elbo:.2f})")
-        diag = self._finish(trial, trainer, recon, plan.seed, history, reports,
-                            iwae_samples=plan.iwae_samples)
-        return (elbo, diag.mutual_info) if self.config.search.objective == "pareto" else elbo
+        return TrialRun(trial, plan)
 
-    def _finish(
-        self,
-        trial: optuna.Trial,
-        trainer: Trainer,
-        recon: float,
-        seed: int,
-        history: dict[str, list[Any]],
-        reports: ReportWriter,
-        *,
-        iwae_samples: int | None = None,
-    ) -> Diagnostics:
+    def finish(self, run: TrialRun, trainer: Trainer, reports: ReportWriter) -> Diagnostics:
+        """The end of a complete or pruned trial: its diagnostics, IWAE bound, history and
+        constraints stored (``trainer`` holds its trained weights), then ``on_finish``."""
+        trial, recon, seed, history = run.trial, run.recon, run.plan.seed, run.history
+        iwae_samples = run.plan.iwae_samples
         k = self.config.collapse
         # The IWAE bound (TensorFlow, which releases the GIL) computes on a second thread while
         # the diagnostics (NumPy) compute here, from the same trained weights, which neither

@@ -34,10 +34,10 @@ from vae_search import keys
 from vae_search.cli import ConfirmOptions
 from vae_search.config.schema import ConfigError, SearchConfig, StudyConfig
 from vae_search.config.stored import stored_config
+from vae_search.engine.budget import FAIL_SURPLUS, BudgetGate, BudgetReached
 from vae_search.report.confirmation import confirmation_rows, confirmation_table
 from vae_search.report.findings import text_table
 from vae_search.report.rows import elbo_value, is_confirmation, trial_rows
-from vae_search.search.budget import FAIL_SURPLUS, BudgetReached
 from vae_search.storage.connection import StorageError, load_study
 from vae_search.trial.space import ANNEALTIME, CYCLES, KLSTART, RATIO, SCHEDULE
 
@@ -135,22 +135,24 @@ def _queued(study: optuna.Study) -> int:
 
 
 class ConfirmGate:
-    """The worker loop's gate for confirm: ask while a confirmation run is queued, and run
+    """The trial loop's gate for confirm: ask while a confirmation run is queued, and run
     only confirmation runs (never the search's sampled trials)."""
 
-    deadline: float | None = None
+    reap = staticmethod(BudgetGate.reap)
 
-    def slot_free(self, study: optuna.Study) -> bool:
+    def poll(self, study: optuna.Study) -> bool:
         return _queued(study) > 0
 
-    def admit(self, trial: optuna.Trial) -> None:
+    slot_free = poll
+
+    def admit(self, trial: optuna.Trial, *, wait: bool = True) -> None:
         if keys.ATTR_CONFIRMS not in trial.user_attrs:
             trial.set_user_attr(keys.ATTR_FAIL_REASON, FAIL_NO_RUN)
             raise BudgetReached(FAIL_NO_RUN)
 
 
 def _child_command(options: ConfirmOptions, name: str, index: int, threads: int) -> list[str]:
-    argv = [sys.executable, "-m", "vae_search.search.confirm", "--join", "--quiet", "--study-name",
+    argv = [sys.executable, "-m", "vae_search.engine.confirm", "--join", "--quiet", "--study-name",
             name, "--worker-index", str(index), "--threads", str(threads)]
     if options.artifacts is not None:
         argv += ["--artifacts", options.artifacts]
@@ -165,7 +167,7 @@ def _work(options: ConfirmOptions, study: optuna.Study, config: StudyConfig, tot
     from vae_search.report import Progress
 
     if options.workers > 1:
-        from vae_search.search.pool import check_shareable, supervise
+        from vae_search.engine.pool import check_shareable, supervise
 
         check_shareable(options.storage)
         size = min(options.workers, max(1, _queued(study)))
@@ -176,20 +178,17 @@ def _work(options: ConfirmOptions, study: optuna.Study, config: StudyConfig, tot
             study,
         )
         if received:
-            from vae_search.search.signals import Interrupted
+            from vae_search.engine.signals import Interrupted
 
             raise Interrupted(received)
         return
-    from vae_search.data.datasets import load_dataset
-    from vae_search.search.worker import open_worker_study, optimize, quiet_tensorflow, setup_optuna
+    from vae_search.engine.worker import prepare, train
 
     run = options.run_options(study.study_name)
-    dataset = load_dataset(config)
-    setup_optuna()
-    quiet_tensorflow(options.debug)
-    worker_study = open_worker_study(run, config)
-    optimize(worker_study, config, dataset, run, signals, gate=ConfirmGate(),
-             progress=Progress(worker_study, total, enabled=not options.quiet, confirms=True))
+    dataset, worker_study = prepare(run, config)
+    train(worker_study, config, dataset, run, signals, gate=ConfirmGate(),
+          progress=Progress(worker_study, total, enabled=not options.quiet, confirms=True),
+          trials_left=max(1, _queued(worker_study)))
 
 
 def confirm(options: ConfirmOptions, signals: Any) -> int:
@@ -231,11 +230,11 @@ def confirm(options: ConfirmOptions, signals: Any) -> int:
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the command; returns the exit status (0, 1 database lost, 2 bad input, 130/143)."""
     from vae_search.data.datasets import DataError
-    from vae_search.search.signals import run_command
+    from vae_search.engine.signals import run_command
 
-    options = ConfirmOptions.parse(argv, prog=prog or "python -m vae_search.search.confirm")
+    options = ConfirmOptions.parse(argv, prog=prog or "python -m vae_search.engine.confirm")
     return run_command(lambda signals: confirm(options, signals),
-                       label=prog or "vae_search.search.confirm", debug=options.debug,
+                       label=prog or "vae_search.engine.confirm", debug=options.debug,
                        quiet_interrupt=options.worker_index is not None,
                        usage_errors=(ConfigError, ConfirmError, DataError, StorageError))
 

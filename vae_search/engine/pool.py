@@ -15,13 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from vae_search.cli import AUTO_POPULATION, STORAGE_ENV, RunOptions
 from vae_search.config.schema import StudyConfig
-from vae_search.search.worker import (
-    budget_met,
-    finish,
-    finished_count,
-    open_worker_study,
-    setup_optuna,
-)
+from vae_search.engine.worker import budget_met, finish, finished_count, prepare
 from vae_search.storage.connection import StorageError, mask_url, sqlite_path
 
 if TYPE_CHECKING:
@@ -107,15 +101,7 @@ def run_pool(options: RunOptions, config: StudyConfig) -> int:
         130 (SIGINT) or 143 (SIGTERM); otherwise the first non-zero child status, or 0.
     """
     check_shareable(options.storage)
-    from vae_search.data.datasets import load_dataset
-
-    dataset = load_dataset(config)  # one clear data error here rather than one per child
-    if config.model.builder:
-        from vae_search.models.builder import check_builder
-
-        check_builder(config, dataset)
-    setup_optuna()
-    study = open_worker_study(options, config)
+    _, study = prepare(options, config)  # one clear error here rather than one per child
     done = finished_count(study)
     if done >= options.trials:
         budget_met(study, done, options.trials)

@@ -1,6 +1,6 @@
 """The study-wide trial budget: ``--trials`` exact across any number of workers.
 
-Used by the worker loop (:mod:`~vae_search.search.worker`) before it asks for a trial and when
+Used by the worker loop (:mod:`~vae_search.engine.worker`) before it asks for a trial and when
 a trial
 starts. Reads the shared storage only; imports Optuna only when called.
 """

@@ -18,8 +18,8 @@ from typing import Any
 
 from vae_search.cli import EXIT_FAULT, EXIT_INTERRUPTED, EXIT_USAGE
 
-__all__ = ["FAIL_INTERRUPTED", "TAKEN_OVER", "DatabaseLost", "Interrupted", "LostConnections",
-           "SignalState", "run_command", "worker_identity"]
+__all__ = ["FAIL_INTERRUPTED", "TAKEN_OVER", "DatabaseLost", "FailureStreak", "Interrupted",
+           "LostConnections", "SignalState", "run_command", "worker_identity"]
 
 FAIL_INTERRUPTED = "interrupted"  # fail_reason of a trial stopped by SIGINT/SIGTERM
 STORAGE_RETRIES = 5  # consecutive lost-connection failures a worker rides out
@@ -44,6 +44,10 @@ class Interrupted(KeyboardInterrupt):
 
 class DatabaseLost(RuntimeError):
     """The database kept failing mid-run; finished trials are committed, the run can resume."""
+
+
+class FailureStreak(RuntimeError):
+    """Too many trials in a row failed: the run stopped instead of flooding the study."""
 
 
 class LostConnections:
@@ -93,18 +97,18 @@ class LostConnections:
 class SignalState:
     """SIGINT and SIGTERM as :class:`Interrupted`, raised now or held for a safe point.
 
-    The exception unwinds the running trial like Ctrl-C does (Optuna marks it FAIL; the worker
-    records ``fail_reason = "interrupted"``) instead of the default SIGTERM action, which would
-    leave the trial RUNNING until its heartbeat goes stale. While Optuna stores a trial's result
-    (``deferred``) or TensorFlow runs (``training``) the signal is held and raised at the next
-    safe point, so a finished trial is never half-written. A second signal exits at once with
+    The exception unwinds the running trials like Ctrl-C does (the loop fails them with
+    ``fail_reason = "interrupted"``) instead of the default SIGTERM action, which would leave
+    them RUNNING until their heartbeats go stale. While the loop trains or stores a trial
+    (``training``) the signal is held and raised at the loop's next safe point
+    (:meth:`raise_pending`: an epoch boundary), so a trial is never half-written, and no
+    exception surfaces from inside TensorFlow's C++ calls. A second signal exits at once with
     the same status.
     """
 
     def __init__(self) -> None:
         self.fired: int | None = None
-        self.deferred = False  # True while Optuna records a finished trial (must not be torn)
-        self.training = False  # True while the objective runs TensorFlow code
+        self.training = False  # True while the loop trains or stores trials
         self.pending: int | None = None
 
     def install(self) -> dict[int, Any]:
@@ -120,9 +124,7 @@ class SignalState:
         if self.fired is not None:  # a second signal during the clean-up: leave now
             os._exit(128 + self.fired)
         self.fired = signum
-        if self.deferred or self.training:
-            # An exception raised from a signal handler inside TensorFlow's tracing or C++
-            # calls can surface as a SystemError; hold it for the next epoch boundary instead.
+        if self.training:
             self.pending = signum
             return
         raise Interrupted(signum)
@@ -132,18 +134,6 @@ class SignalState:
         if self.pending is not None:
             signum, self.pending = self.pending, None
             raise Interrupted(signum)
-
-    def at_epoch_end(self, trial: Any, epoch: int, record: Any) -> None:
-        """``Objective(on_epoch=...)``: a safe point to raise a signal held during training."""
-        self.raise_pending()
-
-    def defer(self) -> None:
-        self.deferred = True
-
-    def resume(self) -> None:
-        """Stop deferring; raise the signal that arrived meanwhile, if any."""
-        self.deferred = False
-        self.raise_pending()
 
 
 def run_command(
@@ -158,10 +148,11 @@ def run_command(
         debug: Re-raise errors (tracebacks) instead of printing one line.
         quiet_interrupt: Do not print the "interrupted" line (a ``--workers`` child: the
             parent prints it once).
-        usage_errors: The user mistakes: one line and status 2. :class:`DatabaseLost` is 1,
-            a signal 128 + its number.
+        usage_errors: The user mistakes: one line and status 2. :class:`DatabaseLost` and
+            :class:`FailureStreak` are 1, a signal 128 + its number.
     """
-    errors: tuple[type[BaseException], ...] = (*usage_errors, DatabaseLost)
+    faults = (DatabaseLost, FailureStreak)
+    errors: tuple[type[BaseException], ...] = (*usage_errors, *faults)
     signals = SignalState()
     saved = signals.install()
     try:
@@ -175,7 +166,7 @@ def run_command(
         if debug:
             raise
         print(f"{label}: error: {exc}", file=sys.stderr)
-        return EXIT_FAULT if isinstance(exc, DatabaseLost) else EXIT_USAGE
+        return EXIT_FAULT if isinstance(exc, faults) else EXIT_USAGE
     finally:
         for sig, previous in saved.items():  # main() may run inside another program (tests)
             signal.signal(sig, previous)
