@@ -15,13 +15,14 @@ when stopped by SIGTERM at the run's time limit).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,9 @@ def simulate(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
     from vae_search.config.schema import RunConfig
-    from vae_search.storage._optuna import set_user_attrs, study_storage
+    from vae_search.storage._optuna import set_user_attrs, study_storage, trial_id
     from vae_search.storage.connection import make_storage
-    from vae_search.storage.heartbeat import heartbeat_relay
+    from vae_search.storage.heartbeat import Heartbeats
 
     warnings.simplefilter("ignore", ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -99,12 +100,20 @@ def simulate(args: argparse.Namespace) -> int:
     )
     storage = study_storage(study)
     calls = CallLatencies(storage)
-    relay = heartbeat_relay(storage, run.heartbeat_interval)
+    heartbeats = Heartbeats(storage, run.heartbeat_interval)
     gate_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     epochs, pause = args.epochs, args.epoch_ms / 1e3
 
     def gate(study: optuna.Study, trial: Any = None) -> None:  # BudgetGate's read
         study.get_trials(deepcopy=False, states=gate_states)
+
+    @contextlib.contextmanager
+    def beating(trial: optuna.Trial) -> Iterator[None]:  # as the trial loop beats for a trial
+        heartbeats.add(trial_id(trial))
+        try:
+            yield
+        finally:
+            heartbeats.discard(trial_id(trial))
 
     def attrs(trial: optuna.Trial, values: dict[str, Any]) -> None:
         start = time.perf_counter()
@@ -112,7 +121,7 @@ def simulate(args: argparse.Namespace) -> int:
         calls.add("user attrs (batch)", (time.perf_counter() - start) * 1e3)
 
     def objective(trial: optuna.Trial) -> float:
-        with relay(trial):
+        with beating(trial):
             gate(study)
             latent = trial.suggest_categorical("latent_dim", [2, 4, 8, 16])
             klstart = trial.suggest_int("klstart", 0, epochs // 2)

@@ -5,15 +5,14 @@ heartbeat and its stale-trial check (``fail_stale_trials``) does nothing. vae_se
 and the proxy process (``vae-search serve``, which talks to the database) does the recovery with
 Optuna's own machinery:
 
-* **Worker** (:class:`HeartbeatRelay`): while a trial runs, a thread sends a heartbeat every
-  ``run.heartbeat_interval`` s, as a trial system-attr write under :data:`HEARTBEAT_KEY` (an
-  ordinary storage call, which the proxy forwards like any other).
+* **Worker** (:class:`Heartbeats`): while trials run, one thread beats for each of them every
+  ``run.heartbeat_interval`` s: on a database, Optuna's ``record_heartbeat``; behind the
+  proxy, a trial system-attr write under :data:`HEARTBEAT_KEY` (an ordinary storage call,
+  which the proxy forwards like any other).
 * **Proxy** (:func:`served_storage`): the storage the proxy serves turns that write into the
   trial's Optuna heartbeat row (``record_heartbeat``, stamped by the database clock; the attr
   itself is not stored), and records a first heartbeat the moment a trial starts running
   through the proxy, so a worker killed before its first beat (while sampling) is covered too.
-* **Ask-and-tell** (:class:`Heartbeats`): a population (:mod:`vae_search.engine.population`) runs no
-  optimize loop, so one thread beats for all its running members, directly or relayed.
 * **Recovery** (:class:`StaleTrialReaper`): a thread of the proxy process runs Optuna's
   ``fail_stale_trials`` on every study every few seconds. A trial with no heartbeat for the
   proxy's grace period is failed and re-queued by ``RetryHeartbeatStaleTrialCallback`` (at most
@@ -30,10 +29,9 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from vae_search.storage._optuna import study_id, trial_id
+from vae_search.storage._optuna import study_id
 
 if TYPE_CHECKING:
     import optuna
@@ -42,10 +40,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_REAP_EVERY",
     "HEARTBEAT_KEY",
-    "HeartbeatRelay",
     "Heartbeats",
     "StaleTrialReaper",
-    "heartbeat_relay",
     "report_stale_trials",
     "served_storage",
 ]
@@ -53,66 +49,16 @@ __all__ = [
 HEARTBEAT_KEY = "vae_search:heartbeat"  # the system attr a relayed heartbeat is written as
 DEFAULT_REAP_EVERY = 2.0  # seconds between the proxy's stale-trial sweeps
 STUDY_REFRESH = 30.0  # seconds between re-reads of the list of studies to sweep
-RELAY_JOIN_TIMEOUT = 5.0  # seconds a finished trial waits for its relay thread
-
-
-class HeartbeatRelay:
-    """Heartbeats for one running trial, sent through the proxy from a daemon thread.
-
-    A context manager: the first beat is sent on entry (the proxy has already recorded one when
-    the trial started), then one every ``interval`` seconds until exit. A beat that does not get
-    through (the proxy restarting) is retried at the next interval; the trial is only judged
-    stale after the proxy's grace period without any.
-
-    Args:
-        storage: The proxy's client (:class:`optuna.storages.GrpcStorageProxy`).
-        trial_id: The running trial's id.
-        interval: Seconds between beats (``run.heartbeat_interval``).
-    """
-
-    def __init__(self, storage: BaseStorage, trial_id: int, interval: float) -> None:
-        self.storage = storage
-        self.trial_id = trial_id
-        self.interval = interval
-        self.beats = 0
-        self.missed = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def beat(self) -> bool:
-        """Send one heartbeat; ``False`` if it did not get through."""
-        try:
-            self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_KEY, time.time())
-        except Exception:  # noqa: BLE001 (any failure: the next beat tries again)
-            self.missed += 1
-            return False
-        self.beats += 1
-        return True
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.beat()
-
-    def __enter__(self) -> HeartbeatRelay:
-        self.beat()
-        self._thread = threading.Thread(
-            target=self._run, name=f"heartbeat-relay-{self.trial_id}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(RELAY_JOIN_TIMEOUT)
 
 
 class Heartbeats:
-    """Heartbeats for every running member, from one daemon thread.
+    """Heartbeats for every running trial of a worker, from one daemon thread.
 
-    Optuna's optimize loop beats for its one trial; with ask-and-tell nobody does, so a
-    database storage gets ``record_heartbeat`` and the gRPC proxy the relayed system attr
-    (:mod:`vae_search.storage.heartbeat`), every ``interval`` seconds, for each trial id registered.
+    The trial loop asks and tells (Optuna's optimize loop, which beats for its one trial, is
+    not used), so a database storage gets ``record_heartbeat`` and the gRPC proxy the relayed
+    system attr, every ``interval`` seconds, for each trial id registered. A missed beat (the
+    proxy restarting) is retried at the next interval; a trial is only judged stale after the
+    grace period without any.
     """
 
     def __init__(self, storage: Any, interval: float) -> None:
@@ -132,7 +78,7 @@ class Heartbeats:
         self._thread = None
         if self.beat is not None:
             self._thread = threading.Thread(target=self._run, args=(interval,),
-                                            name="population-heartbeats", daemon=True)
+                                            name="heartbeats", daemon=True)
             self._thread.start()
 
     def add(self, tid: int) -> None:
@@ -157,18 +103,6 @@ class Heartbeats:
 
     def close(self) -> None:
         self._stop.set()
-
-
-def heartbeat_relay(
-    storage: BaseStorage, interval: float
-) -> Callable[[optuna.Trial], AbstractContextManager[Any]]:
-    """What a worker wraps each trial in: a :class:`HeartbeatRelay` behind the proxy; nothing
-    on a database, where Optuna's optimize loop records the heartbeats itself."""
-    from optuna.storages import GrpcStorageProxy
-
-    if not isinstance(storage, GrpcStorageProxy):
-        return lambda trial: contextlib.nullcontext()
-    return lambda trial: HeartbeatRelay(storage, trial_id(trial), interval)
 
 
 def served_storage(backend: RDBStorage) -> BaseStorage:
