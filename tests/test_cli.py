@@ -177,16 +177,6 @@ def test_a_normal_run_prints_no_tensorflow_warnings(tmp_path, study):
         assert "oneDNN" not in line, line
 
 
-def test_readme_test_command_is_what_ci_runs():
-    readme = (Path(REPO) / "README.md").read_text()
-    command = next(line for line in readme.splitlines()
-                   if line.startswith("scripts/install-test-deps &&"))
-    ci = (Path(REPO) / ".ci" / "run").read_text().splitlines()
-    assert command in ci, "the README's test command and .ci/run differ"
-    for script in ("install-test-deps", "check"):
-        assert os.access(Path(REPO) / "scripts" / script, os.X_OK), script
-
-
 @pytest.mark.skipif(not shutil.which("chromium"), reason="would install chromium")
 def test_install_test_deps_does_nothing_when_chromium_is_there():
     proc = subprocess.run([str(Path(REPO) / "scripts" / "install-test-deps")],

@@ -1,4 +1,4 @@
-"""Deployment files: docker compose and the Kubernetes example are wired as the README says.
+"""Deployment files: docker compose and the Kubernetes example are wired as docs/deployment.md says.
 
 Every manifest is parsed (PyYAML) and checked: the workers' storage URL points at the proxy,
 the proxy's at PostgreSQL, one artifact store is mounted by the workers and the dashboard, the

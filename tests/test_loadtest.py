@@ -1,6 +1,6 @@
 """The storage load test (``python -m vae_search.bench.command --storage-load``) runs here, bounded.
 
-No timing assertions (the machine is shared): the numbers live in the README.
+No timing assertions (the machine is shared): the numbers live in docs/performance.md.
 """
 
 from __future__ import annotations

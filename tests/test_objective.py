@@ -136,7 +136,7 @@ def test_grouped_user_attrs_store_what_set_user_attr_stores(tmp_path, storage):
 
 
 def test_sampler_constraint_off_sets_no_constraints_but_keeps_the_verdict():
-    """``sampler.constraint = false`` (what the README compares against): TPE sees the ELBO
+    """``sampler.constraint = false`` (what docs/findings.md compares against): TPE sees the ELBO
     alone, while the collapse diagnostics are recorded as usual."""
     config = tiny_config(sampler={"name": "tpe", "constraint": False})
     study = optuna.create_study(direction="maximize")

@@ -65,7 +65,7 @@ def test_make_pruner_kinds():
 
 
 def test_naive_pruner_is_plain_and_is_asked_during_warm_up(tmp_path):
-    """``pruner.aware = false`` (the baseline the README measures): a plain MedianPruner, and
+    """``pruner.aware = false`` (the baseline docs/findings.md measures): a plain MedianPruner, and
     the objective asks the pruner from the first epoch, at beta = 0."""
     assert type(make_pruner(PrunerConfig(aware=False), 10)) is optuna.pruners.MedianPruner
     from vae_search.trial.objective import Objective

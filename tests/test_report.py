@@ -447,7 +447,7 @@ def test_runner_refreshes_figures_and_writes_artifacts(tmp_path, tiny_toml, caps
      "best non-collapsed ELBO -25.000"),
 ])
 def test_findings_scripts_read_a_study(mixed, tmp_path, script, args, expect):
-    """The scripts behind the README's Findings still run against the current package."""
+    """The scripts behind docs/findings.md still run against the current package."""
     from tests.conftest import REPO, subprocess_env
 
     proc = subprocess.run(

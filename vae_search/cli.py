@@ -50,13 +50,13 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 STORAGE_ENV = "VAE_SEARCH_STORAGE"  # default for --storage (keeps passwords off command lines)
 ARTIFACTS_ENV = "VAE_SEARCH_ARTIFACTS"  # default for --artifacts (one store for every worker)
-DEFAULT_STUDY = "seed_mse"  # the recipe's loss: the schedule decides collapse (README)
+DEFAULT_STUDY = "seed_mse"  # the recipe's loss: the schedule decides collapse (docs/findings.md)
 DEFAULT_TRIALS = 20
 DEFAULT_WORKERS = 1
 DEFAULT_HOST = "127.0.0.1"  # dashboard: local only, optuna-dashboard has no authentication
 DEFAULT_PORT = 8080  # optuna-dashboard's own default
 # --population: 1 trains one trial at a time; "auto" (AUTO_POPULATION) picks P from cores and
-# memory. Opt-in: on 2 cores it gained 1.0-1.2x, --workers 2 1.8x (README: Performance).
+# memory. Opt-in: on 2 cores it gained 1.0-1.2x, --workers 2 1.8x (docs/performance.md).
 AUTO_POPULATION = 0
 DEFAULT_POPULATION = 1
 DEFAULT_CONFIRM_TOP = 3  # confirm: the best complete, non-collapsed trials repeated
@@ -224,7 +224,7 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
         "--population", type=_population, default=DEFAULT_POPULATION, metavar="P|auto",
         help="trials each worker trains side by side as one stacked model (dense and made "
         "decoders; 'auto': chosen from the CPU cores and memory; default 1: one trial at a "
-        "time; see the README)",
+        "time; see docs/performance.md)",
     )
     parser.add_argument(  # set by the --workers parent for its children
         "--worker-index", type=_nonneg_int, default=None, help=argparse.SUPPRESS

@@ -1,6 +1,6 @@
 """Your own model: ``model.builder = "package.module:function"``.
 
-The contract (also in the README):
+The contract (also in docs/science.md, Regimes):
 
 * ``function(data_shape, latent_dim, config) -> (encoder, decoder)``, where ``data_shape`` is
   ``(N,)`` for flat data or ``(L,)`` for token ids, and ``config`` is the study's

@@ -150,5 +150,5 @@ def make_pruner(config: PrunerConfig, epochs: int) -> optuna.pruners.BasePruner:
         )
     else:
         inner = optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials)
-    # pruner.aware = false is the naive baseline the README measures, not a recommendation.
+    # pruner.aware = false is the naive baseline docs/findings.md measures, not a recommendation.
     return AnnealingAwarePruner(inner) if config.aware else inner
