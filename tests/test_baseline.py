@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import tiny_config
 from vae_search import keys
+from vae_search.engine.study import open_study
 from vae_search.report import findings, training_curves_figure
-from vae_search.storage.studies import open_study
 from vae_search.trial.baseline import owes_baseline, stored_baseline
 from vae_search.trial.objective import Objective
 

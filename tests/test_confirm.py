@@ -19,6 +19,7 @@ from vae_search.engine.confirm import (
     plan,
     reference_params,
 )
+from vae_search.engine.study import open_study
 from vae_search.engine.worker import finished_count
 from vae_search.report import findings_text, report_html, trial_rows
 from vae_search.report.confirmation import (
@@ -27,7 +28,6 @@ from vae_search.report.confirmation import (
     wilson_interval,
 )
 from vae_search.run import main as run_main
-from vae_search.storage.studies import open_study
 
 
 @pytest.mark.parametrize(("k", "n", "low", "high"), [

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import tiny_config
 from vae_search import keys
 from vae_search.engine.export import ExportError, export_trial
-from vae_search.storage.studies import open_study
+from vae_search.engine.study import open_study
 from vae_search.trial.metrics import bernoulli_log_likelihood, gaussian_kl
 from vae_search.trial.objective import Objective
 

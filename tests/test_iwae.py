@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 
 from tests.conftest import tiny_config
 from vae_search import keys
+from vae_search.engine.study import open_study
 from vae_search.models import TrainerSpec, get_trainer
-from vae_search.storage.studies import open_study
 from vae_search.trial.objective import Objective
 
 N, D, SIGMA2, ROWS = 8, 2, 0.25, 500

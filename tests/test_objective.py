@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from tests.conftest import tiny_config
 from vae_search import keys
-from vae_search.storage.studies import StudyMismatch, open_study
+from vae_search.engine.study import StudyMismatch, open_study
 from vae_search.trial.objective import Objective, TrainingDiverged
 
 GOOD = dict(klstart=0, annealtime=0, latent_dim=4, reduction="sum")

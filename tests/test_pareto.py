@@ -8,9 +8,9 @@ from optuna.trial import TrialState
 
 from tests.conftest import stored_figures, tiny_config
 from vae_search import keys
+from vae_search.engine.study import StudyMismatch, open_study
 from vae_search.report import findings_text, report_html, trial_rows
 from vae_search.run import main
-from vae_search.storage.studies import StudyMismatch, open_study
 
 
 def test_pareto_study_runs_end_to_end(tmp_path, tiny_toml, capsys):

@@ -319,7 +319,7 @@ def test_grid_is_square_images_for_square_feature_counts_and_strips_otherwise():
 
 
 def _tiny_study(tmp_path, config):
-    from vae_search.storage.studies import open_study
+    from vae_search.engine.study import open_study
 
     url = f"sqlite:///{tmp_path / 'tiny.db'}"
     return url, open_study(config, optuna.storages.RDBStorage(url))

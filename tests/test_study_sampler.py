@@ -14,7 +14,7 @@ import optuna
 
 from tests.conftest import tiny_config
 from vae_search import keys
-from vae_search.storage.studies import make_sampler
+from vae_search.engine.study import make_sampler
 
 TRIALS = 80
 COLLAPSED_FROM = 0.6  # x above this "collapses" and scores a little better

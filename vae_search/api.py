@@ -46,16 +46,16 @@ def search(
         vae_search.config.schema.ConfigError: a bad study file or override.
         vae_search.data.datasets.DataError: data that cannot be loaded.
         vae_search.storage.connection.StorageError: a storage that cannot be opened.
-        vae_search.storage.studies.StudyMismatch: the study exists with another configuration.
+        vae_search.engine.study.StudyMismatch: the study exists with another configuration.
         KeyboardInterrupt: interrupted; finished trials are kept, call again to resume.
     """
     import os
 
-    from vae_search.cli import STORAGE_ENV, RunOptions
+    from vae_search.cli import DEFAULT_STORAGE, STORAGE_ENV, RunOptions
     from vae_search.config.schema import load_config
     from vae_search.engine.signals import SignalState
     from vae_search.engine.worker import run_worker
-    from vae_search.storage.connection import DEFAULT_STORAGE, load_study
+    from vae_search.storage.connection import load_study
 
     url = storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
     config = load_config(study)

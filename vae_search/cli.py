@@ -21,6 +21,7 @@ __all__ = [
     "ARTIFACTS_ENV",
     "AUTO_POPULATION",
     "COMMANDS",
+    "DEFAULT_STORAGE",
     "EXIT_FAULT",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -49,6 +50,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 STORAGE_ENV = "VAE_SEARCH_STORAGE"  # default for --storage (keeps passwords off command lines)
+DEFAULT_STORAGE = "sqlite:///vae_search.db"  # a file in the working directory
 ARTIFACTS_ENV = "VAE_SEARCH_ARTIFACTS"  # default for --artifacts (one store for every worker)
 DEFAULT_STUDY = "seed_mse"  # the recipe's loss: the schedule decides collapse (docs/findings.md)
 DEFAULT_TRIALS = 20
@@ -153,7 +155,6 @@ def add_storage_args(
             argument, e.g. for ``serve``).
         what: What ``--storage`` names, for its help.
     """
-    from vae_search.storage.connection import DEFAULT_STORAGE
 
     parser.add_argument(
         "--storage", default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,

@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the command; returns the exit status (0, 1 database lost, 2 bad input, 130/143)."""
     options = RunOptions.parse(argv, prog=prog or "python -m vae_search.run")
     from vae_search.data.datasets import DataError
-    from vae_search.storage.studies import StudyMismatch
+    from vae_search.engine.study import StudyMismatch
 
     def body(signals: SignalState) -> int:
         config = resolve_config(options)

@@ -22,12 +22,12 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 from timing import timed as shared_timed  # noqa: E402 (scripts/perf/timing.py)
 
 from vae_search.config.schema import load_config  # noqa: E402
+from vae_search.engine.study import open_study  # noqa: E402
 from vae_search.report import Progress  # noqa: E402
 from vae_search.report.figures import FIGURE_BUILDERS  # noqa: E402
 from vae_search.report.rows import study_config, trial_rows  # noqa: E402
 from vae_search.storage.artifacts import ReconstructionArtifacts, make_artifact_store  # noqa: E402
 from vae_search.storage.connection import make_storage  # noqa: E402
-from vae_search.storage.studies import open_study  # noqa: E402
 from vae_search.trial import objective as objective_module  # noqa: E402
 from vae_search.trial.objective import Objective  # noqa: E402
 

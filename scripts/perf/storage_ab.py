@@ -17,9 +17,9 @@ warnings.filterwarnings("ignore", category=ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 from vae_search.bench.worker import StorageTimer
 from vae_search.config.schema import load_config
+from vae_search.engine.study import open_study
 from vae_search.storage._optuna import study_storage
 from vae_search.storage.connection import make_storage
-from vae_search.storage.studies import open_study
 from vae_search.trial import objective as om
 
 n = int(sys.argv[1])

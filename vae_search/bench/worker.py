@@ -118,9 +118,9 @@ def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
     from optuna.exceptions import ExperimentalWarning
 
     from vae_search.config.schema import load_config
+    from vae_search.engine.study import open_study
     from vae_search.storage._optuna import study_storage
     from vae_search.storage.connection import make_storage
-    from vae_search.storage.studies import open_study
     from vae_search.trial import objective as objective_module
     from vae_search.trial.objective import Objective
 

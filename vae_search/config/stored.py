@@ -2,7 +2,7 @@
 
 A study stores its resolved configuration (``StudyConfig.comparable()``) as a study user attr
 when it is created. Joining workers compare theirs with it
-(:mod:`~vae_search.storage.studies`), and the
+(:mod:`~vae_search.engine.study`), and the
 commands that work on an existing study (``confirm``, ``export``) read it back. Importing this
 module does not import TensorFlow or Optuna.
 """

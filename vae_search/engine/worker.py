@@ -50,9 +50,9 @@ def sampler_identity(options: RunOptions) -> str:
 def open_worker_study(options: RunOptions, config: StudyConfig) -> optuna.Study:
     """Open the storage, check the artifact store, and create or join the study with this
     worker's own sampler seed (a bad storage or store is an error before the study exists)."""
+    from vae_search.engine.study import open_study
     from vae_search.storage.artifacts import make_artifact_store
     from vae_search.storage.connection import make_storage
-    from vae_search.storage.studies import open_study
 
     storage = make_storage(options.storage, run=config.run)
     make_artifact_store(options.storage, options.artifacts)

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PROXY_PORT",
-    "DEFAULT_STORAGE",
     "PROXY_SCHEME",
     "SQLITE_BUSY_TIMEOUT",
     "StorageError",
@@ -48,7 +47,6 @@ __all__ = [
     "worker_seed",
 ]
 
-DEFAULT_STORAGE = "sqlite:///vae_search.db"  # a file in the working directory
 SQLITE_BUSY_TIMEOUT = 60.0  # seconds a writer waits for the file lock before "database is locked"
 CONNECT_ATTEMPTS = 4  # first try + retries with exponential backoff for a transient outage
 CONNECT_BACKOFF = 1.0  # seconds before the first retry (doubles each time)
