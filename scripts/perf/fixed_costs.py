@@ -62,7 +62,7 @@ obj.decoder_only_nll = timed("plan: baseline", obj.decoder_only_nll)
 obj.diagnostics = timed("_finish: encode+diagnose", obj.diagnostics)
 obj.iwae = timed("_finish: iwae", obj.iwae)
 obj.plan = timed("plan", obj.plan)
-obj._finish = timed("_finish (all)", obj._finish)
+obj.finish = timed("_finish (all)", obj.finish)
 obj.start = timed("start", obj.start)
 objective_module.set_user_attrs = timed("set_user_attrs", objective_module.set_user_attrs)
 progress = Progress(study, TRIALS, enabled=False)
@@ -74,22 +74,21 @@ print(f"{TRIALS} trials in {wall:.1f} s; {load()}")
 for name in sorted(times):
     show(name, times[name])
 
-# The population's way to end a member: Objective._finish on the population's shared writer.
+# The loop's way to end a trial: Objective.finish on the loop's shared writer.
 from vae_search.storage.report_writer import ReportWriter  # noqa: E402
-from vae_search.trial.space import suggest  # noqa: E402
 
 for name in [n for n in times if n.startswith("_finish")]:
     times.pop(name)
 with ReportWriter(name="population-reports") as shared:
     for number in range(12):
         trial = study.ask()
-        params = suggest(trial, config.search, config.train.epochs, config.model)
-        trainer = obj.start(params, number)
+        run = obj.begin(trial, shared)
+        trainer = obj.start(run.plan.params, run.plan.seed)
         for _ in range(3):
-            result = obj.run_epoch(trainer, 1.0)
-        obj._finish(trial, trainer, result.recon, number, {"val_elbo": [0.0]}, shared)
-        study.tell(trial, -result.neg_elbo)
-print(f"population-style _finish (a shared ReportWriter), 12 trials; {load()}")
+            run.after_epoch(obj.run_epoch(trainer, run.beta), shared)
+        obj.finish(run, trainer, shared)
+        study.tell(trial, run.elbo)
+print(f"the loop's finish (a shared ReportWriter), 12 trials; {load()}")
 for name in sorted(n for n in times if n.startswith("_finish")):
     show(name, times[name])
 

@@ -1,5 +1,5 @@
 """A real ``vae_search.run`` with its fixed parts timed: the figure refreshes (the callback's
-and the end-of-run one), the progress callback, ``Objective.plan`` and ``Objective._finish``.
+and the end-of-run one), the progress callback, ``Objective.plan`` and ``Objective.finish``.
 
 Usage: PYTHONPATH=TREE python scripts/perf/run_fixed_costs.py RUN-ARGS...
 e.g. ``--trials 60 --population auto --storage sqlite:////tmp/x.db --quiet``.
@@ -27,22 +27,7 @@ def timed(name, fn):
 callbacks.save_figures = timed("figure refresh", callbacks.save_figures)
 callbacks.Progress.__call__ = timed("progress after a trial", callbacks.Progress.__call__)
 objective.Objective.plan = timed("Objective.plan", objective.Objective.plan)
-finish = objective.Objective._finish
-calls = [0]
-
-
-def _finish(self, *args, **kwargs):  # may call itself once (its own ReportWriter): time the outer
-    calls[0] += 1
-    start = time.perf_counter()
-    try:
-        return finish(self, *args, **kwargs)
-    finally:
-        calls[0] -= 1
-        if calls[0] == 0:
-            spent["Objective._finish"].append(time.perf_counter() - start)
-
-
-objective.Objective._finish = _finish
+objective.Objective.finish = timed("Objective.finish", objective.Objective.finish)
 load = " ".join(f"{v:.2f}" for v in os.getloadavg())
 start = time.perf_counter()
 status = main(sys.argv[1:])
