@@ -1,5 +1,5 @@
 """What a trial pays besides its epochs, on a real SQLite study: the decoder-only baseline
-(once per study), each part of ``Objective._finish`` (encode + diagnostics, IWAE, the attr
+(once per study), each part of ``Objective.finish`` (encode + diagnostics, IWAE, the attr
 writes, the artifact), the progress bar's read, and one figure refresh split into its parts.
 
 Usage: PYTHONPATH=TREE python scripts/perf/fixed_costs.py [STUDY] [TRIALS]
@@ -79,8 +79,8 @@ from vae_search.storage.report_writer import ReportWriter  # noqa: E402
 
 for name in [n for n in times if n.startswith("_finish")]:
     times.pop(name)
-with ReportWriter(name="population-reports") as shared:
-    for number in range(12):
+with ReportWriter(name="reports") as shared:
+    for _ in range(12):
         trial = study.ask()
         run = obj.begin(trial, shared)
         trainer = obj.start(run.plan.params, run.plan.seed)
