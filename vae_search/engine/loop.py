@@ -324,6 +324,7 @@ def run_trials(study: optuna.Study, objective: Objective, slots: Slots, gate: Ga
             try:
                 while True:
                     try:
+                        signals.raise_pending()  # e.g. one that arrived during start-up
                         loop.fill()
                         if not loop.running:
                             if not loop.refill:

@@ -102,12 +102,19 @@ class SignalState:
     them RUNNING until their heartbeats go stale. While the loop trains or stores a trial
     (``training``) the signal is held and raised at the loop's next safe point
     (:meth:`raise_pending`: an epoch boundary), so a trial is never half-written, and no
-    exception surfaces from inside TensorFlow's C++ calls. A second signal exits at once with
-    the same status.
+    exception surfaces from inside TensorFlow's C++ calls.
+
+    A signal is never lost: it stays pending until a safe point raises it, even when the
+    exception raised from the handler was swallowed (Python only prints "Exception ignored"
+    for one raised while a finalizer runs, which happens during heavy imports), and
+    :func:`run_command` turns a signal that arrived into its exit status whatever the body
+    returned. A second signal only says that the clean-up is under way (a double Ctrl-C must
+    not leave trials RUNNING); a third exits at once with the same status.
     """
 
     def __init__(self) -> None:
         self.fired: int | None = None
+        self.repeats = 0  # signals after the first
         self.training = False  # True while the loop trains or stores trials
         self.pending: int | None = None
 
@@ -121,16 +128,19 @@ class SignalState:
         return saved
 
     def handler(self, signum: int, frame: Any) -> None:
-        if self.fired is not None:  # a second signal during the clean-up: leave now
-            os._exit(128 + self.fired)
-        self.fired = signum
-        if self.training:
-            self.pending = signum
+        if self.fired is not None:
+            self.repeats += 1
+            if self.repeats >= 2:  # a third signal: leave now, whatever is left RUNNING
+                os._exit(128 + self.fired)
+            print("stopping: failing the running trials as interrupted (a third signal exits "
+                  "at once and leaves them to go stale)", file=sys.stderr)
             return
-        raise Interrupted(signum)
+        self.fired = self.pending = signum
+        if not self.training:
+            raise Interrupted(signum)
 
     def raise_pending(self) -> None:
-        """Raise the signal that arrived while it was held, if any."""
+        """Raise the signal that arrived and was not acted on yet, if any (once)."""
         if self.pending is not None:
             signum, self.pending = self.pending, None
             raise Interrupted(signum)
@@ -148,15 +158,19 @@ def run_command(
         debug: Re-raise errors (tracebacks) instead of printing one line.
         quiet_interrupt: Do not print the "interrupted" line (a ``--workers`` child: the
             parent prints it once).
-        usage_errors: The user mistakes: one line and status 2. :class:`DatabaseLost` and
-            :class:`FailureStreak` are 1, a signal 128 + its number.
+        usage_errors: The user mistakes: one line and status 2. :class:`DatabaseLost`,
+            :class:`FailureStreak` and any other error are 1 (one line; the traceback with
+            ``debug``), a signal 128 + its number.
     """
     faults = (DatabaseLost, FailureStreak)
     errors: tuple[type[BaseException], ...] = (*usage_errors, *faults)
     signals = SignalState()
     saved = signals.install()
     try:
-        return body(signals)
+        status = body(signals)
+        if signals.fired is None:
+            return status
+        raise Interrupted(signals.fired)  # arrived, held, and the body ended first
     except KeyboardInterrupt as exc:
         if not quiet_interrupt:
             print("interrupted: finished trials are kept; re-run the same command to resume",
@@ -167,6 +181,14 @@ def run_command(
             raise
         print(f"{label}: error: {exc}", file=sys.stderr)
         return EXIT_FAULT if isinstance(exc, faults) else EXIT_USAGE
+    except Exception as exc:  # a bug, or a user's model: one line unless --debug
+        if debug:
+            raise
+        from vae_search.storage.connection import error_reason
+
+        print(f"{label}: error: {type(exc).__name__}: {error_reason(exc)} (--debug shows the "
+              "traceback)", file=sys.stderr)
+        return EXIT_FAULT
     finally:
         for sig, previous in saved.items():  # main() may run inside another program (tests)
             signal.signal(sig, previous)

@@ -163,6 +163,9 @@ def train(study: optuna.Study, config: StudyConfig, dataset: Dataset, options: R
         progress: The progress bar (closed on return).
         trials_left: At most this many trials to run (caps the population).
     """
+    # From here TensorFlow runs: a signal is held until the loop's first safe point (an
+    # exception raised inside TensorFlow's import or C++ calls can surface as another error).
+    signals.training = True
     from vae_search.models import configure_threads
 
     quiet_tensorflow(options.debug)
