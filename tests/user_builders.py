@@ -27,3 +27,13 @@ def single_output_encoder(data_shape, latent_dim, config):  # noqa: ANN001, ANN2
     encoder = keras.Model(x, keras.layers.Dense(latent_dim)(x))
     z = keras.Input(shape=(latent_dim,))
     return encoder, keras.Model(z, keras.layers.Dense(data_shape[0])(z))
+
+
+def nan_decoder(data_shape, latent_dim, config):  # noqa: ANN001, ANN201
+    """A well-formed model whose decoder outputs NaN: every trial diverges at its first epoch."""
+    x = keras.Input(shape=data_shape)
+    h = keras.layers.Dense(8)(x)
+    encoder = keras.Model(x, [keras.layers.Dense(latent_dim)(h), keras.layers.Dense(latent_dim)(h)])
+    z = keras.Input(shape=(latent_dim,))
+    out = keras.layers.Dense(data_shape[0])(z)
+    return encoder, keras.Model(z, keras.layers.Lambda(lambda t: t * float("nan"))(out))
