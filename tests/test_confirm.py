@@ -12,12 +12,15 @@ from tests.conftest import stored_figures, tiny_config
 from vae_search import keys
 from vae_search.engine.budget import BudgetReached
 from vae_search.engine.confirm import (
+    MAX_RUNS,
     REFERENCES,
     ConfirmError,
     ConfirmGate,
+    enqueue,
     main,
     plan,
     reference_params,
+    runs_left,
 )
 from vae_search.engine.study import open_study
 from vae_search.engine.worker import finished_count
@@ -131,14 +134,43 @@ def test_confirm_gate_runs_only_confirmation_runs(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'g.db'}", direction="maximize")
     gate = ConfirmGate()
     assert not gate.slot_free(study)
-    study.enqueue_trial({"x": 1}, user_attrs={keys.ATTR_CONFIRMS: "middle"})
+    assert enqueue(study, [("middle", {"x": 1})], seeds=1) == 1
     assert gate.slot_free(study)
-    queued = study.ask()
+    assert study.ask().number == 0 and not study.trials[0].user_attrs  # run asks the sampler
+    queued = gate.ask(study)
     gate.admit(queued)  # a confirmation run passes
-    sampled = study.ask()  # the queue is empty: a sampled trial
+    assert queued.user_attrs[keys.ATTR_CONFIRMS] == "middle" and not gate.slot_free(study)
+    sampled = study.ask()  # nothing planned is left: a sampled trial
     with pytest.raises(BudgetReached):
         gate.admit(sampled)
     assert sampled.user_attrs[keys.ATTR_FAIL_REASON].startswith("surplus")
+
+
+def test_confirm_is_bounded_listed_and_cancelled(tmp_path, tiny_toml, capsys):
+    """A mistaken --seeds 1000000 queues nothing without --yes; --list shows the plan,
+    --cancel drops what has not started; a run on the study is never stuck behind it."""
+    toml = tiny_toml(train={"epochs": 3}, search={"klstart": [0, 1], "annealtime": [0, 1]})
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    assert run_main(["--study", str(toml), "--storage", url, "--trials", "3", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["--storage", url, "--top", "1", "--seeds", "1000000", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"more than {MAX_RUNS}: pass --yes" in err and len(err.strip().splitlines()) == 1
+    study = optuna.load_study(study_name="tiny", storage=url)
+    assert runs_left(study) == 0 and len(study.trials) == 3
+
+    assert enqueue(study, [("no-warmup", dict(study.trials[0].params))], seeds=500,
+                   limit=None) == 500
+    assert main(["--storage", url, "--list"]) == 0
+    assert "no-warmup" in capsys.readouterr().out and runs_left(study) == 500
+    # a search run asks the sampler: it is not held up by the 500 planned runs
+    assert run_main(["--study", str(toml), "--storage", url, "--trials", "5", "--quiet"]) == 0
+    assert finished_count(study) == 5
+    assert not [t for t in study.get_trials() if keys.ATTR_CONFIRMS in t.user_attrs]
+    assert main(["--storage", url, "--cancel"]) == 0
+    assert "cancelled 500" in capsys.readouterr().out
+    assert runs_left(study) == 0
+    assert main(["--storage", url, "--join", "--quiet"]) == 0  # nothing left to run
 
 
 def test_confirm_refuses_a_study_with_nothing_to_confirm(tmp_path, capsys):

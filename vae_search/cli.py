@@ -351,6 +351,13 @@ def build_confirm_parser(prog: str = "vae-search confirm") -> argparse.ArgumentP
     parser.add_argument("--join", action="store_true",
                         help="plan nothing: only run the queued confirmation runs (more "
                         "machines join a confirm this way)")
+    parser.add_argument("--yes", action="store_true",
+                        help="queue more than 200 new runs (--top x --seeds) at once")
+    queue = parser.add_mutually_exclusive_group()
+    queue.add_argument("--list", action="store_true", dest="show",
+                       help="print the queued schedules and their runs, run nothing")
+    queue.add_argument("--cancel", action="store_true",
+                       help="drop the runs not started yet (finished runs are kept)")
     parser.add_argument("--workers", type=_positive_int, default=DEFAULT_WORKERS,
                         help=f"local worker processes (default {DEFAULT_WORKERS})")
     parser.add_argument("--threads", type=_positive_int, default=None,
@@ -375,6 +382,9 @@ class ConfirmOptions:
     no_references: bool = False
     like: int | None = None  # the references take this trial's other parameters
     join: bool = False
+    yes: bool = False  # more than confirm.MAX_RUNS new runs
+    show: bool = False  # --list: print the plan only
+    cancel: bool = False  # drop the runs not started
     workers: int = DEFAULT_WORKERS
     threads: int | None = None
     worker_index: int | None = None

@@ -37,6 +37,7 @@ __all__ = [
     "OBJECTIVE_NAME",
     "STUDY_ATTR_CONFIG",
     "STUDY_ATTR_CONFIRMATION",
+    "STUDY_ATTR_CONFIRM_PLAN",
     "STUDY_ATTR_DECODER_ONLY_NLL",
     "STUDY_ATTR_VERSION",
 ]
@@ -82,6 +83,8 @@ STUDY_ATTR_VERSION = "vae_search_version"
 STUDY_ATTR_DECODER_ONLY_NLL = "decoder_only_nll"
 # The confirmation table (one dict per schedule: collapse rate with its Wilson interval, ...).
 STUDY_ATTR_CONFIRMATION = "confirmation"
+# vae-search confirm's plan: [{"confirms": label, "params": {...}, "seeds": n}, ...]
+STUDY_ATTR_CONFIRM_PLAN = "confirm_plan"
 
 # Plotly figure ids saved into the study (optuna-dashboard graph object ids: a refresh with the
 # same id replaces the figure). Also the element ids of the standalone report.

@@ -89,6 +89,11 @@ class BudgetGate:
             warnings.simplefilter("ignore", ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
 
+    @staticmethod
+    def ask(study: optuna.Study) -> optuna.Trial:
+        """The sampler's next trial."""
+        return study.ask()
+
     def poll(self, study: optuna.Study) -> bool | None:
         """One look, no waiting: a new trial may be asked for (True), the budget is met or the
         timeout passed (False), or the trials in flight may still fill it (None)."""

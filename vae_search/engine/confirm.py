@@ -5,21 +5,22 @@ Collapse is a per-seed outcome. ``confirm`` re-trains, each with ``--seeds`` new
 
 * the ``--top`` best complete, non-collapsed trials of the search (their exact parameters);
 * three reference schedules on the best trial's other parameters (or trial ``--like N``'s):
-  ``no-warmup``
-  (``klstart = annealtime = 0``), ``middle`` (the middle of the search box) and ``longest``
-  (the longest warm-up of the box).
+  ``no-warmup`` (``klstart = annealtime = 0``), ``middle`` (the middle of the search box) and
+  ``longest`` (the longest warm-up of the box).
 
-The runs are trials of the same study, enqueued with fixed parameters and user attr
-``confirms`` (the source trial's number, or the reference's name). A run's seed comes from its
-own trial number, as for every trial, so each run has a new seed. Runs are never pruned, do not
-count toward the search's ``--trials`` budget (any worker that pops one runs it), and get the
-IWAE bound with 1,000 samples. The result, one row per schedule with the collapse rate and its
+The plan is a study user attr (``confirm_plan``: schedule, parameters, runs wanted); a confirm
+worker turns one missing run at a time into a trial of the same study with fixed parameters and
+user attr ``confirms`` (the source trial's number, or the reference's name), so a ``vae-search
+run`` on the study never pops one. A run's seed comes from its own trial number, as for every
+trial, so each run has a new seed. Runs are never pruned, do not count toward the search's
+``--trials`` budget, and get the IWAE bound with 1,000 samples. One confirm plans at most
+:data:`MAX_RUNS` new runs without ``--yes``; ``--list`` shows the plan, ``--cancel`` drops
+what has not started. The result, one row per schedule with the collapse rate and its
 95% Wilson interval, is printed and stored as study user attr ``confirmation``; the report and
 optuna-dashboard draw it ("collapse probability by schedule").
 
 Re-running adds only the missing runs, so an interrupted confirm resumes. More machines join
-with ``vae-search confirm --join`` on the same storage (``--join`` never enqueues: start the
-planning command once).
+with ``vae-search confirm --join`` on the same storage (``--join`` never plans).
 """
 
 from __future__ import annotations
@@ -44,13 +45,15 @@ from vae_search.trial.space import ANNEALTIME, CYCLES, KLSTART, RATIO, SCHEDULE
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["REFERENCES", "ConfirmError", "ConfirmGate", "enqueue", "main", "plan",
-           "reference_params"]
+__all__ = ["MAX_RUNS", "REFERENCES", "ConfirmError", "ConfirmGate", "cancel", "enqueue",
+           "lacking", "main", "plan", "plan_table", "reference_params", "runs_left"]
 
 REFERENCES = ("no-warmup", "middle", "longest")  # the reference schedules, in table order
 # A confirm run is asked for only while one is queued; a trial sampled instead (another worker
 # took the last run in between) is failed before training with this reason.
 FAIL_NO_RUN = f"{FAIL_SURPLUS}: no confirmation run was left in the queue; it was not run"
+FAIL_CANCELLED = "cancelled: vae-search confirm --cancel"  # a queued run that never started
+MAX_RUNS = 200  # new runs one confirm plans without --yes (7,791 were once queued by mistake)
 
 Planned = tuple[int | str, dict[str, Any]]  # (the ``confirms`` value, fixed parameters)
 
@@ -108,42 +111,118 @@ def plan(study: optuna.Study, config: StudyConfig, top: int, *,
     return planned
 
 
-def enqueue(study: optuna.Study, planned: Sequence[Planned], seeds: int) -> int:
-    """Queue the runs each schedule still lacks (waiting, running or complete runs count, so a
-    re-run resumes and a failed run is replaced); returns how many were queued."""
+def _have(study: optuna.Study) -> Counter[Any]:
+    """Runs per schedule that count as done or under way (queued, running, finished)."""
     from optuna.trial import TrialState
 
-    have = Counter(
+    return Counter(
         t.user_attrs[keys.ATTR_CONFIRMS]
         for t in study.get_trials(deepcopy=False, states=(
             TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED))
         if is_confirmation(t)
     )
+
+
+def _plan_entries(study: optuna.Study) -> list[dict[str, Any]]:
+    return list(study.user_attrs.get(keys.STUDY_ATTR_CONFIRM_PLAN, []))
+
+
+def lacking(study: optuna.Study) -> list[tuple[int | str, dict[str, Any], int]]:
+    """The planned schedules that still lack runs: ``(label, params, runs lacking)``."""
+    have = _have(study)
+    return [(e["confirms"], e["params"], e["seeds"] - have[e["confirms"]])
+            for e in _plan_entries(study) if e["seeds"] > have[e["confirms"]]]
+
+
+def runs_left(study: optuna.Study) -> int:
+    """How many planned runs no worker has started yet."""
+    return sum(n for _, _, n in lacking(study))
+
+
+def enqueue(study: optuna.Study, planned: Sequence[Planned], seeds: int, *,
+            limit: int | None = MAX_RUNS) -> int:
+    """Add ``seeds`` runs of each planned schedule to the study's confirm plan (a schedule
+    planned before keeps the larger count; started and finished runs count, so a re-run
+    resumes and a failed run is replaced); returns how many runs are new.
+
+    The plan is a study user attr, not queued Optuna trials: a ``vae-search run`` on the same
+    study asks the sampler and never pops a confirmation run, and ``--cancel`` clears it.
+
+    Raises:
+        ConfirmError: more than ``limit`` new runs (``None``: no limit, ``--yes``).
+    """
+    have = _have(study)
+    entries = {repr(e["confirms"]): e for e in _plan_entries(study)}
     added = 0
     for label, params in planned:
-        for _ in range(seeds - have[label]):
-            study.enqueue_trial(params, user_attrs={keys.ATTR_CONFIRMS: label})
-            added += 1
+        old = entries.get(repr(label), {"seeds": 0})
+        added += max(0, seeds - max(old["seeds"], have[label]))
+        entries[repr(label)] = {"confirms": label, "params": params,
+                                "seeds": max(seeds, old["seeds"])}
+    if limit is not None and added > limit:
+        raise ConfirmError(
+            f"this would queue {added} runs ({len(planned)} schedules x --seeds {seeds}), more "
+            f"than {limit}: pass --yes to queue them, or ask for fewer --seeds or --top")
+    study.set_user_attr(keys.STUDY_ATTR_CONFIRM_PLAN, list(entries.values()))
     return added
 
 
-def _queued(study: optuna.Study) -> int:
+def cancel(study: optuna.Study) -> int:
+    """Drop the plan and fail the runs queued but not started; returns how many runs were
+    left. Started and finished runs are kept."""
     from optuna.trial import TrialState
 
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-               if is_confirmation(t))
+    from vae_search.storage._optuna import study_storage, trial_id
+
+    left = runs_left(study)
+    study.set_user_attr(keys.STUDY_ATTR_CONFIRM_PLAN, [])
+    storage = study_storage(study)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if is_confirmation(t):  # queued by an older vae_search, or a worker that then died
+            tid = trial_id(t)
+            storage.set_trial_user_attr(tid, keys.ATTR_FAIL_REASON, FAIL_CANCELLED)
+            storage.set_trial_state_values(tid, TrialState.FAIL)
+            left += 1
+    return left
+
+
+def plan_table(study: optuna.Study) -> str:
+    """The plan, one row per schedule: runs wanted, finished, running, not started."""
+    from vae_search.report.rows import StateCounts
+
+    rows: list[tuple[str, ...]] = []
+    trials = [t for t in study.get_trials(deepcopy=False) if is_confirmation(t)]
+    missing = {label: n for label, _, n in lacking(study)}
+    for e in _plan_entries(study):
+        counts = StateCounts.of_trials(
+            (t for t in trials if t.user_attrs[keys.ATTR_CONFIRMS] == e["confirms"]),
+            confirms=True)
+        label = f"#{e['confirms']}" if isinstance(e["confirms"], int) else e["confirms"]
+        rows.append((label, str(e["seeds"]), str(counts.finished), str(counts.running),
+                     str(missing.get(e["confirms"], 0))))
+    return text_table(("schedule", "runs", "finished", "running", "not started"), rows)
 
 
 class ConfirmGate:
-    """The trial loop's gate for confirm: ask while a confirmation run is queued, and run
+    """The trial loop's gate for confirm: ask while a planned run is not started, and run
     only confirmation runs (never the search's sampled trials)."""
 
     reap = staticmethod(BudgetGate.reap)
 
     def poll(self, study: optuna.Study) -> bool:
-        return _queued(study) > 0
+        return runs_left(study) > 0
 
     slot_free = poll
+
+    @staticmethod
+    def ask(study: optuna.Study) -> optuna.Trial:
+        """Queue one run of the first schedule that lacks one, and ask for it (a run that
+        another worker starts at the same instant only adds a seed)."""
+        todo = lacking(study)
+        if todo:
+            label, params, _ = todo[0]
+            study.enqueue_trial(params, user_attrs={keys.ATTR_CONFIRMS: label})
+        return study.ask()
 
     def admit(self, trial: optuna.Trial, *, wait: bool = True) -> None:
         if keys.ATTR_CONFIRMS not in trial.user_attrs:
@@ -170,7 +249,7 @@ def _work(options: ConfirmOptions, study: optuna.Study, config: StudyConfig, tot
         from vae_search.engine.pool import check_shareable, supervise
 
         check_shareable(options.storage)
-        size = min(options.workers, max(1, _queued(study)))
+        size = min(options.workers, max(1, runs_left(study)))
         threads = options.threads or max(1, (os.cpu_count() or 1) // size)
         codes, received = supervise(
             [_child_command(options, study.study_name, i, threads) for i in range(size)],
@@ -188,7 +267,7 @@ def _work(options: ConfirmOptions, study: optuna.Study, config: StudyConfig, tot
     dataset, worker_study = prepare(run, config)
     train(worker_study, config, dataset, run, signals, gate=ConfirmGate(),
           progress=Progress(worker_study, total, enabled=not options.quiet, confirms=True),
-          trials_left=max(1, _queued(worker_study)))
+          trials_left=max(1, runs_left(worker_study)))
 
 
 def confirm(options: ConfirmOptions, signals: Any) -> int:
@@ -196,17 +275,23 @@ def confirm(options: ConfirmOptions, signals: Any) -> int:
     from vae_search.report.rows import StateCounts
 
     study = load_study(options.storage, options.study_name)
+    if options.show or options.cancel:
+        if options.cancel:
+            print(f"cancelled {cancel(study)} confirmation runs of study "
+                  f"{study.study_name!r} that had not started; finished runs are kept")
+        print(plan_table(study))
+        return 0
     config = stored_config(study)
     if not options.join:
         planned = plan(study, config, options.top, references=not options.no_references,
                        like=options.like)
-        added = enqueue(study, planned, options.seeds)
+        added = enqueue(study, planned, options.seeds, limit=None if options.yes else MAX_RUNS)
         if not options.quiet:
             names = ", ".join(f"#{p}" if isinstance(p, int) else p for p, _ in planned)
             print(f"confirm {study.study_name!r}: {len(planned)} schedules ({names}) x "
                   f"{options.seeds} seeds; queued {added} new runs", file=sys.stderr)
     counts = StateCounts.of_trials(study.get_trials(deepcopy=False), confirms=True)
-    total = counts.finished + counts.running + _queued(study)
+    total = counts.finished + counts.running + runs_left(study)
     started = time.monotonic()
     _work(options, study, config, total, signals)
     if options.worker_index is not None:

@@ -6,8 +6,8 @@ its ``--trials`` budget, or the queued runs of ``vae-search confirm``; one trial
 (:class:`~vae_search.models.population.OneSlot`: any family, a user's builder too) or P dense or
 made trials stacked into one model (:class:`~vae_search.models.population.PopulationTrainer`).
 
-* **Refill at epoch boundaries.** A free slot takes the next ``study.ask()`` (the sampler's
-  constant liar sees the other slots' trials as running), behind the gate (:class:`Gate`): a
+* **Refill at epoch boundaries.** A free slot takes the gate's next trial (``study.ask()``: the
+  sampler's constant liar sees the other slots' trials as running), behind :class:`Gate`: a
   slot is filled only while ``finished + running < --trials``, so ``--trials`` stays exact
   across workers. A trial that would have to wait for this worker's own running trials is
   surplus (they cannot finish while it waits); with no trial of its own running, it waits.
@@ -69,6 +69,9 @@ class Gate(Protocol):
 
     def slot_free(self, study: optuna.Study) -> bool:
         """Wait until :meth:`poll` is not None; its answer."""
+
+    def ask(self, study: optuna.Study) -> optuna.Trial:
+        """The next trial (``study.ask()``, or a planned confirmation run)."""
 
     def admit(self, trial: optuna.Trial, *, wait: bool) -> None:
         """Raise :class:`BudgetReached` (``fail_reason`` stored) if ``trial`` must not run."""
@@ -144,7 +147,7 @@ class TrialLoop:
                 return
             with warnings.catch_warnings():  # we record the heartbeats (Heartbeats)
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                trial = self.study.ask()
+                trial = self.gate.ask(self.study)
             try:
                 self.heartbeats.add(trial_id(trial))
                 # With none of its own trials running, this worker may wait for the others'.

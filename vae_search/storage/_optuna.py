@@ -72,7 +72,7 @@ def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
     return study._storage.get_study_system_attrs(study._study_id)
 
 
-def trial_id(trial: optuna.Trial) -> int:
+def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     """The trial's id in its storage (storage calls are addressed by it, not by its number)."""
     return trial._trial_id
 
