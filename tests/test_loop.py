@@ -138,3 +138,63 @@ def test_every_family_runs_through_the_one_loop(tmp_path, tiny_toml, monkeypatch
         main(["--study", str(tiny_toml(name=name, model=model)), "--storage", url,
               "--trials", "2", "--quiet", "--population", "2"])
         assert seen and set(seen) == {slots}, (name, seen)
+
+
+@pytest.mark.slow
+def test_sigint_at_random_moments_always_exits_130_and_leaves_nothing_running(tmp_path,
+                                                                             tiny_toml):
+    """20 runs, each stopped at a random moment: start-up, the baseline, mid-epoch, between
+    trials; every fourth with a second SIGINT 50 ms later (a double Ctrl-C)."""
+    import random
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import subprocess_env
+
+    rng = random.Random(7)
+    toml = tiny_toml(train={"epochs": 30})
+    outcomes = []
+    for run in range(20):
+        url = f"sqlite:///{tmp_path / f'r{run}.db'}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
+             "--trials", "200", "--quiet", "--population", "2" if run % 2 else "1"],
+            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.3, 9.0))
+        proc.send_signal(signal.SIGINT)
+        if run % 4 == 3:
+            time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        try:
+            trials = optuna.load_study(study_name="tiny", storage=url).trials
+        except KeyError:  # stopped before the study was created
+            trials = []
+        running = [t.number for t in trials if t.state == TrialState.RUNNING]
+        outcomes.append((run, proc.returncode, len(trials), running, err[-300:]))
+    bad = [o for o in outcomes if o[1] != 130 or o[3] or "Traceback" in o[4]]
+    assert not bad, bad
+
+
+def test_a_run_waiting_on_a_dead_workers_trial_says_so_and_for_how_long(tmp_path, tiny_toml,
+                                                                        capsys):
+    from vae_search.config.schema import load_config
+    from vae_search.engine.study import open_study
+    from vae_search.storage._optuna import study_storage, trial_id
+    from vae_search.storage.connection import make_storage
+
+    toml = tiny_toml(run={"heartbeat_interval": 1, "grace_period": 3, "max_retry": 0})
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    config = load_config(toml)
+    study = open_study(config, make_storage(url, run=config.run))
+    with pytest.warns(UserWarning, match="Heartbeat"):  # asked outside Study.optimize
+        dead = study.ask()  # a worker that died after its first heartbeat
+    study_storage(study).record_heartbeat(trial_id(dead))
+    assert main(["--study", str(toml), "--storage", url, "--trials", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert ("waiting: the running trials (#0) may fill the budget of 1; a trial whose worker "
+            "died is failed after 3 s without a heartbeat") in err, err
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    assert trials[0].state == TrialState.FAIL
+    assert [t.state for t in trials[1:]] in ([TrialState.COMPLETE], [TrialState.PRUNED])

@@ -8,6 +8,7 @@ starts. Reads the shared storage only; imports Optuna only when called.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vae_search import keys
@@ -55,11 +56,37 @@ class BudgetGate:
     Args:
         budget: The study's total number of finished trials (``--trials``).
         deadline: ``time.monotonic()`` after which no new trial starts (``--timeout``).
+        warn: Says once why a wait began (a dead worker's trial may hold the budget until it
+            goes stale: the user should know, and for how long).
+        grace_period: ``run.grace_period``, for that line.
     """
 
-    def __init__(self, budget: int, *, deadline: float | None = None) -> None:
+    def __init__(self, budget: int, *, deadline: float | None = None,
+                 warn: Callable[[str], None] | None = None,
+                 grace_period: float | None = None) -> None:
         self.budget = budget
         self.deadline = deadline
+        self.warn = warn
+        self.grace_period = grace_period
+        self._told: set[int] = set()  # the running trials already named in a waiting line
+
+    def _waiting(self, study: optuna.Study) -> None:
+        """One line per new set of trials this worker waits for."""
+        from optuna.trial import TrialState
+
+        if self.warn is None:
+            return
+        running = {t.number for t in study.get_trials(deepcopy=False,
+                                                        states=(TrialState.RUNNING,))}
+        if not running or running <= self._told:
+            return
+        self._told |= running
+        numbers = ", ".join(f"#{n}" for n in sorted(running)[:5])
+        more = f" and {len(running) - 5} more" if len(running) > 5 else ""
+        stale = (f"; a trial whose worker died is failed after {self.grace_period:g} s without "
+                 "a heartbeat (run.grace_period)" if self.grace_period else "")
+        self.warn(f"waiting: the running trials ({numbers}{more}) may fill the budget of "
+                  f"{self.budget}{stale}")
 
     @staticmethod
     def _counts(study: optuna.Study, below: int | None) -> StateCounts:
@@ -105,6 +132,7 @@ class BudgetGate:
     def slot_free(self, study: optuna.Study) -> bool:
         """Wait until a new trial may be asked for (True) or the budget is met (False)."""
         while (free := self.poll(study)) is None:
+            self._waiting(study)
             self.reap(study)
             time.sleep(BUDGET_POLL)
         return free
@@ -131,6 +159,7 @@ class BudgetGate:
             elif not wait:
                 why = "the trials already running may fill the study's budget"
             else:
+                self._waiting(trial.study)
                 self.reap(trial.study)
                 time.sleep(BUDGET_POLL)
                 continue

@@ -217,9 +217,10 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
         started = time.monotonic()
         from vae_search.report import Progress
 
-        train(study, config, dataset, options, signals,
-              gate=BudgetGate(options.trials, deadline=deadline),
-              progress=Progress(study, options.trials, enabled=not options.quiet),
+        progress = Progress(study, options.trials, enabled=not options.quiet)
+        gate = BudgetGate(options.trials, deadline=deadline, warn=progress.warn,
+                          grace_period=config.run.grace_period)
+        train(study, config, dataset, options, signals, gate=gate, progress=progress,
               trials_left=options.trials - done)
         if not options.quiet:
             print(f"ran for {time.monotonic() - started:.1f} s", file=sys.stderr)
