@@ -22,7 +22,8 @@ from optuna.trial import TrialState
 
 from tests.conftest import subprocess_env, write_tiny_toml
 from vae_search import keys
-from vae_search.run import FAIL_INTERRUPTED, FAIL_SURPLUS
+from vae_search.engine.budget import FAIL_SURPLUS
+from vae_search.engine.signals import FAIL_INTERRUPTED
 from vae_search.storage.connection import worker_seed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,7 +197,8 @@ def test_eight_workers_on_a_fresh_database_create_one_study(tmp_path, pg_url):
     code = (
         "import sys, time\n"
         "from vae_search.storage._optuna import study_id\n"
-        "from vae_search.run import RunOptions, open_worker_study, resolve_config\n"
+        "from vae_search.engine.worker import open_worker_study\n"
+        "from vae_search.run import RunOptions, resolve_config\n"
         "options = RunOptions.parse(sys.argv[1:])\n"
         "config = resolve_config(options)\n"
         f"time.sleep(max(0.0, {start_at} - time.time()))\n"

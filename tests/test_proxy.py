@@ -33,7 +33,7 @@ from tests.test_distributed import (
 )
 from tests.test_hardening import assert_one_line_error
 from vae_search import keys
-from vae_search.run import FAIL_INTERRUPTED
+from vae_search.engine.signals import FAIL_INTERRUPTED
 from vae_search.storage import proxy as serve
 from vae_search.storage._optuna import trial_id
 from vae_search.storage.connection import StorageError, make_storage, proxy_address

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vae_search.config.schema import StudyConfig, load_config
-
 if TYPE_CHECKING:
     from vae_search.api import search
+    from vae_search.config.schema import StudyConfig, load_config
 
 __version__ = "0.1.0"
 
@@ -27,4 +26,8 @@ def __getattr__(name: str) -> Any:  # lazy: `import vae_search` stays instant
         from vae_search.api import search
 
         return search
+    if name in ("StudyConfig", "load_config"):
+        from vae_search.config import schema
+
+        return getattr(schema, name)
     raise AttributeError(f"module 'vae_search' has no attribute {name!r}")

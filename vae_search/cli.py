@@ -33,6 +33,8 @@ __all__ = [
     "add_artifacts_arg",
     "add_storage_args",
     "bounded_int",
+    "console",
+    "exiting",
     "ConfirmOptions",
     "build_confirm_parser",
     "build_dashboard_parser",
@@ -41,6 +43,7 @@ __all__ = [
     "build_run_parser",
     "main",
     "positive_float",
+    "stop_quietly_on_signals",
 ]
 
 EXIT_OK = 0
@@ -85,6 +88,40 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("vae_search.storage.proxy",
                      "serve Optuna's gRPC storage proxy for many workers"),
 }
+
+
+def stop_quietly_on_signals() -> None:
+    """Until a command holds SIGINT/SIGTERM itself (it imports Optuna and TensorFlow first, for
+    seconds), either one exits at once with 128 + its number and one line, not a traceback:
+    nothing has been started that needs closing."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        print("interrupted during start-up: nothing was started", file=sys.stderr)
+        raise SystemExit(exiting(128 + signum))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+
+
+def exiting(status: int) -> int:
+    """``status``, for a process about to exit; after a signal, later ones are ignored.
+
+    Python's finalization puts the default handlers back, under which another Ctrl-C in the
+    second or so TensorFlow takes to unload would kill the process with no exit status at all
+    (-2) after it has closed its trials and said so.
+    """
+    import signal
+
+    if status in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    return status
+
+
+def console() -> None:
+    """The ``vae-search`` executable."""
+    sys.exit(exiting(main()))
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -438,4 +475,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

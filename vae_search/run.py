@@ -7,54 +7,31 @@ never wipes results. ``--help`` does not import TensorFlow.
 
 This module is the facade: it parses the command line once into a frozen
 :class:`~vae_search.cli.RunOptions`, resolves the configuration, and hands both to the worker
-loop (:mod:`~vae_search.engine.worker`) or the local process pool (:mod:`~.search.pool`); errors
-become one line and an exit status (:mod:`vae_search.cli`).
+(:mod:`~vae_search.engine.worker`) or the local process pool (:mod:`~vae_search.engine.pool`);
+errors become one line and an exit status (:mod:`vae_search.cli`). It imports the rest only
+when run, so that a signal during start-up is a clean exit from the first moment.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vae_search.cli import (
-    EXIT_INTERRUPTED,
-    EXIT_TERMINATED,
-    EXIT_USAGE,
-    STORAGE_ENV,
-    RunOptions,
-)
+from vae_search.cli import RunOptions, stop_quietly_on_signals
 from vae_search.cli import build_run_parser as build_parser
-from vae_search.config.schema import ConfigError, StudyConfig, load_config, parse_assignment
-from vae_search.engine.budget import FAIL_SURPLUS, BudgetGate, BudgetReached
-from vae_search.engine.pool import run_pool
-from vae_search.engine.signals import FAIL_INTERRUPTED, Interrupted, SignalState, run_command
-from vae_search.engine.worker import open_worker_study, run_worker
-from vae_search.report import summary_table
-from vae_search.storage.connection import StorageError
 
-__all__ = [
-    "EXIT_INTERRUPTED",
-    "EXIT_TERMINATED",
-    "EXIT_USAGE",
-    "FAIL_INTERRUPTED",
-    "FAIL_SURPLUS",
-    "STORAGE_ENV",
-    "BudgetGate",
-    "BudgetReached",
-    "Interrupted",
-    "RunOptions",
-    "build_parser",
-    "main",
-    "open_worker_study",
-    "resolve_config",
-    "run_pool",
-    "summary_table",
-]
+if TYPE_CHECKING:
+    from vae_search.config.schema import StudyConfig
+    from vae_search.engine.signals import SignalState
+
+__all__ = ["RunOptions", "build_parser", "main", "resolve_config"]
 
 
 def resolve_config(options: RunOptions) -> StudyConfig:
     """Load the config and apply the command-line overrides (validated again)."""
+    from vae_search.config.schema import load_config, parse_assignment
+
     config = load_config(options.study)
     overrides: dict[str, Any] = dict(parse_assignment(text) for text in options.set)
     if options.seed is not None:
@@ -70,9 +47,15 @@ def resolve_config(options: RunOptions) -> StudyConfig:
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the command; returns the exit status (0, 1 database lost, 2 bad input, 130/143)."""
+    stop_quietly_on_signals()  # until run_command holds them: the imports below take seconds
     options = RunOptions.parse(argv, prog=prog or "python -m vae_search.run")
+    from vae_search.config.schema import ConfigError
     from vae_search.data.datasets import DataError
+    from vae_search.engine.pool import run_pool
+    from vae_search.engine.signals import run_command
     from vae_search.engine.study import StudyMismatch
+    from vae_search.engine.worker import run_worker
+    from vae_search.storage.connection import StorageError
 
     def body(signals: SignalState) -> int:
         config = resolve_config(options)
@@ -86,4 +69,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vae_search.cli import exiting
+
+    sys.exit(exiting(main()))

@@ -325,4 +325,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vae_search.cli import exiting
+
+    sys.exit(exiting(main()))
