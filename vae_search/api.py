@@ -31,7 +31,7 @@ def search(
     Args:
         study: A study name under ``studies/`` or a path to a TOML file.
         trials: The study-wide budget of finished (complete + pruned) trials.
-        storage: A SQLAlchemy URL (default: ``$VAE_SEARCH_STORAGE``, else
+        storage: A SQLAlchemy URL or ``grpc://host:port`` (default: ``$VAE_SEARCH_STORAGE``, else
             ``sqlite:///vae_search.db`` in the working directory).
         overrides: ``{"section.key": value}``, type-checked like the TOML,
             e.g. ``{"train.epochs": 10, "search.latent_dim": [4, 8]}``.
@@ -49,14 +49,13 @@ def search(
         vae_search.storage.studies.StudyMismatch: the study exists with another configuration.
         KeyboardInterrupt: interrupted; finished trials are kept, call again to resume.
     """
-    import os
-
-    from vae_search.cli import STORAGE_ENV, RunOptions
+    from vae_search.cli import RunOptions, default_storage
     from vae_search.config.schema import load_config
     from vae_search.search.worker import SignalState, run_worker
-    from vae_search.storage.connection import DEFAULT_STORAGE, load_study
+    from vae_search.storage.connection import load_study
+    from vae_search.storage.url import StorageURL
 
-    url = storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    url = StorageURL.parse(storage or default_storage())
     config = load_config(study)
     if overrides:
         config = config.with_overrides(**dict(overrides))

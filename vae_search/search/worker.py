@@ -37,8 +37,6 @@ from vae_search.storage._optuna import QuietFailedTrials, fresh_trial, study_sto
 from vae_search.storage.connection import (
     error_reason,
     is_storage_fault,
-    mask_url,
-    proxy_address,
     storage_faults,
     worker_seed,
 )
@@ -257,10 +255,10 @@ def finish(study: optuna.Study, config: StudyConfig, options: RunOptions) -> Non
     from vae_search.report import FigureRefresher, summary_table
 
     FigureRefresher(0).refresh(study)
-    shown_url = mask_url(options.storage)
+    shown_url = options.storage.masked
     print(summary_table(study))
     # optuna-dashboard itself cannot open a proxy URL; our dashboard command can
-    browser = "vae-search dashboard --storage" if proxy_address(options.storage) else (
+    browser = "vae-search dashboard --storage" if options.storage.proxy else (
         "optuna-dashboard")
     print(f"\nbrowse: {browser} {shown_url}" +
           ("   (password hidden)" if "***" in shown_url else ""))
@@ -292,7 +290,7 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
             budget_met(study, done, options.trials)
     else:
         if not options.quiet:
-            print(f"study {study.study_name!r} on {mask_url(options.storage)}: {done}/"
+            print(f"study {study.study_name!r} on {options.storage.masked}: {done}/"
                   f"{options.trials} trials finished; loading TensorFlow and the data...",
                   file=sys.stderr)
         quiet_tensorflow(options.debug)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vae_search.storage.connection import StorageError, sqlite_path
+from vae_search.storage.url import StorageError, StorageURL
 
 if TYPE_CHECKING:
     import optuna
@@ -57,16 +57,16 @@ ARTIFACT_FILENAME = "trial-{number:05d}-reconstructions.png"
 TEXT_ARTIFACT_FILENAME = "trial-{number:05d}-reconstructions.txt"
 
 
-def default_artifact_dir(storage_url: str) -> Path:
+def default_artifact_dir(storage_url: str | StorageURL) -> Path:
     """The artifact directory for a storage URL: beside a SQLite file, else the default."""
-    path = sqlite_path(storage_url)
+    path = StorageURL.of(storage_url).sqlite_path
     if path is None:
         return DEFAULT_ARTIFACT_DIR
     return path.with_name(path.stem + ARTIFACT_DIR_SUFFIX)
 
 
 def make_artifact_store(
-    storage_url: str, artifacts: str | Path | None = None
+    storage_url: str | StorageURL, artifacts: str | Path | None = None
 ) -> ArtifactStore:
     """The artifact store named by ``artifacts``, checked to be usable.
 
@@ -248,7 +248,7 @@ class ReconstructionArtifacts:
 
 
 def artifact_hook(
-    storage_url: str, artifacts: str | Path | None = None
+    storage_url: str | StorageURL, artifacts: str | Path | None = None
 ) -> ReconstructionArtifacts:
     """The runner's ``Objective(on_finish=...)``: PNGs into the artifact store (default: the
     storage's artifact directory)."""
