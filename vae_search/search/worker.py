@@ -174,12 +174,12 @@ def sampler_identity(options: RunOptions) -> str:
 def open_worker_study(options: RunOptions, config: StudyConfig) -> optuna.Study:
     """Open the storage, check the artifact store, and create or join the study with this
     worker's own sampler seed (a bad storage or store is an error before the study exists)."""
-    from vae_search.storage.artifacts import make_artifact_store
+    from vae_search.storage.artifacts import artifact_store
     from vae_search.storage.connection import make_storage
     from vae_search.storage.studies import open_study
 
     storage = make_storage(options.storage, run=config.run)
-    make_artifact_store(options.storage, options.artifacts)
+    artifact_store(options.storage, options.artifacts)  # built here, used by the trial loops
     return open_study(
         config, storage, study_name=options.study_name,
         sampler_seed=worker_seed(config.seed, sampler_identity(options)),
