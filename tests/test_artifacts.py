@@ -178,7 +178,7 @@ def test_a_missing_bucket_is_refused(tmp_path):
 def test_a_process_builds_its_store_once(tmp_path, monkeypatch):
     import optuna.artifacts
 
-    import vae_search
+    from vae_search.api import search  # vae_search.search may be the subpackage by now
     from vae_search.storage.artifacts import artifact_hook, artifact_store
 
     url = f"sqlite:///{tmp_path / 'once.db'}"
@@ -202,6 +202,6 @@ def test_a_process_builds_its_store_once(tmp_path, monkeypatch):
     tiny = {"train.epochs": 2, "search.klstart": [0, 1], "search.annealtime": [0, 1],
             "search.latent_dim": [2], "model.hidden": [16]}
     run_url = f"sqlite:///{tmp_path / 'run.db'}"
-    study = vae_search.search("digits", trials=2, storage=run_url, overrides=tiny)
+    study = search("digits", trials=2, storage=run_url, overrides=tiny)
     assert built == [str(tmp_path / "run-artifacts")]  # checked at the start, used by the loop
     assert len(list((tmp_path / "run-artifacts").iterdir())) == len(study.trials) == 2
