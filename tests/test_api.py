@@ -43,3 +43,23 @@ def test_importing_the_package_does_not_import_tensorflow_or_optuna():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=subprocess_env(), check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_epochs_means_what_the_commands_epochs_means(tmp_path):
+    from vae_search import search
+    from vae_search.run import RunOptions, resolve_config
+
+    small = {"search.latent_dim": [2], "model.hidden": [16], "train.batch_size": 128}
+    with pytest.raises(ConfigError, match="klstart"):  # the epochs alone: the box needs 30
+        search("digits", trials=1, storage=f"sqlite:///{tmp_path / 'e.db'}",
+               overrides={**small, "train.epochs": 2})
+    study = search("digits", trials=1, storage=f"sqlite:///{tmp_path / 'a.db'}", overrides=small,
+                   epochs=2)
+    stored = study.user_attrs[keys.STUDY_ATTR_CONFIG]
+    assert stored["train"]["epochs"] == 2
+    assert stored["search"]["klstart"] == stored["search"]["annealtime"] == [0, 1]  # scaled
+    # the same configuration as vae-search run --epochs 2 --set ... (one path for both)
+    cli = resolve_config(RunOptions.parse(
+        ["--study", "digits", "--epochs", "2", "--quiet",
+         *(f"--set={key}={value}".replace(" ", "") for key, value in small.items())]))
+    assert cli.comparable() == stored

@@ -173,3 +173,35 @@ def test_a_store_that_cannot_be_used_is_one_line_before_anything_is_written(tmp_
 def test_a_missing_bucket_is_refused(tmp_path):
     with local_s3() as env, _environ(env), pytest.raises(StorageError, match="no-such-bucket"):
         make_artifact_store("sqlite:///x.db", "s3://no-such-bucket")
+
+
+def test_a_process_builds_its_store_once(tmp_path, monkeypatch):
+    import optuna.artifacts
+
+    from vae_search import search
+    from vae_search.storage.artifacts import artifact_hook, artifact_store
+
+    url = f"sqlite:///{tmp_path / 'once.db'}"
+    store = artifact_store(url)
+    assert artifact_store(url) is store and artifact_hook(url).artifact_store is store
+    assert make_artifact_store(url) is not store  # a new one when asked for one
+    for place in ("a", "b"):  # a relative directory is another directory elsewhere
+        (tmp_path / place).mkdir()
+        monkeypatch.chdir(tmp_path / place)
+        assert artifact_store(url, "mine") is artifact_store(url, tmp_path / place / "mine")
+    assert artifact_store(url, "mine") is not artifact_store(url, tmp_path / "a" / "mine")
+
+    built: list[str] = []
+
+    class Counted(optuna.artifacts.FileSystemArtifactStore):
+        def __init__(self, base_path: str) -> None:
+            built.append(base_path)
+            super().__init__(base_path)
+
+    monkeypatch.setattr(optuna.artifacts, "FileSystemArtifactStore", Counted)
+    tiny = {"train.epochs": 2, "search.klstart": [0, 1], "search.annealtime": [0, 1],
+            "search.latent_dim": [2], "model.hidden": [16]}
+    run_url = f"sqlite:///{tmp_path / 'run.db'}"
+    study = search("digits", trials=2, storage=run_url, overrides=tiny)
+    assert built == [str(tmp_path / "run-artifacts")]  # checked at the start, used by the loop
+    assert len(list((tmp_path / "run-artifacts").iterdir())) == len(study.trials) == 2

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import subprocess_env, tiny_config
 from vae_search.bench.command import Case, dense_train_flops, run_baseline, run_trainer
+from vae_search.bench.timing import CallTimer
 from vae_search.data.datasets import load_dataset
 from vae_search.models import TrainerSpec
 
@@ -109,3 +110,42 @@ def test_bench_quick_prints_every_measurement():
     assert "unroll" in lines["family gru: unroll"]
     # the storage breakdown: one line per storage method, with its calls per trial
     assert "calls/trial" in out.stdout and "set_trial_intermediate_value" in out.stdout
+
+
+class _Storage:
+    def outer(self) -> int:
+        return self.inner() + 1
+
+    def inner(self) -> int:
+        return 1
+
+
+def test_call_timer_records_each_outermost_call_by_thread():
+    import threading
+
+    storage = _Storage()
+    timer = CallTimer(storage)
+    threads = [threading.Thread(target=storage.outer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert storage.outer() == 2 and storage.inner() == 1
+    assert {k: len(v) for k, v in timer.hot.items()} == {"outer": 1, "inner": 1}
+    assert {k: len(v) for k, v in timer.background.items()} == {"outer": 4}  # not the inner
+    assert {k: len(v) for k, v in timer.every_call().items()} == {"outer": 5, "inner": 1}
+    assert timer.calls == 6 and timer.by_method["outer"][1] == 5
+    assert timer.seconds == sum(timer.hot["outer"] + timer.hot["inner"]) > 0
+    assert timer.background_seconds == sum(timer.background["outer"]) > 0
+
+
+def test_a_nested_call_timer_times_the_parts_but_not_a_call_of_itself():
+    timer = CallTimer(nested=True)
+
+    def countdown(n: int) -> int:
+        return part(n) if n == 0 else timed_countdown(n - 1)
+
+    part = timer.wrap("part", lambda n: n)
+    timed_countdown = timer.wrap("countdown", countdown)
+    assert timed_countdown(3) == 0
+    assert {k: len(v) for k, v in timer.hot.items()} == {"countdown": 1, "part": 1}

@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import REPO, subprocess_env
 from vae_search import cli, keys
 from vae_search.engine.pool import pool_size
+from vae_search.storage.url import StorageURL
 
 HEAVY = ("tensorflow", "keras", "optuna", "plotly", "sqlalchemy")
 
@@ -97,10 +98,11 @@ def test_adding_a_subcommand_is_one_registration(tmp_path, monkeypatch, capsys):
 def test_every_command_reads_the_storage_from_the_environment(build, monkeypatch):
     extra = ["--out", "x.html"] if build is cli.build_report_parser else []
     monkeypatch.setenv(cli.STORAGE_ENV, "postgresql+psycopg://u@db/x")
-    assert build().parse_args(extra).storage == "postgresql+psycopg://u@db/x"
-    assert build().parse_args([*extra, "--storage", "sqlite:///a.db"]).storage == "sqlite:///a.db"
+    assert build().parse_args(extra).storage.text == "postgresql+psycopg://u@db/x"
+    parsed = build().parse_args([*extra, "--storage", "sqlite:///a.db"]).storage
+    assert parsed == StorageURL.parse("sqlite:///a.db")  # parsed once, here
     monkeypatch.delenv(cli.STORAGE_ENV)
-    assert build().parse_args(extra).storage == "sqlite:///vae_search.db"
+    assert build().parse_args(extra).storage.text == "sqlite:///vae_search.db"
 
 
 def test_run_options_are_frozen_and_cover_every_run_argument():

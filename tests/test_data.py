@@ -275,6 +275,25 @@ def test_sequences_config_checks():
     assert ds.decode(np.arange(62)) == SEQUENCE_SYMBOLS
 
 
+@pytest.mark.parametrize("seed", [0, 7])
+def test_flat_and_token_data_of_one_size_split_the_same_rows(tmp_path, seed):
+    n = 90
+    index = np.repeat(np.arange(n)[:, None], 3, axis=1)  # every row holds its own number
+    np.save(tmp_path / "flat.npy", index.astype(np.float64))
+    np.save(tmp_path / "ids.npy", index)
+    flat = load_dataset(tiny_config(
+        seed=seed, data={"dataset": "file", "path": str(tmp_path / "flat.npy")},
+        model={"likelihood": "gaussian"}, train={"batch_size": 8}))
+    tokens = load_dataset(tiny_config(
+        seed=seed, data={"dataset": "file", "path": str(tmp_path / "ids.npy"), "vocab": n},
+        model=CATEGORICAL, train={"batch_size": 8}))
+    assert not flat.is_tokens and tokens.is_tokens
+    for a, b in ((flat.x_train, tokens.x_train), (flat.x_val, tokens.x_val)):
+        np.testing.assert_array_equal(a[:, 0].astype(np.int64), b[:, 0])
+    assert len(flat.x_val) == 18 and sorted([*flat.x_train[:, 0], *flat.x_val[:, 0]]) == list(
+        range(n))
+
+
 def test_sequences_too_few_for_the_batch_size():
     config = token_config({"batch_size": 64}, dataset="sequences", n_samples=50)
     with pytest.raises(DataError, match=r"^sequences: 50 sequences are too few .*"

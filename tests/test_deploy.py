@@ -15,8 +15,8 @@ import sqlalchemy
 import yaml
 
 from vae_search.cli import ARTIFACTS_ENV, STORAGE_ENV, build_dashboard_parser, build_run_parser
-from vae_search.storage.connection import proxy_address
 from vae_search.storage.proxy import build_parser as build_serve_parser
+from vae_search.storage.url import StorageURL
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -42,7 +42,7 @@ def test_compose_puts_the_proxy_between_the_workers_and_postgresql():
 
     # the workers: the proxy's URL, nothing else
     worker_url = _interpolate(worker["environment"][STORAGE_ENV])
-    host, port = proxy_address(worker_url)
+    host, port = StorageURL.parse(worker_url).proxy
     assert host == "proxy"
     served = _parse(build_serve_parser(), proxy["command"])
     assert served.port == port and served.host == "0.0.0.0"
@@ -144,7 +144,7 @@ def test_kubernetes_example_wires_workers_proxy_database_and_dashboard():
     assert job["spec"]["parallelism"] >= 2
     worker = _container(job)
     worker_env = _env(worker, secrets)
-    host, port = proxy_address(worker_env[STORAGE_ENV])
+    host, port = StorageURL.parse(worker_env[STORAGE_ENV]).proxy
     proxy_service = _service_for(docs, proxy)
     assert host == proxy_service["metadata"]["name"]
     (service_port,) = proxy_service["spec"]["ports"]

@@ -3,6 +3,7 @@ decodes, and its validation ELBO, recomputed from the file, is the stored one.""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import numpy as np
@@ -109,3 +110,17 @@ def test_export_of_a_pareto_study_needs_a_trial_number(tmp_path):
     done = export_trial(study, "1", tmp_path / "p.keras")
     history = study.trials[1].user_attrs[keys.ATTR_HISTORY]["val_elbo"]
     assert done.stored_elbo == pytest.approx(history[-1]) and done.path.is_file()
+
+
+def test_best_of_a_study_whose_trials_all_collapsed_says_so_and_how_to_export_one(tmp_path):
+    empty = open_study(tiny_config(), f"sqlite:///{tmp_path / 'e.db'}", study_name="e")
+    with pytest.raises(ExportError, match="has no complete trial yet"):
+        export_trial(empty, "best", tmp_path / "m.keras")
+    # no trial can reach 1000 nats of information: every one collapses, so none is feasible
+    study, _ = _study(tmp_path, model={"hidden": [16]}, collapse={"min_mutual_info": 1000.0})
+    assert all(t.user_attrs[keys.ATTR_COLLAPSED] for t in study.trials)
+    with pytest.raises(ExportError, match=r"all 2 complete trials collapsed") as info:
+        export_trial(study, "best", tmp_path / "m.keras")
+    suggested = int(re.search(r"--trial (\d+) \(the highest", str(info.value)).group(1))
+    assert suggested == max(study.trials, key=lambda t: t.value).number
+    assert export_trial(study, str(suggested), tmp_path / "m.keras").path.is_file()

@@ -10,7 +10,8 @@ import numpy as np
 import optuna
 import pytest
 
-from vae_search.storage.connection import StorageError, make_storage, mask_url
+from vae_search.storage.connection import StorageError, make_storage
+from vae_search.storage.url import StorageURL, mask_url
 
 SECRET = "s3cr3t-pw"
 
@@ -46,9 +47,15 @@ def test_mask_url_hides_passwords(url):
     assert "***" in shown
 
 
-def test_mask_url_leaves_plain_urls():
-    assert mask_url("sqlite:///vae_search.db") == "sqlite:///vae_search.db"
-    assert mask_url("postgresql+psycopg://alice@h/db") == "postgresql+psycopg://alice@h/db"
+def test_a_parsed_url_shows_only_its_masked_form():
+    url = StorageURL.parse(f"postgresql+psycopg://alice:{SECRET}@db.example:5432/opt")
+    assert url.masked == "postgresql+psycopg://alice:***@db.example:5432/opt"
+    assert SECRET not in str(url) + repr(url) + f"{url}" and SECRET in url.text
+
+
+def test_plain_urls_are_shown_as_they_are():
+    for text in ("sqlite:///vae_search.db", "postgresql+psycopg://alice@h/db"):
+        assert mask_url(text) == StorageURL.parse(text).masked == text
 
 
 def test_unreachable_server_is_retried_then_reported_without_password():

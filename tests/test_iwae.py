@@ -38,8 +38,7 @@ def ppca_trainer():
     spec = TrainerSpec(decoder="dense", data_shape=(N,), latent_dim=D, likelihood="gaussian",
                        hidden=(), variance="fixed")
     trainer = get_trainer(spec)
-    trainer.reset(0)
-    trainer.configure(sigma2=SIGMA2)
+    trainer.reset(0, sigma2=SIGMA2)
     m = w.T @ w + SIGMA2 * np.eye(D)
     a = np.linalg.solve(m, w.T)  # E[z|x] = M^-1 W^T (x - b)
     post_var = np.diag(SIGMA2 * np.linalg.inv(m))

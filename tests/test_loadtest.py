@@ -13,7 +13,6 @@ import sqlalchemy
 
 from tests.conftest import subprocess_env
 from vae_search.bench.loadtest import LoadSpec, RunResult, print_results
-from vae_search.bench.loadworker import CallLatencies
 
 
 @pytest.mark.postgres
@@ -51,27 +50,6 @@ def test_bad_input_and_an_unreachable_server_are_one_line():
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
         assert "pw@" not in proc.stderr
-
-
-def test_call_latencies_record_each_outermost_call_from_any_thread():
-    import threading
-
-    class Storage:
-        def outer(self) -> int:
-            return self.inner() + 1
-
-        def inner(self) -> int:
-            return 1
-
-    storage = Storage()
-    calls = CallLatencies(storage)
-    threads = [threading.Thread(target=storage.outer) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert storage.inner() == 1
-    assert len(calls.ms["outer"]) == 4 and len(calls.ms["inner"]) == 1  # nested calls not counted
 
 
 def test_a_run_that_could_not_start_is_shown_as_such(capsys):

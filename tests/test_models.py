@@ -73,8 +73,7 @@ def test_reductions_differ_by_exactly_n_on_reconstruction():
 
 def test_evaluate_is_minus_elbo_at_beta_one_sum_reduction():
     trainer = Trainer(spec())
-    trainer.reset(0)
-    trainer.configure(reduction="mean")
+    trainer.reset(0, reduction="mean")
     trainer.set_beta(0.0)  # the training beta must not leak into the judged ELBO
     xt = tf.constant(X)
     r = trainer.evaluate(xt, seed=4)
@@ -220,8 +219,7 @@ def test_settings_change_without_retracing():
     xt = tf.constant(RNG.random((300, 16)).astype("float32"))
     seen = set()
     for reduction, free_bits, sigma2 in (("sum", 0.0, 0.5), ("mean", 0.5, 0.1), ("sum", 2.0, 1.0)):
-        trainer.reset(3)
-        trainer.configure(reduction=reduction, free_bits=free_bits, sigma2=sigma2)
+        trainer.reset(3, reduction=reduction, free_bits=free_bits, sigma2=sigma2)
         trainer.set_beta(1.0)
         seen.add(trainer.train_epoch(xt))
     assert len(seen) == 3  # the settings change the numbers ...
@@ -247,3 +245,24 @@ def test_free_bits_floor_each_latent_dims_minibatch_kl():
         kl_only = vae.training_loss(recon * 0.0, kl)[0]
     grads = tape.gradient(kl_only, vae.encoder.trainable_weights)
     assert all(g is None or float(tf.reduce_max(tf.abs(g))) == 0.0 for g in grads)
+
+
+def test_a_trial_configures_its_trainer_once(monkeypatch):
+    from tests.conftest import tiny_config
+    from vae_search.trial.objective import Objective
+    from vae_search.trial.space import TrialParams
+
+    calls: list[dict] = []
+    configure = Trainer.configure
+
+    def counted(self, **settings):
+        calls.append(settings)
+        configure(self, **settings)
+
+    monkeypatch.setattr(Trainer, "configure", counted)
+    objective = Objective(tiny_config())
+    trainer = objective.start(TrialParams(klstart=0, annealtime=1, latent_dim=2,
+                                          reduction="mean", free_bits=0.5), seed=1)
+    assert [c["reduction"] for c in calls] == ["mean"] and calls[0]["free_bits"] == 0.5
+    trainer.reset(2)  # the next user of the cached trainer: the defaults, not the last trial's
+    assert float(trainer.vae.recon_scale) == 1.0 and float(trainer.vae.free_bits) == 0.0

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from vae_search._tf import keras, tf
+from vae_search.models import TrainerSpec, get_trainer
 from vae_search.models.gru import (
     WordDropout,
     build_gru_decoder,
     build_gru_encoder,
-    gru_generate,
     set_word_dropout,
 )
 
@@ -145,16 +145,15 @@ def test_every_weight_has_its_initializer_attribute():
         assert {"embeddings", "kernel", "recurrent_kernel", "bias"} <= set(names)
 
 
-def test_generate_follows_its_own_greedy_choices():
-    decoder = small_decoder()
-    x = gru_generate(decoder, Z)
+def test_decode_follows_its_own_greedy_choices():
+    trainer = get_trainer(TrainerSpec(decoder="gru", data_shape=(L,), latent_dim=LATENT,
+                                      likelihood="categorical", vocab_size=V, hidden=(12,),
+                                      embedding_dim=5))
+    trainer.reset(1)
+    x = trainer.decode(Z)
     assert x.shape == (len(Z), L) and x.dtype == np.int32 and x.max() < V
-    np.testing.assert_array_equal(x, logits(decoder, x).argmax(axis=-1))
-    sampled = gru_generate(decoder, Z, greedy=False, seed=3, length=4)
-    assert sampled.shape == (len(Z), 4)
-    np.testing.assert_array_equal(sampled, gru_generate(decoder, Z, greedy=False, seed=3, length=4))
-    with pytest.raises(ValueError, match="length"):
-        gru_generate(decoder, Z, length=L + 1)
+    # Greedy: every token is the mode of its conditional given the decoded prefix.
+    np.testing.assert_array_equal(x, logits(trainer.vae.decoder, x).argmax(axis=-1))
 
 
 def markov_chain(n: int, transitions: np.ndarray, rng: np.random.Generator) -> np.ndarray:

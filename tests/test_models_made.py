@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from vae_search._tf import keras, tf
-from vae_search.models.made import MaskedDense, build_made_decoder, made_generate, made_masks
+from vae_search.models import TrainerSpec, get_trainer
+from vae_search.models.made import MaskedDense, build_made_decoder, made_masks
 
 N, LATENT = 10, 3
 RNG = np.random.default_rng(0)
@@ -95,19 +96,20 @@ def test_every_weight_has_its_initializer_attribute():
     assert decoder.non_trainable_weights == []
 
 
-def test_generate_is_consistent_with_the_conditionals():
-    keras.utils.set_random_seed(3)
-    decoder = build_made_decoder(LATENT, (32,), N, context=None)
-    x = made_generate(decoder, Z)
-    assert x.shape == (len(Z), N) and set(np.unique(x)) <= {0.0, 1.0}
-    # Greedy: every dim is the mode of its conditional given the generated prefix.
-    np.testing.assert_array_equal(x, (outputs(decoder, Z, x) > 0).astype("float32"))
-    means = made_generate(decoder, Z, likelihood="gaussian")
-    np.testing.assert_allclose(means, outputs(decoder, Z, means), rtol=1e-5, atol=1e-5)
-    sampled = made_generate(decoder, Z, greedy=False, seed=1)
-    np.testing.assert_array_equal(sampled, made_generate(decoder, Z, greedy=False, seed=1))
-    with pytest.raises(ValueError, match="log_var"):
-        made_generate(decoder, Z, likelihood="gaussian", greedy=False)
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_decode_is_consistent_with_the_conditionals(likelihood):
+    trainer = get_trainer(TrainerSpec(decoder="made", data_shape=(N,), latent_dim=LATENT,
+                                      likelihood=likelihood, hidden=(32,)))
+    trainer.reset(3)
+    x = trainer.decode(Z)
+    conditionals = outputs(trainer.vae.decoder, Z, x)
+    assert x.shape == (len(Z), N)
+    # Greedy: every dim is the mode of its conditional given the decoded prefix.
+    if likelihood == "bernoulli":
+        assert set(np.unique(x)) <= {0.0, 1.0} and len(np.unique(x)) == 2
+        np.testing.assert_array_equal(x, (conditionals > 0).astype("float32"))
+    else:
+        np.testing.assert_allclose(x, conditionals, rtol=1e-5, atol=1e-5)
 
 
 def bernoulli_nll(decoder: keras.Model, x: np.ndarray) -> float:

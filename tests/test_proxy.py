@@ -36,8 +36,9 @@ from vae_search import keys
 from vae_search.engine.signals import FAIL_INTERRUPTED
 from vae_search.storage import proxy as serve
 from vae_search.storage._optuna import trial_id
-from vae_search.storage.connection import StorageError, make_storage, proxy_address
+from vae_search.storage.connection import StorageError, make_storage
 from vae_search.storage.heartbeat import HEARTBEAT_KEY, StaleTrialReaper, served_storage
+from vae_search.storage.url import StorageURL
 
 GRACE = 8  # the proxy's grace period in these tests (seconds without a heartbeat)
 
@@ -229,13 +230,13 @@ def test_proxy_refuses_a_port_in_use_and_a_proxy_url(tmp_path):
 ])
 def test_malformed_proxy_urls(url, message):
     with pytest.raises(StorageError, match=message):
-        proxy_address(url)
+        StorageURL.parse(url)
 
 
 def test_proxy_urls_parse():
-    assert proxy_address("grpc://proxy:13001") == ("proxy", 13001)
-    assert proxy_address("GRPC://10.0.0.7") == ("10.0.0.7", 13000)
-    assert proxy_address("postgresql+psycopg://u@h/db") is None
+    assert StorageURL.parse("grpc://proxy:13001").proxy == ("proxy", 13001)
+    assert StorageURL.parse("GRPC://10.0.0.7").proxy == ("10.0.0.7", 13000)
+    assert StorageURL.parse("postgresql+psycopg://u@h/db").proxy is None
 
 
 def test_worker_with_no_proxy_there_is_one_line_exit_2(tmp_path, monkeypatch, capsys):

@@ -269,13 +269,17 @@ def test_cli_writes_report_and_bad_input_is_one_line_exit_2(mixed, tmp_path, cap
         (["--storage", url, "--study-name", "nope"], "no study 'nope'"),
         (["--storage", f"sqlite:///{tmp_path / 'missing.db'}"], "does not exist"),
         (["--storage", "postgresql://u:hunter2@127.0.0.1:1/db"], "u:***@"),
-        (["--storage", "not a url"], "invalid storage URL"),
     ):
         assert report.main([*argv, "--out", str(tmp_path / "x.html")]) == 2
         out, err = capsys.readouterr()
         lines = [line for line in err.splitlines() if line.strip()]
         assert len(lines) == 1 and message in lines[0], err
         assert "hunter2" not in err + out and not (tmp_path / "x.html").exists()
+    with pytest.raises(SystemExit) as info:  # parsed with the arguments: a usage error
+        report.main(["--storage", "not a url", "--out", str(tmp_path / "x.html")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "malformed storage URL 'not a url'" in err
 
 
 def test_report_and_dashboard_do_not_import_tensorflow(mixed, tmp_path):

@@ -5,7 +5,7 @@ Importing the package is cheap: TensorFlow is only imported by the modules that 
 
     import vae_search
     config = vae_search.load_config("seed_mse")
-    study = vae_search.search("seed_mse", trials=20, overrides={"train.epochs": 10})
+    study = vae_search.search("seed_mse", trials=20, epochs=10)
 """
 
 from __future__ import annotations

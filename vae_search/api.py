@@ -1,7 +1,9 @@
 """The Python API: a search from a notebook, without the command line.
 
 ``vae_search.search`` runs the same worker as ``vae-search run`` (budget, resume, diagnostics,
-figures, artifacts) in this process and returns the Optuna study.
+figures, artifacts) in this process and returns the Optuna study. Its arguments mean what the
+command's flags mean, and its configuration is built the command's way
+(:func:`vae_search.run.resolve_config`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def search(
     storage: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     *,
+    epochs: int | None = None,
     study_name: str | None = None,
     timeout: float | None = None,
     quiet: bool = True,
@@ -31,10 +34,13 @@ def search(
     Args:
         study: A study name under ``studies/`` or a path to a TOML file.
         trials: The study-wide budget of finished (complete + pruned) trials.
-        storage: A SQLAlchemy URL (default: ``$VAE_SEARCH_STORAGE``, else
+        storage: A SQLAlchemy URL or ``grpc://host:port`` (default: ``$VAE_SEARCH_STORAGE``, else
             ``sqlite:///vae_search.db`` in the working directory).
         overrides: ``{"section.key": value}``, type-checked like the TOML,
-            e.g. ``{"train.epochs": 10, "search.latent_dim": [4, 8]}``.
+            e.g. ``{"search.latent_dim": [4, 8]}`` (``--set``). ``"train.epochs"`` here sets
+            the epochs alone, and is refused when the schedule box does not fit in them.
+        epochs: Train this many epochs, scaling the schedule box to fit when needed
+            (``--epochs``; applied after ``overrides``).
         study_name: The Optuna study name (default: the config's name).
         timeout: Stop starting new trials after this many seconds.
         quiet: No progress bar.
@@ -49,20 +55,17 @@ def search(
         vae_search.engine.study.StudyMismatch: the study exists with another configuration.
         KeyboardInterrupt: interrupted; finished trials are kept, call again to resume.
     """
-    import os
-
-    from vae_search.cli import DEFAULT_STORAGE, STORAGE_ENV, RunOptions
-    from vae_search.config.schema import load_config
+    from vae_search.cli import RunOptions, default_storage
     from vae_search.engine.signals import SignalState
     from vae_search.engine.worker import run_worker
+    from vae_search.run import resolve_config
     from vae_search.storage.connection import load_study
+    from vae_search.storage.url import StorageURL
 
-    url = storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
-    config = load_config(study)
-    if overrides:
-        config = config.with_overrides(**dict(overrides))
+    url = StorageURL.parse(storage or default_storage())
     options = RunOptions(trials=trials, timeout=timeout, study=str(study), storage=url,
-                         study_name=study_name, quiet=quiet)
+                         study_name=study_name, epochs=epochs, quiet=quiet)
+    config = resolve_config(options, overrides)
     signals = SignalState()
     saved = signals.install()
     try:

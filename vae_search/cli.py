@@ -14,8 +14,10 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
+
+from vae_search.storage.url import DEFAULT_STORAGE, StorageError, StorageURL
 
 __all__ = [
     "ARTIFACTS_ENV",
@@ -35,6 +37,7 @@ __all__ = [
     "bounded_int",
     "console",
     "exiting",
+    "default_storage",
     "ConfirmOptions",
     "build_confirm_parser",
     "build_dashboard_parser",
@@ -53,7 +56,6 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 STORAGE_ENV = "VAE_SEARCH_STORAGE"  # default for --storage (keeps passwords off command lines)
-DEFAULT_STORAGE = "sqlite:///vae_search.db"  # a file in the working directory
 ARTIFACTS_ENV = "VAE_SEARCH_ARTIFACTS"  # default for --artifacts (one store for every worker)
 DEFAULT_STUDY = "seed_mse"  # the recipe's loss: the schedule decides collapse (docs/findings.md)
 DEFAULT_TRIALS = 20
@@ -179,11 +181,25 @@ _nonneg_int = bounded_int(0)
 _port = bounded_int(1, 65535, noun="a port number")
 
 
+def default_storage() -> str:
+    """``$VAE_SEARCH_STORAGE``, else the SQLite file in the working directory."""
+    return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def _storage_url(text: str) -> StorageURL:
+    """An argparse ``type``: the URL parsed, or its one-line error."""
+    try:
+        return StorageURL.parse(text)
+    except StorageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_storage_args(
     parser: argparse.ArgumentParser, *, study_name_help: str | None,
     what: str = "SQLAlchemy URL of the study database, or grpc://HOST:PORT for the proxy",
 ) -> None:
-    """``--storage`` (default ``$VAE_SEARCH_STORAGE``, else the SQLite file) and
+    """``--storage`` (default ``$VAE_SEARCH_STORAGE``, else the SQLite file), parsed once into
+    a :class:`~vae_search.storage.url.StorageURL` (a malformed URL is a usage error), and
     ``--study-name``: the same two arguments for every command.
 
     Args:
@@ -192,9 +208,8 @@ def add_storage_args(
             argument, e.g. for ``serve``).
         what: What ``--storage`` names, for its help.
     """
-
     parser.add_argument(
-        "--storage", default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,
+        "--storage", type=_storage_url, default=default_storage(),
         help=f"{what} (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE})",
     )
     if study_name_help is not None:
@@ -282,7 +297,7 @@ class RunOptions:
     trials: int = DEFAULT_TRIALS
     timeout: float | None = None
     study: str = DEFAULT_STUDY
-    storage: str = ""
+    storage: StorageURL = field(default_factory=lambda: StorageURL.parse(DEFAULT_STORAGE))
     study_name: str | None = None
     artifacts: str | None = None  # the artifact store (None: the storage's default directory)
     seed: int | None = None
@@ -411,7 +426,7 @@ def build_confirm_parser(prog: str = "vae-search confirm") -> argparse.ArgumentP
 class ConfirmOptions:
     """What ``vae-search confirm`` was asked to do (see its --help)."""
 
-    storage: str = ""
+    storage: StorageURL = field(default_factory=lambda: StorageURL.parse(DEFAULT_STORAGE))
     study_name: str | None = None
     artifacts: str | None = None
     top: int = DEFAULT_CONFIRM_TOP

@@ -15,7 +15,7 @@ when run, so that a signal during start-up is a clean exit from the first moment
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vae_search.cli import RunOptions, stop_quietly_on_signals
@@ -28,16 +28,30 @@ if TYPE_CHECKING:
 __all__ = ["RunOptions", "build_parser", "main", "resolve_config"]
 
 
-def resolve_config(options: RunOptions) -> StudyConfig:
-    """Load the config and apply the command-line overrides (validated again)."""
+def resolve_config(
+    options: RunOptions, overrides: Mapping[str, Any] | None = None
+) -> StudyConfig:
+    """Load ``options.study`` and apply the overrides: the one way ``vae-search run`` and
+    :func:`vae_search.search` build a study's configuration.
+
+    Args:
+        options: ``--set`` (in order), ``--seed``, then ``--epochs``, which trains that many
+            epochs and scales the schedule box to fit when needed (a note says so unless
+            ``quiet``), where ``--set train.epochs=N`` leaves the box as it is.
+        overrides: ``{"section.key": value}`` already typed (the API's), after ``--set``.
+
+    Raises:
+        ConfigError: a bad study file or override (every override is validated).
+    """
     from vae_search.config.schema import load_config, parse_assignment
 
     config = load_config(options.study)
-    overrides: dict[str, Any] = dict(parse_assignment(text) for text in options.set)
+    merged: dict[str, Any] = dict(parse_assignment(text) for text in options.set)
+    merged.update(overrides or {})
     if options.seed is not None:
-        overrides["seed"] = options.seed
-    if overrides:
-        config = config.with_overrides(**overrides)
+        merged["seed"] = options.seed
+    if merged:
+        config = config.with_overrides(**merged)
     if options.epochs is not None:
         config, note = config.with_epochs(options.epochs)
         if note and not options.quiet:

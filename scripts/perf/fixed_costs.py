@@ -19,8 +19,7 @@ import optuna
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-from timing import timed as shared_timed  # noqa: E402 (scripts/perf/timing.py)
-
+from vae_search.bench.timing import CallTimer  # noqa: E402
 from vae_search.config.schema import load_config  # noqa: E402
 from vae_search.engine.study import open_study  # noqa: E402
 from vae_search.report import Progress  # noqa: E402
@@ -33,15 +32,12 @@ from vae_search.trial.objective import Objective  # noqa: E402
 
 STUDY = sys.argv[1] if len(sys.argv) > 1 else "seed_mse"
 TRIALS = int(sys.argv[2]) if len(sys.argv) > 2 else 24
-times: dict[str, list[float]] = defaultdict(list)
+timer = CallTimer(nested=True)  # "_finish (all)" and its parts
+timed = timer.wrap
 
 
 def load() -> str:
     return "load " + " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def timed(name, fn):
-    return shared_timed(name, fn, times)
 
 
 def show(name: str, values: list[float]) -> None:
@@ -71,14 +67,16 @@ study.optimize(timed("trial (all)", obj), n_trials=TRIALS,
                callbacks=[timed("progress (after a trial)", progress)])
 wall = time.perf_counter() - start
 print(f"{TRIALS} trials in {wall:.1f} s; {load()}")
+times = timer.every_call()  # the attr writes run on the report thread
 for name in sorted(times):
     show(name, times[name])
 
 # The loop's way to end a trial: Objective.finish on the loop's shared writer.
 from vae_search.storage.report_writer import ReportWriter  # noqa: E402
 
-for name in [n for n in times if n.startswith("_finish")]:
-    times.pop(name)
+for calls in (timer.hot, timer.background):
+    for name in [n for n in calls if n.startswith("_finish")]:
+        calls.pop(name)
 with ReportWriter(name="reports") as shared:
     for _ in range(12):
         trial = study.ask()
@@ -89,6 +87,7 @@ with ReportWriter(name="reports") as shared:
         obj.finish(run, trainer, shared)
         study.tell(trial, run.elbo)
 print(f"the loop's finish (a shared ReportWriter), 12 trials; {load()}")
+times = timer.every_call()
 for name in sorted(n for n in times if n.startswith("_finish")):
     show(name, times[name])
 

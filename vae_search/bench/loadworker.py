@@ -20,53 +20,18 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from vae_search.bench.timing import CallTimer
 from vae_search.cli import STORAGE_ENV
 
-__all__ = ["HEARTBEAT_CALLS", "READY_TIMEOUT", "CallLatencies", "main", "simulate"]
+__all__ = ["HEARTBEAT_CALLS", "READY_TIMEOUT", "main", "simulate"]
 
 READY_TIMEOUT = 300.0  # seconds for N processes to start and open the storage
 HEARTBEAT_CALLS = ("record_heartbeat", "set_trial_system_attr")  # on a database / relayed
-
-
-class CallLatencies:
-    """Records the wall time of every outermost public-method call on one storage object.
-
-    Thread-safe: the heartbeat thread calls the storage too. Instance patching, so Optuna's
-    own calls on the study's storage are recorded.
-    """
-
-    def __init__(self, storage: Any) -> None:
-        self.ms: dict[str, list[float]] = {}
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        for name in dir(type(storage)):
-            method = getattr(storage, name, None)
-            if not name.startswith("_") and callable(method):
-                setattr(storage, name, self.timed(name, method))
-
-    def add(self, name: str, ms: float) -> None:
-        with self._lock:
-            self.ms.setdefault(name, []).append(round(ms, 3))
-
-    def timed(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if getattr(self._local, "inside", False):  # a call made by a recorded call
-                return method(*args, **kwargs)
-            self._local.inside = True
-            start = time.perf_counter()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self.add(name, (time.perf_counter() - start) * 1e3)
-                self._local.inside = False
-
-        return call
 
 
 def _wait_for(path: Path, timeout: float) -> None:
@@ -99,7 +64,7 @@ def simulate(args: argparse.Namespace) -> int:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2),
     )
     storage = study_storage(study)
-    calls = CallLatencies(storage)
+    calls = CallTimer(storage)  # heartbeats come from a thread: every_call() has them too
     heartbeats = Heartbeats(storage, run.heartbeat_interval)
     gate_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     epochs, pause = args.epochs, args.epoch_ms / 1e3
@@ -116,9 +81,9 @@ def simulate(args: argparse.Namespace) -> int:
             heartbeats.discard(trial_id(trial))
 
     def attrs(trial: optuna.Trial, values: dict[str, Any]) -> None:
-        start = time.perf_counter()
+        start = time.perf_counter()  # its storage calls are timed on their own too
         set_user_attrs(trial, values)
-        calls.add("user attrs (batch)", (time.perf_counter() - start) * 1e3)
+        calls.add("user attrs (batch)", time.perf_counter() - start)
 
     def objective(trial: optuna.Trial) -> float:
         with beating(trial):
@@ -166,10 +131,12 @@ def simulate(args: argparse.Namespace) -> int:
         pass
     ended = time.time()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ms = {name: [round(s * 1e3, 3) for s in seconds]
+          for name, seconds in calls.every_call().items()}
     for name in HEARTBEAT_CALLS:
-        calls.ms.setdefault("heartbeat", []).extend(calls.ms.pop(name, []))
+        ms.setdefault("heartbeat", []).extend(ms.pop(name, []))
     result = {"index": args.index, "start": started, "end": ended, "trials": len(finished),
-              "tensorflow": "tensorflow" in sys.modules, "ms": calls.ms}
+              "tensorflow": "tensorflow" in sys.modules, "ms": ms}
     Path(args.out).write_text(json.dumps(result))
     return 0
 

@@ -11,13 +11,14 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from vae_search.bench.timing import CallTimer
+
 __all__ = [
-    "DEFAULT_STUDY", "StorageTimer", "help_startup", "postgres_reachable", "spawn_worker",
+    "DEFAULT_STUDY", "help_startup", "postgres_reachable", "spawn_worker",
     "worker_run",
 ]
 
@@ -34,60 +35,6 @@ def help_startup(repeats: int = 3) -> float:
         )
         best = min(best, time.perf_counter() - start)
     return best
-
-
-class StorageTimer:
-    """Time every outermost public method call on one storage object (instance patching).
-
-    Calls made on the thread that created the timer (the training thread) are the hot path
-    (``seconds``); calls from other threads (the report writer, Optuna's heartbeat) overlap
-    training and are counted apart (``background_seconds``). Per method: hot seconds, calls and
-    background seconds.
-    """
-
-    def __init__(self, storage: Any) -> None:
-        self.seconds = 0.0
-        self.background_seconds = 0.0
-        self.calls = 0
-        self.by_method: dict[str, list[float]] = {}  # name -> [hot s, calls, background s]
-        self._main = threading.get_ident()
-        self._local = threading.local()  # call depth per thread (outermost calls only)
-        self._lock = threading.Lock()
-        for name in dir(type(storage)):
-            if name.startswith("_") or not callable(getattr(storage, name, None)):
-                continue
-            setattr(storage, name, self.wrap(name, getattr(storage, name)))
-
-    def wrap(self, name: str, method: Any) -> Any:
-        """``method`` timed under ``name`` (also for storage writes made outside the object,
-        e.g. the objective's batched user attrs)."""
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            depth = getattr(self._local, "depth", 0)
-            if depth:
-                return method(*args, **kwargs)
-            self._local.depth = 1
-            start = time.perf_counter()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self._add(name, time.perf_counter() - start)
-                self._local.depth = 0
-
-        return timed
-
-    def _add(self, name: str, spent: float) -> None:
-        hot = threading.get_ident() == self._main
-        with self._lock:
-            row = self.by_method.setdefault(name, [0.0, 0, 0.0])
-            row[1] += 1
-            self.calls += 1
-            if hot:
-                row[0] += spent
-                self.seconds += spent
-            else:
-                row[2] += spent
-                self.background_seconds += spent
 
 
 def _rss_mb() -> tuple[float, float]:
@@ -131,7 +78,7 @@ def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
         config, _ = config.with_epochs(epochs)
     name = f"bench-{os.getpid()}-{time.time_ns()}"
     study = open_study(config, make_storage(url, run=config.run), study_name=name)
-    timer = StorageTimer(study_storage(study))
+    timer = CallTimer(study_storage(study))
     # The objective's batched user-attr writes go to the storage's backend directly.
     objective_module.set_user_attrs = timer.wrap(
         "set_user_attrs (batched)", objective_module.set_user_attrs)

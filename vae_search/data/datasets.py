@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vae_search.config.schema import STUDIES_DIR, StudyConfig
-from vae_search.data.split import DataError, Dataset, split_sizes
+from vae_search.data.split import DataError, Dataset, split_rows
 from vae_search.data.tokens import (
     SEQUENCE_SYMBOLS,
     UNKNOWN_SYMBOL,
@@ -217,27 +217,15 @@ def load_dataset(config: StudyConfig) -> Dataset:
     if d.dataset == "file" and config.model.likelihood == "categorical":
         path = _data_file(config)
         return token_file_dataset(config, path, load_array(path))
-    x = _raw_data(config)
-    if d.max_examples:
-        x = x[: d.max_examples]
-    n = x.shape[0]
-    n_train, n_val = split_sizes(n, d.val_fraction)
-    if n_train < 1 or n < 2:
-        raise DataError(f"{d.dataset}: {n} rows are too few for a train/validation split")
-    if config.train.batch_size > n_train:
-        raise DataError(
-            f"train.batch_size = {config.train.batch_size} is larger than the training split "
-            f"({n_train} rows of {n}); lower it"
-        )
+    rng = np.random.default_rng(config.seed)  # the split's permutation, then the binarization
+    x_train, x_val = split_rows(_raw_data(config), config, what=d.dataset, rng=rng)
     bernoulli = config.model.likelihood == "bernoulli"
-    if bernoulli and (x.min() < 0.0 or x.max() > 1.0):
+    lo, hi = min(x_train.min(), x_val.min()), max(x_train.max(), x_val.max())
+    if bernoulli and (lo < 0.0 or hi > 1.0):
         raise DataError(
             f"{d.dataset}: the Bernoulli likelihood needs values in [0, 1], got range "
-            f"[{x.min():.4g}, {x.max():.4g}]; rescale the data or use likelihood = 'gaussian'"
+            f"[{lo:.4g}, {hi:.4g}]; rescale the data or use likelihood = 'gaussian'"
         )
-    rng = np.random.default_rng(config.seed)
-    order = rng.permutation(n)
-    x_val, x_train = x[order[:n_val]], x[order[n_val:]]
     dynamic = False
     if bernoulli:
         x_val = (rng.random(x_val.shape) < x_val).astype(np.float64)

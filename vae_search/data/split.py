@@ -1,4 +1,4 @@
-"""The dataset container and the seeded train/validation split every dataset shares.
+"""The dataset container and the one seeded train/validation split every dataset uses.
 
 Kept apart from :mod:`~vae_search.data.datasets` (flat datasets) and :mod:`~.tokens` (token
 datasets) so both can use it without importing each other; the public names are re-exported by
@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["DataError", "Dataset", "min_examples_for_split", "split_sizes"]
+if TYPE_CHECKING:
+    from vae_search.config.schema import StudyConfig
+
+__all__ = ["DataError", "Dataset", "min_examples_for_split", "split_rows", "split_sizes"]
 
 
 class DataError(ValueError):
@@ -85,3 +89,42 @@ def min_examples_for_split(batch_size: int, val_fraction: float) -> int:
     while split_sizes(n, val_fraction)[0] < batch_size:
         n += 1
     return n
+
+
+def split_rows(
+    rows: np.ndarray, config: StudyConfig, *, what: str, unit: str = "rows",
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded train/validation split of ``rows`` (after ``data.max_examples``).
+
+    The validation rows are the first ``n_val`` of a permutation drawn from ``config.seed``,
+    so datasets of the same size split the same way, whatever their kind.
+
+    Args:
+        rows: The examples, one per row.
+        config: ``seed``, ``data.max_examples``, ``data.val_fraction``, ``train.batch_size``.
+        what: The data, as named in an error (the dataset, or the file).
+        unit: What a row is, as named in an error ("rows", "sequences", "windows of ...").
+        rng: The generator to draw the permutation from (default: a new one seeded with
+            ``config.seed``); flat data keep drawing their binarization from it.
+
+    Returns:
+        ``(train, val)``.
+
+    Raises:
+        DataError: too few rows for a validation split and one full training batch.
+    """
+    d, batch_size = config.data, config.train.batch_size
+    if d.max_examples:
+        rows = rows[: d.max_examples]
+    n = rows.shape[0]
+    n_train, n_val = split_sizes(n, d.val_fraction)
+    if n < 2 or n_train < batch_size:
+        need = min_examples_for_split(batch_size, d.val_fraction)
+        raise DataError(
+            f"{what}: {n} {unit} are too few for a train/validation split: "
+            f"train.batch_size = {batch_size} is larger than the training split ({max(n_train, 0)} "
+            f"of {n} with data.val_fraction = {d.val_fraction}); it needs at least {need}"
+        )
+    order = (rng or np.random.default_rng(config.seed)).permutation(n)
+    return rows[order[n_val:]], rows[order[:n_val]]

@@ -14,7 +14,7 @@
   ``0 <= id < data.vocab``; the symbols are ``"0"``, ``"1"``, ... (``data.vocab`` of them, so
   the vocabulary does not depend on which ids happen to occur in one split).
 
-Every dataset is split with the same seeded permutation as the flat data (``val_fraction``).
+Every dataset is split by :func:`~vae_search.data.split.split_rows`, as the flat data are.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from vae_search.config.schema import StudyConfig
-from vae_search.data.split import DataError, Dataset, min_examples_for_split, split_sizes
+from vae_search.data.split import DataError, Dataset, split_rows
 
 __all__ = [
     "SEQUENCE_SYMBOLS",
@@ -164,26 +164,6 @@ def read_text(path: Path) -> str:
     return text
 
 
-def _split(
-    ids: np.ndarray, config: StudyConfig, what: str, unit: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """The seeded train/validation split of the rows of ``ids``: ``(train, val)``."""
-    d, batch_size = config.data, config.train.batch_size
-    if d.max_examples:
-        ids = ids[: d.max_examples]
-    n = ids.shape[0]
-    n_train, n_val = split_sizes(n, d.val_fraction)
-    if n < 2 or n_train < batch_size:
-        need = min_examples_for_split(batch_size, d.val_fraction)
-        raise DataError(
-            f"{what}: {n} {unit} are too few for a train/validation split with "
-            f"train.batch_size = {batch_size} and data.val_fraction = {d.val_fraction}; "
-            f"it needs at least {need}"
-        )
-    order = np.random.default_rng(config.seed).permutation(n)
-    return ids[order[n_val:]], ids[order[:n_val]]
-
-
 def sequences_dataset(config: StudyConfig) -> Dataset:
     """The configured ``sequences``: :func:`make_sequences` with the study seed, split.
 
@@ -193,7 +173,7 @@ def sequences_dataset(config: StudyConfig) -> Dataset:
     d = config.data
     tokens, _ = make_sequences(d.n_samples, d.vocab, d.length, d.true_latent_dim,
                                seed=config.seed)
-    train, val = _split(tokens, config, "sequences", "sequences")
+    train, val = split_rows(tokens, config, what="sequences", unit="sequences")
     return Dataset(name="sequences", x_train=train, x_val=val,
                    vocab=tuple(SEQUENCE_SYMBOLS[: d.vocab]))
 
@@ -214,7 +194,7 @@ def text_dataset(config: StudyConfig, path: Path) -> Dataset:
     n = codes.size // length
     windows = codes[: n * length].reshape(n, length)
     unit = f"windows of data.length = {length} characters ({codes.size} characters)"
-    train, val = _split(windows, config, str(path), unit)
+    train, val = split_rows(windows, config, what=str(path), unit=unit)
     unknown = ord(UNKNOWN_SYMBOL)
     seen = np.unique(train)
     seen = seen[seen != unknown]  # a literal U+FFFD in the text is the unknown id too
@@ -256,6 +236,6 @@ def token_file_dataset(config: StudyConfig, path: Path, array: np.ndarray) -> Da
             f"{path}: the largest token id is {array.max():.0f} but data.vocab = {vocab} "
             f"(ids must be < data.vocab; set data.vocab = {array.max() + 1:.0f} or more)"
         )
-    train, val = _split(array.astype(np.int32), config, str(path), "rows")
+    train, val = split_rows(array.astype(np.int32), config, what=str(path))
     return Dataset(name="file", x_train=np.ascontiguousarray(train),
                    x_val=np.ascontiguousarray(val), vocab=tuple(str(i) for i in range(vocab)))

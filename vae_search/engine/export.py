@@ -56,7 +56,7 @@ def _pick(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
         try:
             return study.best_trial
         except ValueError:
-            raise ExportError(f"study {study.study_name!r} has no complete trial yet") from None
+            raise ExportError(_no_best(study)) from None
     try:
         number = int(which)
     except ValueError:
@@ -70,6 +70,22 @@ def _pick(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
         raise ExportError(f"trial {number} is {trial.state.name.lower()}: only complete or pruned "
                           "trials can be exported")
     return trial
+
+
+def _no_best(study: optuna.Study) -> str:
+    """Why ``study`` has no best trial, and how to export one anyway."""
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return f"study {study.study_name!r} has no complete trial yet"
+    # Optuna's best trial is a feasible one, and a collapsed trial is infeasible.
+    elbo, number = max((float(t.values[0]), t.number) for t in complete)
+    every = "the only complete trial" if len(complete) == 1 else (
+        f"all {len(complete)} complete trials")
+    return (f"study {study.study_name!r} has no best trial: {every} collapsed (a collapsed "
+            f"trial is infeasible); export one anyway with --trial NUMBER, e.g. --trial "
+            f"{number} (the highest validation ELBO, {elbo:.3f} nats)")
 
 
 def _elbos(trial: optuna.trial.FrozenTrial) -> list[float]:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from vae_search.cli import AUTO_POPULATION, STORAGE_ENV, RunOptions
 from vae_search.config.schema import StudyConfig
 from vae_search.engine.worker import budget_met, finish, finished_count, prepare
-from vae_search.storage.connection import StorageError, mask_url, sqlite_path
+from vae_search.storage.connection import StorageError
+from vae_search.storage.url import StorageURL
 
 if TYPE_CHECKING:
     import optuna
@@ -78,12 +79,8 @@ def _die_with_parent() -> None:  # pragma: no cover (runs in the child before ex
         pass
 
 
-def check_shareable(url: str) -> None:
-    try:
-        in_memory = url.startswith("sqlite") and sqlite_path(url) is None
-    except Exception:  # noqa: BLE001 (malformed: make_storage reports it later)
-        in_memory = False
-    if in_memory:
+def check_shareable(url: StorageURL) -> None:
+    if url.in_memory:
         raise StorageError("--workers needs a database the processes can share: a SQLite file "
                            "(sqlite:///path.db) or a server, not an in-memory SQLite")
 
@@ -114,7 +111,7 @@ def run_pool(options: RunOptions, config: StudyConfig) -> int:
             print(note, file=sys.stderr)
     threads = options.threads or max(1, (cpus or 1) // size)
     if not options.quiet:
-        print(f"study {study.study_name!r} on {mask_url(options.storage)}: {done}/"
+        print(f"study {study.study_name!r} on {options.storage.masked}: {done}/"
               f"{options.trials} trials finished; starting {size} workers ({threads} "
               "TensorFlow thread(s) each)...", file=sys.stderr)
     from vae_search.report import Progress
@@ -137,7 +134,7 @@ def run_pool(options: RunOptions, config: StudyConfig) -> int:
 
 
 def supervise(
-    commands: list[list[str]], storage: str, progress: Progress, study: optuna.Study
+    commands: list[list[str]], storage: StorageURL, progress: Progress, study: optuna.Study
 ) -> tuple[list[int], int]:
     """Start one child per command, forward signals, draw the progress bar until all have
     exited (the bar is closed on return).
@@ -151,7 +148,7 @@ def supervise(
     Returns:
         The children's exit statuses, and the signal received (0 if none).
     """
-    env = {**os.environ, STORAGE_ENV: storage}
+    env = {**os.environ, STORAGE_ENV: storage.text}
     # The children import this very package, installed or not (e.g. run from a checkout).
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)

@@ -25,8 +25,6 @@ from vae_search.report.rows import StateCounts
 from vae_search.storage.connection import (
     error_reason,
     is_storage_fault,
-    mask_url,
-    proxy_address,
     worker_seed,
 )
 
@@ -51,11 +49,11 @@ def open_worker_study(options: RunOptions, config: StudyConfig) -> optuna.Study:
     """Open the storage, check the artifact store, and create or join the study with this
     worker's own sampler seed (a bad storage or store is an error before the study exists)."""
     from vae_search.engine.study import open_study
-    from vae_search.storage.artifacts import make_artifact_store
+    from vae_search.storage.artifacts import artifact_store
     from vae_search.storage.connection import make_storage
 
     storage = make_storage(options.storage, run=config.run)
-    make_artifact_store(options.storage, options.artifacts)
+    artifact_store(options.storage, options.artifacts)  # built here, used by the trial loop
     return open_study(
         config, storage, study_name=options.study_name,
         sampler_seed=worker_seed(config.seed, sampler_identity(options)),
@@ -130,10 +128,10 @@ def finish(study: optuna.Study, config: StudyConfig, options: RunOptions) -> Non
     from vae_search.report import FigureRefresher, summary_table
 
     FigureRefresher(0).refresh(study)
-    shown_url = mask_url(options.storage)
+    shown_url = options.storage.masked
     print(summary_table(study))
     # optuna-dashboard itself cannot open a proxy URL; our dashboard command can
-    browser = "vae-search dashboard --storage" if proxy_address(options.storage) else (
+    browser = "vae-search dashboard --storage" if options.storage.proxy else (
         "optuna-dashboard")
     print(f"\nbrowse: {browser} {shown_url}" +
           ("   (password hidden)" if "***" in shown_url else ""))
@@ -211,7 +209,7 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
             budget_met(study, done, options.trials)
     else:
         if not options.quiet:
-            print(f"study {study.study_name!r} on {mask_url(options.storage)}: {done}/"
+            print(f"study {study.study_name!r} on {options.storage.masked}: {done}/"
                   f"{options.trials} trials finished; loading TensorFlow and the data...",
                   file=sys.stderr)
         started = time.monotonic()

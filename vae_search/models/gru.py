@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from vae_search._tf import keras
 
 ops = keras.ops
@@ -31,7 +29,6 @@ __all__ = [
     "WordDropout",
     "build_gru_decoder",
     "build_gru_encoder",
-    "gru_generate",
     "set_word_dropout",
 ]
 
@@ -203,42 +200,3 @@ def build_gru_decoder(
     )
     logits = keras.layers.Dense(vocab_size, name="x_out")(h)
     return keras.Model([z, x], logits, name="decoder")
-
-
-def gru_generate(
-    decoder: keras.Model,
-    z: Any,
-    *,
-    length: int | None = None,
-    greedy: bool = True,
-    seed: int = 0,
-) -> np.ndarray:
-    """Generate token ids from ``p(x|z)`` step by step, feeding the decoder its own outputs.
-
-    Each step reruns the decoder on the prefix so far, padded with zeros; the padding cannot
-    matter because the logits at step ``t`` see only ``x_<t``. ``L`` calls of cost ``O(L)``:
-    simple, and fine for the short sequences used here.
-
-    Args:
-        decoder: A model from :func:`build_gru_decoder` (any causal ``[z, x] -> (L, V)``).
-        z: Latent codes, ``(B, latent_dim)``.
-        length: Tokens to generate, at most the decoder's ``L`` (default: ``L``).
-        greedy: The most likely token at each step instead of a sample.
-        seed: Seeds the sampling.
-
-    Returns:
-        ``(B, length)`` int32 token ids.
-    """
-    max_length = decoder.inputs[1].shape[-1]
-    length = max_length if length is None else length
-    if not 0 < length <= max_length:
-        raise ValueError(f"length must be in [1, {max_length}], got {length}")
-    rng = np.random.default_rng(seed)
-    z = np.asarray(z, dtype="float32")
-    x = np.zeros((z.shape[0], max_length), dtype="int32")
-    for t in range(length):
-        logits = np.asarray(decoder([z, x], training=False))[:, t].astype("float64")
-        if not greedy:  # Gumbel-max: argmax(logits + Gumbel noise) ~ softmax(logits)
-            logits = logits - np.log(-np.log(rng.random(logits.shape)))
-        x[:, t] = np.argmax(logits, axis=-1)
-    return x[:, :length]

@@ -38,7 +38,7 @@ from vae_search._tf import keras
 
 ops = keras.ops
 
-__all__ = ["MaskedDense", "build_made_decoder", "made_generate", "made_masks"]
+__all__ = ["MaskedDense", "build_made_decoder", "made_masks"]
 
 
 @keras.saving.register_keras_serializable(package="vae_search")
@@ -200,46 +200,3 @@ def build_made_decoder(
         ]
     )
     return keras.Model([z, x], out, name="decoder")
-
-
-def made_generate(
-    decoder: keras.Model,
-    z: Any,
-    *,
-    likelihood: str = "bernoulli",
-    greedy: bool = True,
-    log_var: Any = None,
-    seed: int = 0,
-) -> np.ndarray:
-    """Generate ``x ~ p(x|z)`` dim by dim: ``N`` decoder calls, each fixing one more dim.
-
-    Args:
-        decoder: A model from :func:`build_made_decoder` (or any ``[z, x] -> (N,)`` decoder whose
-            output ``i`` depends on ``x`` only through ``x_<i``).
-        z: Latent codes, ``(B, latent_dim)``.
-        likelihood: ``"bernoulli"`` (outputs are logits) or ``"gaussian"`` (outputs are means).
-        greedy: The mode of each conditional (Bernoulli: ``1`` iff logit > 0; Gaussian: the
-            mean) instead of a sample.
-        log_var: Per-dim Gaussian log-variance, needed to sample a Gaussian (``greedy=False``).
-        seed: Seeds the sampling.
-
-    Returns:
-        ``(B, N)`` float32 array.
-    """
-    if likelihood not in ("bernoulli", "gaussian"):
-        raise ValueError(f"unknown likelihood {likelihood!r}")
-    if likelihood == "gaussian" and not greedy and log_var is None:
-        raise ValueError("sampling a Gaussian needs the decoder's log_var")
-    rng = np.random.default_rng(seed)
-    z = np.asarray(z, dtype="float32")
-    n_features = decoder.inputs[1].shape[-1]
-    x = np.zeros((z.shape[0], n_features), dtype="float32")
-    for i in range(n_features):
-        out = np.asarray(decoder([z, x], training=False))[:, i]
-        if likelihood == "bernoulli":
-            p = 1.0 / (1.0 + np.exp(-out))
-            x[:, i] = (out > 0) if greedy else rng.random(out.shape) < p
-        else:
-            std = 0.0 if greedy else np.exp(0.5 * np.asarray(log_var)[i])
-            x[:, i] = out + std * rng.standard_normal(out.shape)
-    return x

@@ -81,8 +81,8 @@ class EvalResult:
 class Trainer:
     """Compiled training and evaluation of one VAE architecture.
 
-    Per trial: :meth:`reset` with the trial's seed, :meth:`configure` with its settings, then
-    :meth:`run_epoch` (or :meth:`set_beta` + :meth:`train_epoch` + :meth:`evaluate`) per epoch.
+    Per trial: :meth:`reset` with the trial's seed and settings, then :meth:`run_epoch` (or
+    :meth:`set_beta` + :meth:`train_epoch` + :meth:`evaluate`) per epoch.
     """
 
     def __init__(self, spec: TrainerSpec) -> None:
@@ -114,10 +114,12 @@ class Trainer:
 
     # -- per trial -------------------------------------------------------------------------
 
-    def reset(self, seed: int) -> None:
-        """Fresh weights, optimizer state and noise streams, all derived from ``seed``."""
+    def reset(self, seed: int, **settings: Any) -> None:
+        """Fresh weights, optimizer state and noise streams, all derived from ``seed``, and the
+        trial's training settings: one :meth:`configure`, with ``settings`` (its keywords; its
+        defaults for those not given, so nothing is left from the trainer's previous trial)."""
         self._reset(tf.constant(seed, dtype="int64"))
-        self.configure()
+        self.configure(**settings)
 
     def configure(self, *, reduction: str = "sum", free_bits: float = 0.0,
                   sigma2: float | None = None, word_dropout: float = 0.0,

@@ -15,18 +15,13 @@ from collections.abc import Sequence
 
 from vae_search.cli import DEFAULT_HOST, DEFAULT_PORT, EXIT_USAGE
 from vae_search.cli import build_dashboard_parser as build_parser
-from vae_search.storage.connection import (
-    StorageError,
-    load_study,
-    mask_url,
-    open_storage,
-    proxy_address,
-)
+from vae_search.storage.connection import StorageError, load_study, open_storage
+from vae_search.storage.url import StorageURL
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "build_parser", "main", "refresh_all"]
 
 
-def refresh_all(storage_url: str, study_name: str | None = None) -> list[str]:
+def refresh_all(storage_url: str | StorageURL, study_name: str | None = None) -> list[str]:
     """Save the figures of ``study_name`` (or of every study in the storage).
 
     Returns:
@@ -37,9 +32,10 @@ def refresh_all(storage_url: str, study_name: str | None = None) -> list[str]:
     """
     from vae_search.report import save_figures
 
-    names = [study_name] if study_name is not None else open_storage(storage_url)[1]
+    url = StorageURL.of(storage_url)
+    names = [study_name] if study_name is not None else open_storage(url)[1]
     for name in names:
-        save_figures(load_study(storage_url, name))
+        save_figures(load_study(url, name))
     return names
 
 
@@ -53,14 +49,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         names = refresh_all(args.storage, args.study_name)
         store = make_artifact_store(args.storage, artifacts)  # the workers' store
         # a database URL is served as is; a proxy URL through its client
-        target = open_storage(args.storage)[0] if proxy_address(args.storage) else args.storage
+        target = open_storage(args.storage)[0] if args.storage.proxy else (
+            args.storage.sqlalchemy_url)
     except StorageError as exc:
         print(f"{label}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from optuna_dashboard import run_server
 
     print(f"figures refreshed for {len(names)} stud{'y' if len(names) == 1 else 'ies'}; "
-          f"serving {mask_url(args.storage)} (artifacts in {artifacts}) at "
+          f"serving {args.storage.masked} (artifacts in {artifacts}) at "
           f"http://{args.host}:{args.port}/dashboard/  (Ctrl-C to stop)", flush=True)
     try:
         run_server(target, host=args.host, port=args.port, artifact_store=store)

@@ -12,14 +12,16 @@ store (``--artifacts``, default ``$VAE_SEARCH_ARTIFACTS``) is one of:
   any S3-compatible store, credentials and endpoint from boto3's usual environment
   (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` for MinIO and such).
 
-The store is checked when a run starts (one line if it cannot be used); a failed upload later
-costs a warning, never the trial. Token sequences get a text file instead: 8 validation
-sequences, their greedy reconstructions and 8 prior samples, one per line. The rendering is
-NumPy + Pillow only (no TensorFlow).
+The store is built and checked once per process (:func:`artifact_store`), when a run opens its
+study (one line if it cannot be used); the run's trials then upload to that same store, and a
+failed upload costs a warning, never the trial. Token sequences get a text file instead: 8
+validation sequences, their greedy reconstructions and 8 prior samples, one per line. The
+rendering is NumPy + Pillow only (no TensorFlow).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import tempfile
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vae_search.storage.connection import StorageError, sqlite_path
+from vae_search.storage.url import StorageError, StorageURL
 
 if TYPE_CHECKING:
     import optuna
@@ -41,6 +43,7 @@ __all__ = [
     "S3_SCHEME",
     "ReconstructionArtifacts",
     "artifact_hook",
+    "artifact_store",
     "default_artifact_dir",
     "make_artifact_store",
     "sample_grid",
@@ -57,18 +60,18 @@ ARTIFACT_FILENAME = "trial-{number:05d}-reconstructions.png"
 TEXT_ARTIFACT_FILENAME = "trial-{number:05d}-reconstructions.txt"
 
 
-def default_artifact_dir(storage_url: str) -> Path:
+def default_artifact_dir(storage_url: str | StorageURL) -> Path:
     """The artifact directory for a storage URL: beside a SQLite file, else the default."""
-    path = sqlite_path(storage_url)
+    path = StorageURL.of(storage_url).sqlite_path
     if path is None:
         return DEFAULT_ARTIFACT_DIR
     return path.with_name(path.stem + ARTIFACT_DIR_SUFFIX)
 
 
 def make_artifact_store(
-    storage_url: str, artifacts: str | Path | None = None
+    storage_url: str | StorageURL, artifacts: str | Path | None = None
 ) -> ArtifactStore:
-    """The artifact store named by ``artifacts``, checked to be usable.
+    """A new artifact store named by ``artifacts``, checked to be usable.
 
     Args:
         storage_url: The study storage (locates the default directory).
@@ -79,11 +82,37 @@ def make_artifact_store(
         StorageError: the directory cannot be created or written; the bucket is missing or
             unreachable, or the ``[s3]`` extra (boto3) is not installed.
     """
+    return _build_store(_location(storage_url, artifacts))
+
+
+def artifact_store(
+    storage_url: str | StorageURL, artifacts: str | Path | None = None
+) -> ArtifactStore:
+    """This process's artifact store for ``artifacts``: :func:`make_artifact_store` the first
+    time (a run calls it before its study exists, so a bad store is an error before anything
+    is written), the same store after (the run's trials upload to it).
+
+    Raises:
+        StorageError: as :func:`make_artifact_store` (a failure is not remembered).
+    """
+    return _process_store(_location(storage_url, artifacts))
+
+
+def _location(storage_url: str | StorageURL, artifacts: str | Path | None) -> str:
+    """``s3://BUCKET``, or the store's directory as an absolute path (a relative one names a
+    different directory after a change of the working directory)."""
     if artifacts is not None and str(artifacts).lower().startswith(f"{S3_SCHEME}://"):
-        return _s3_store(str(artifacts))
+        return str(artifacts)
+    directory = Path(artifacts) if artifacts is not None else default_artifact_dir(storage_url)
+    return str(directory.absolute())
+
+
+def _build_store(location: str) -> ArtifactStore:
+    if location.lower().startswith(f"{S3_SCHEME}://"):
+        return _s3_store(location)
     from optuna.artifacts import FileSystemArtifactStore
 
-    directory = Path(artifacts) if artifacts is not None else default_artifact_dir(storage_url)
+    directory = Path(location)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
@@ -92,6 +121,11 @@ def make_artifact_store(
         raise StorageError(f"cannot write artifacts to {directory}: {exc.strerror or exc}"
                            ) from None
     return FileSystemArtifactStore(str(directory))
+
+
+# One store per location and process: building one creates the directory and writes a probe
+# file, or asks S3 for the bucket; a run needs that check once, not once per trial loop.
+_process_store = functools.lru_cache(maxsize=None)(_build_store)
 
 
 def _s3_store(url: str) -> ArtifactStore:
@@ -248,8 +282,8 @@ class ReconstructionArtifacts:
 
 
 def artifact_hook(
-    storage_url: str, artifacts: str | Path | None = None
+    storage_url: str | StorageURL, artifacts: str | Path | None = None
 ) -> ReconstructionArtifacts:
-    """The runner's ``Objective(on_finish=...)``: PNGs into the artifact store (default: the
-    storage's artifact directory)."""
-    return ReconstructionArtifacts(make_artifact_store(storage_url, artifacts))
+    """The runner's ``Objective(on_finish=...)``: PNGs into this process's artifact store
+    (:func:`artifact_store`; default: the storage's artifact directory)."""
+    return ReconstructionArtifacts(artifact_store(storage_url, artifacts))

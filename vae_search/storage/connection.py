@@ -10,14 +10,14 @@
 
 :func:`make_storage` opens a storage to run trials in (creating it if needed);
 :func:`open_storage` and :func:`load_study` open an existing one to read (report, dashboard).
-Passwords in URLs are never printed: use :func:`mask_url` for anything shown to a user.
+They take the URL parsed once (:class:`~vae_search.storage.url.StorageURL`) or its text.
+Passwords in URLs are never printed: show a URL's ``masked`` form, and :func:`error_reason`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-import re
 import sqlite3
 import time
 import warnings
@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vae_search.config.schema import RunConfig
+from vae_search.storage.url import PROXY_SCHEME, StorageError, StorageURL, mask_url
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = [
-    "DEFAULT_PROXY_PORT",
-    "PROXY_SCHEME",
     "SQLITE_BUSY_TIMEOUT",
     "StorageError",
     "error_reason",
@@ -39,10 +38,7 @@ __all__ = [
     "is_storage_fault",
     "load_study",
     "make_storage",
-    "mask_url",
     "open_storage",
-    "proxy_address",
-    "sqlite_path",
     "storage_faults",
     "worker_seed",
 ]
@@ -52,31 +48,7 @@ CONNECT_ATTEMPTS = 4  # first try + retries with exponential backoff for a trans
 CONNECT_BACKOFF = 1.0  # seconds before the first retry (doubles each time)
 CREATE_ATTEMPTS = 8  # table creation racing other workers on a fresh database: retries
 CREATE_BACKOFF = 0.2  # seconds (times a random factor in [1, 2)) between those retries
-PROXY_SCHEME = "grpc"  # grpc://host:port: Optuna's gRPC storage proxy (vae-search serve)
-DEFAULT_PROXY_PORT = 13000  # Optuna's own default for run_grpc_proxy_server
 PROXY_CONNECT_TIMEOUT = 15.0  # seconds to wait for the proxy at start (it may be restarting)
-
-
-class StorageError(RuntimeError):
-    """The storage URL is invalid or the database cannot be used."""
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to print or log)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        # Unparseable: still hide anything between "://user:" and "@".
-        head, sep, rest = url.partition("://")
-        if sep and "@" in rest:
-            creds, _, host = rest.rpartition("@")
-            user = creds.split(":", 1)[0]
-            return f"{head}://{user}:***@{host}"
-        # Not even a scheme: hide any "user:secret@" in it.
-        return re.sub(r"([^\s:/@]+):[^\s@]*@", r"\1:***@", url)
 
 
 def error_reason(exc: BaseException) -> str:
@@ -129,28 +101,6 @@ def is_storage_fault(exc: BaseException) -> bool:
     return in_chain(exc, storage_faults())
 
 
-def proxy_address(url: str) -> tuple[str, int] | None:
-    """``(host, port)`` of a ``grpc://host[:port]`` URL, ``None`` for any other URL.
-
-    Raises:
-        StorageError: a ``grpc://`` URL with no host, a bad port, or anything else in it.
-    """
-    from urllib.parse import urlsplit
-
-    if not url.lower().startswith(f"{PROXY_SCHEME}://"):
-        return None
-    parts = urlsplit(url)
-    try:
-        port = parts.port or DEFAULT_PROXY_PORT
-    except ValueError:
-        port = 0
-    if not parts.hostname or not 0 < port < 65536 or parts.path.strip("/") or parts.query \
-            or parts.username:
-        raise StorageError(f"malformed proxy URL {mask_url(url)!r} (expected grpc://host:port, "
-                           f"e.g. grpc://127.0.0.1:{DEFAULT_PROXY_PORT})")
-    return parts.hostname, port
-
-
 def _connect_proxy(host: str, port: int, timeout: float) -> optuna.storages.BaseStorage:
     """A client of ``vae-search serve``, once the proxy answers (waits up to ``timeout`` s)."""
     import optuna
@@ -168,16 +118,6 @@ def _connect_proxy(host: str, port: int, timeout: float) -> optuna.storages.Base
             f"{timeout:.0f} s (is 'vae-search serve' running there?)"
         ) from None
     return storage
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a SQLite URL (``None`` for other backends or in-memory)."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database)
 
 
 def _prepare_sqlite(path: Path) -> None:
@@ -217,13 +157,13 @@ def _sqlite_synchronous_normal(storage: optuna.storages.RDBStorage) -> None:
 
 
 def make_storage(
-    url: str, *, run: RunConfig | None = None, heartbeat: bool = True,
+    url: str | StorageURL, *, run: RunConfig | None = None, heartbeat: bool = True,
     pool_size: int | None = None,
 ) -> optuna.storages.BaseStorage:
     """Open (creating tables if needed) the Optuna storage behind ``url``.
 
     Args:
-        url: Any SQLAlchemy URL, e.g. ``sqlite:///vae_search.db`` or
+        url: Any SQLAlchemy URL (parsed or as text), e.g. ``sqlite:///vae_search.db`` or
             ``postgresql+psycopg://user@host/db``, or ``grpc://host:port`` for the storage
             proxy (``vae-search serve``; the proxy owns the tables and the heartbeats).
         run: Heartbeat and retry settings (defaults when omitted).
@@ -238,20 +178,18 @@ def make_storage(
         StorageError: malformed URL, unknown driver, unreachable server (after bounded retries)
             or proxy, unwritable SQLite location, or a schema from an incompatible Optuna.
     """
-    address = proxy_address(url)
-    if address is not None:
-        return _connect_proxy(*address, timeout=PROXY_CONNECT_TIMEOUT)
+    url = StorageURL.of(url)
+    if url.proxy is not None:
+        return _connect_proxy(*url.proxy, timeout=PROXY_CONNECT_TIMEOUT)
     return _make_rdb_storage(url, run=run, heartbeat=heartbeat, pool_size=pool_size)
 
 
 def _make_rdb_storage(
-    url: str, *, run: RunConfig | None, heartbeat: bool, pool_size: int | None
+    url: StorageURL, *, run: RunConfig | None, heartbeat: bool, pool_size: int | None
 ) -> optuna.storages.RDBStorage:
     import optuna
     from optuna.exceptions import ExperimentalWarning
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import (
-        ArgumentError,
         IntegrityError,
         NoSuchModuleError,
         OperationalError,
@@ -259,20 +197,11 @@ def _make_rdb_storage(
     )
 
     run = run or RunConfig()
-    shown = mask_url(url)
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        raise StorageError(
-            f"malformed storage URL {shown!r} (expected e.g. sqlite:///vae_search.db or "
-            "postgresql+psycopg://user@host/db)"
-        ) from None
-    backend = parsed.get_backend_name()
+    shown, backend = url.masked, url.backend
     engine_kwargs: dict = {}
     if backend == "sqlite":
-        path = sqlite_path(url)
-        if path is not None:
-            _prepare_sqlite(path)
+        if url.sqlite_path is not None:
+            _prepare_sqlite(url.sqlite_path)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
     else:
         engine_kwargs.update(pool_pre_ping=True, pool_size=pool_size or 2,
@@ -297,7 +226,8 @@ def _make_rdb_storage(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+                storage = optuna.storages.RDBStorage(url.sqlalchemy_url,
+                                                     engine_kwargs=engine_kwargs, **kwargs)
             if backend == "sqlite":
                 _sqlite_synchronous_normal(storage)
             return storage
@@ -337,7 +267,9 @@ def _make_rdb_storage(
             raise
 
 
-def open_storage(storage_url: str) -> tuple[optuna.storages.BaseStorage, list[str]]:
+def open_storage(
+    storage_url: str | StorageURL,
+) -> tuple[optuna.storages.BaseStorage, list[str]]:
     """Open an existing storage (never creates a database or tables) and list its studies.
 
     Raises:
@@ -345,31 +277,28 @@ def open_storage(storage_url: str) -> tuple[optuna.storages.BaseStorage, list[st
     """
     import optuna
 
-    shown = mask_url(storage_url)
-    address = proxy_address(storage_url)
-    if address is not None:
-        proxy = _connect_proxy(*address, timeout=PROXY_CONNECT_TIMEOUT)
+    url = StorageURL.of(storage_url)
+    if url.proxy is not None:
+        proxy = _connect_proxy(*url.proxy, timeout=PROXY_CONNECT_TIMEOUT)
         return proxy, [s.study_name for s in proxy.get_all_studies()]
-    try:
-        path = sqlite_path(storage_url)
-    except Exception as exc:  # sqlalchemy.exc.ArgumentError and friends
-        raise StorageError(f"invalid storage URL {shown!r}: {exc}") from None
+    shown, path = url.masked, url.sqlite_path
     if path is not None and not path.is_file():
         raise StorageError(f"no database at {shown} (file {path} does not exist)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        storage = optuna.storages.RDBStorage(storage_url, skip_table_creation=True)
+        storage = optuna.storages.RDBStorage(url.sqlalchemy_url, skip_table_creation=True)
         names = [s.study_name for s in storage.get_all_studies()]
     except Exception as exc:  # unknown driver, refused connection, not an Optuna database...
         raise StorageError(f"cannot open storage {shown}: {error_reason(exc)}") from None
     return storage, names
 
 
-def load_study(storage_url: str, study_name: str | None) -> optuna.Study:
+def load_study(storage_url: str | StorageURL, study_name: str | None) -> optuna.Study:
     """Load an existing study (never creates one).
 
     Args:
-        storage_url: SQLAlchemy URL. A SQLite file must exist.
+        storage_url: SQLAlchemy URL or the proxy's (parsed or as text). A SQLite file must
+            exist.
         study_name: The study; may be omitted when the storage holds exactly one.
 
     Raises:
@@ -377,8 +306,9 @@ def load_study(storage_url: str, study_name: str | None) -> optuna.Study:
     """
     import optuna
 
-    storage, names = open_storage(storage_url)
-    shown = mask_url(storage_url)
+    url = StorageURL.of(storage_url)
+    storage, names = open_storage(url)
+    shown = url.masked
     if study_name is None:
         if len(names) != 1:
             raise StorageError(f"storage {shown} holds {len(names)} studies "

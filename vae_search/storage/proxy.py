@@ -39,8 +39,9 @@ from vae_search.cli import (
     positive_float,
 )
 from vae_search.config.schema import RunConfig
-from vae_search.storage.connection import DEFAULT_PROXY_PORT, StorageError, mask_url
+from vae_search.storage.connection import StorageError
 from vae_search.storage.heartbeat import DEFAULT_REAP_EVERY
+from vae_search.storage.url import DEFAULT_PROXY_PORT
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_THREADS", "build_parser", "free_port", "main", "spawn"]
 
@@ -105,11 +106,11 @@ def serve(args: Any) -> int:
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RDBStorage
 
-    from vae_search.storage.connection import make_storage, proxy_address
+    from vae_search.storage.connection import make_storage
     from vae_search.storage.heartbeat import StaleTrialReaper, report_stale_trials, served_storage
 
-    if proxy_address(args.storage) is not None:
-        raise StorageError(f"--storage {mask_url(args.storage)} is a proxy; serve needs the "
+    if args.storage.proxy is not None:
+        raise StorageError(f"--storage {args.storage.masked} is a proxy; serve needs the "
                            "database URL (e.g. postgresql+psycopg://user@host/db)")
     _check_port_free(args.host, args.port)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -130,7 +131,7 @@ def serve(args: Any) -> int:
     saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         reaper.start()
-        print(f"serving {mask_url(args.storage)} at grpc://{args.host}:{args.port} "
+        print(f"serving {args.storage.masked} at grpc://{args.host}:{args.port} "
               f"({args.threads} threads; a trial silent {args.grace_period} s is failed and "
               f"re-queued at most {args.max_retry} times)  (Ctrl-C to stop)", flush=True)
         with warnings.catch_warnings():  # experimental since Optuna 4.2

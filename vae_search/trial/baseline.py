@@ -77,8 +77,7 @@ def decoder_only_nll(config: StudyConfig, dataset: Dataset, x_train: tf.Tensor,
     from vae_search.trial.space import sigma2_of
 
     trainer = get_trainer(spec_for(config, dataset, min(config.search.latent_dim)))
-    trainer.reset(config.seed)
-    trainer.configure(sigma2=sigma2_of(config.model), use_code=False)
+    trainer.reset(config.seed, sigma2=sigma2_of(config.model), use_code=False)
     nll = float("nan")
     for _ in range(config.train.epochs):
         nll = trainer.run_epoch(x_train, x_val, beta=0.0, eval_seed=config.seed).recon

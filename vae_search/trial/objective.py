@@ -175,9 +175,8 @@ class Objective:
     def start(self, params: TrialParams, seed: int) -> Trainer:
         """The trial's trainer, freshly initialised from ``seed`` with its settings."""
         trainer = get_trainer(self.spec(params))
-        trainer.reset(seed)
-        trainer.configure(reduction=params.reduction, free_bits=params.free_bits,
-                          sigma2=params.sigma2, word_dropout=params.word_dropout)
+        trainer.reset(seed, reduction=params.reduction, free_bits=params.free_bits,
+                      sigma2=params.sigma2, word_dropout=params.word_dropout)
         return trainer
 
     def run_epoch(self, trainer: Trainer, beta: float) -> EpochResult:
