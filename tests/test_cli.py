@@ -30,7 +30,7 @@ def _python(code: str, *args: str, timeout: float = 120) -> subprocess.Completed
 
 def test_console_script_is_the_dispatcher():
     project = tomllib.loads((Path(REPO) / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["vae-search"] == "vae_search.cli:main"
+    assert project["scripts"]["vae-search"] == "vae_search.cli:console"
 
 
 def test_help_lists_every_command_fast_without_heavy_imports():
