@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import optuna
@@ -21,11 +22,34 @@ def cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, message: str) -> None:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1, proc.stderr
+    check_one_line_error(proc.returncode, proc.stderr, message)
+
+
+def check_one_line_error(status: object, stderr: str, message: str) -> None:
+    """Exit status 2 and one line on stderr holding ``message``, no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert status == 2, stderr
+    assert len(lines) == 1, stderr
     assert message in lines[0], lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in stderr
+
+
+def call_main(main: Callable[..., int], argv: list[str]) -> int:
+    """A command's ``main(argv)`` in this process; its exit status (argparse exits too)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+def assert_main_error(capsys, argv: list[str], message: str) -> str:
+    """``vae-search ARGV`` in this process is one line holding ``message`` and exit 2."""
+    from vae_search.cli import main
+
+    status = call_main(main, argv)
+    err = capsys.readouterr().err
+    check_one_line_error(status, err, message)
+    return err
 
 
 # -- passwords -------------------------------------------------------------------------------
@@ -212,3 +236,19 @@ def test_a_lost_connection_in_a_background_thread_is_one_warning_not_a_traceback
     assert len(err.strip().splitlines()) == 1 and not seen
     bug = ValueError("a real bug")
     assert run(bug, "other") == "" and seen == [bug]
+
+
+# -- command-line values checked before any work ----------------------------------------------
+
+@pytest.mark.parametrize("command", ["run", "report", "dashboard", "export", "confirm"])
+@pytest.mark.parametrize(("name", "message"), [
+    ("", "--study-name: must not be empty"),  # used to write into the config's own study
+    ("  ", "--study-name: must not be empty"),
+    ("n" * 513, "--study-name: at most 512 characters"),  # a traceback on PostgreSQL
+], ids=["empty", "blank", "513-characters"])
+def test_study_names_every_storage_can_hold(tmp_path, capsys, command, name, message):
+    out = ["--out", str(tmp_path / "x.html")] if command == "report" else []
+    out = ["--out", str(tmp_path / "x.keras")] if command == "export" else out
+    assert_main_error(capsys, [command, "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+                               "--study-name", name, *out], message)
+    assert not (tmp_path / "x.db").exists()

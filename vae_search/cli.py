@@ -142,6 +142,15 @@ _nonneg_int = bounded_int(0)
 _port = bounded_int(1, 65535, noun="a port number")
 
 
+def study_name(text: str) -> str:
+    """An argparse ``type`` for ``--study-name``: not blank, short enough for every storage."""
+    from vae_search.config.schema import study_name_problem
+
+    if problem := study_name_problem(text):
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def add_storage_args(
     parser: argparse.ArgumentParser, *, study_name_help: str | None,
     what: str = "SQLAlchemy URL of the study database, or grpc://HOST:PORT for the proxy",
@@ -161,7 +170,7 @@ def add_storage_args(
         help=f"{what} (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE})",
     )
     if study_name_help is not None:
-        parser.add_argument("--study-name", default=None, help=study_name_help)
+        parser.add_argument("--study-name", type=study_name, default=None, help=study_name_help)
 
 
 def add_artifacts_arg(parser: argparse.ArgumentParser, *aliases: str) -> None:

@@ -54,13 +54,15 @@ __all__ = [
 
 
 def resolve_config(options: RunOptions) -> StudyConfig:
-    """Load the config and apply the command-line overrides (validated again)."""
-    config = load_config(options.study)
+    """Load the config and apply the command-line overrides, then validate once: an error
+    names the values in force (``--epochs 3``, not the TOML's ``train.epochs = 2``)."""
     overrides: dict[str, Any] = dict(parse_assignment(text) for text in options.set)
     if options.seed is not None:
         overrides["seed"] = options.seed
+    last = options.epochs is None  # the last step validates
+    config = load_config(options.study, validate=last and not overrides)
     if overrides:
-        config = config.with_overrides(**overrides)
+        config = config.with_overrides(validate=last, **overrides)
     if options.epochs is not None:
         config, note = config.with_epochs(options.epochs)
         if note and not options.quiet:
