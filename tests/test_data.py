@@ -86,6 +86,38 @@ def test_bad_arrays(tmp_path, content, message):
         load_array(path)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (np.zeros((200, 0)), r"no columns \(shape \(200, 0\)\)"),
+        (np.zeros((0, 5)), "0 rows are too few for a train/validation split"),
+        (np.zeros((1, 5)), "1 rows are too few"),
+        (b"", "empty or truncated file"),  # an empty .npy
+        (b"\x93NUMPY\x01\x00", "cannot read array"),  # a cut-off header
+    ],
+)
+def test_empty_arrays_are_refused_at_load(tmp_path, content, message):
+    path = tmp_path / "empty.npy"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.save(path, content)
+    with pytest.raises(DataError, match=message):
+        load_array(path)
+    with pytest.raises(DataError, match=message):  # token ids too (it used to be a ValueError)
+        load_dataset(token_config(dataset="file", path=str(path)))
+
+
+def test_a_directory_is_not_a_data_file(tmp_path):
+    with pytest.raises(DataError, match="is a directory"):
+        load_array(tmp_path)
+    with pytest.raises(DataError, match="data.path: .* is a directory"):
+        load_dataset(tiny_config(data={"dataset": "file", "path": str(tmp_path)}))
+    np.savez(tmp_path / "none.npz")
+    with pytest.raises(DataError, match="holds no array"):
+        load_array(tmp_path / "none.npz")
+
+
 def test_csv_non_numeric_cell_is_located(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("1,2\n3,x\n")

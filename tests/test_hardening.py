@@ -141,11 +141,17 @@ def test_incompatible_optuna_schema_is_refused_and_left_intact(tmp_path):
         ("range", "Bernoulli likelihood needs values in [0, 1]"),
         ("csv", "not a number"),
         ("few", "too few for a train/validation split"),
+        ("no-columns", "no columns (shape (200, 0))"),
+        ("directory", "is a directory"),
     ],
 )
 def test_bad_data_via_cli(tmp_path, setup, message):
     data = tmp_path / ("d.csv" if setup == "csv" else "d.npy")
-    if setup == "1d":
+    if setup == "no-columns":
+        np.save(data, np.zeros((200, 0)))
+    elif setup == "directory":
+        data.mkdir()
+    elif setup == "1d":
         np.save(data, np.zeros(10))
     elif setup == "nan":
         np.save(data, np.array([[0.1, np.nan]] * 10))

@@ -70,6 +70,8 @@ def resolve_data_path(path: str | Path) -> Path:
 def _data_file(config: StudyConfig) -> Path:
     """The resolved ``data.path``, which must be a file."""
     path = resolve_data_path(config.data.path)
+    if path.is_dir():
+        raise DataError(f"data.path: {path} is a directory; name the data file in it")
     if not path.is_file():
         where = "" if path.is_absolute() else f" (looked in {Path.cwd()} and {STUDIES_DIR})"
         raise DataError(f"data.path: data file not found: {path}{where}")
@@ -101,9 +103,12 @@ def load_array(path: str | Path) -> np.ndarray:
     A ``.npz`` must hold one array, or name it ``x``. A ``.csv`` may have one header row.
 
     Raises:
-        DataError: missing file, unknown format, not 2-D, non-numeric or non-finite values.
+        DataError: missing file (or a directory), unknown format, empty, not 2-D, no
+            columns, fewer than 2 rows, non-numeric or non-finite values.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a data file")
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     suffix = path.suffix.lower()
@@ -113,6 +118,8 @@ def load_array(path: str | Path) -> np.ndarray:
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 keys = list(archive.keys())
+                if not keys:
+                    raise DataError(f"{path}: holds no array")
                 if "x" in keys:
                     array = archive["x"]
                 elif len(keys) == 1:
@@ -129,6 +136,8 @@ def load_array(path: str | Path) -> np.ndarray:
         raise
     except ValueError as exc:  # e.g. object arrays refused without pickle
         raise DataError(f"{path}: cannot read array: {exc}") from None
+    except EOFError:  # an empty or cut-off .npy
+        raise DataError(f"{path}: empty or truncated file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
     if array.ndim != 2:
@@ -140,6 +149,12 @@ def load_array(path: str | Path) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         bad = np.argwhere(~np.isfinite(array))[0]
         raise DataError(f"{path}: non-finite value (NaN or inf) at row {bad[0]}, column {bad[1]}")
+    if array.shape[1] < 1:
+        raise DataError(f"{path}: no columns (shape {array.shape}); each row needs at least "
+                        "one feature")
+    if array.shape[0] < 2:
+        raise DataError(f"{path}: {array.shape[0]} rows are too few for a train/validation "
+                        "split (at least 2: one to train, one to validate)")
     return array
 
 
