@@ -4,7 +4,8 @@
 * ``synthetic``: ``k`` true factors ``z ~ N(0, I_k)`` pushed through a fixed random two-layer map
   to N dims: the ground truth for collapse experiments (at most ``k`` units can carry signal).
 * ``file``: a user's own ``.npz``/``.npy``/``.csv`` array, validated (2-D, numeric, finite).
-* ``mnist``: ``keras.datasets.mnist`` when cached (or downloadable); a clear error when not.
+* ``mnist``: Keras' cached ``mnist.npz`` (``~/.keras/datasets/``), read without TensorFlow;
+  never downloaded (vae_search works offline): a clear error when it is not there.
 * ``sequences``, ``text`` and ``file`` with the categorical likelihood: token ids, see
   :mod:`vae_search.data.tokens` (its public names are importable from here too).
 
@@ -18,6 +19,7 @@ validation split is always a fixed sample, so the objective is comparable across
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +47,15 @@ __all__ = [
     "load_dataset",
     "make_sequences",
     "make_synthetic",
+    "mnist_cache_paths",
     "read_text",
     "resolve_data_path",
     "sequences_dataset",
     "text_dataset",
     "token_file_dataset",
 ]
+
+MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"  # Keras' own
 
 
 def resolve_data_path(path: str | Path) -> Path:
@@ -189,6 +194,35 @@ def _load_csv(path: Path) -> np.ndarray:
     return np.asarray(data, dtype=np.float64)
 
 
+def mnist_cache_paths() -> list[Path]:
+    """Where Keras keeps ``mnist.npz``: ``$KERAS_HOME/datasets``, else ``~/.keras/datasets``
+    (or ``/tmp/.keras/datasets``, Keras' fallback when the home directory is not writable)."""
+    if os.environ.get("KERAS_HOME"):
+        homes = [Path(os.environ["KERAS_HOME"])]
+    else:
+        homes = [Path.home() / ".keras", Path("/tmp/.keras")]
+    return [home / "datasets" / "mnist.npz" for home in homes]
+
+
+def _cached_mnist() -> np.ndarray:
+    """Keras' cached copy of MNIST (70,000 x 784 in [0, 1]), read with NumPy: never a download
+    (vae_search works offline) and no TensorFlow."""
+    found = [path for path in mnist_cache_paths() if path.is_file()]
+    if not found:
+        raise DataError(
+            f"mnist is not cached (no {mnist_cache_paths()[0]}) and vae_search does not "
+            f"download: save {MNIST_URL} there, or set data.dataset = 'file' and data.path to "
+            "your own .npz/.npy/.csv"
+        )
+    try:
+        with np.load(found[0], allow_pickle=False) as archive:
+            x = np.concatenate([archive["x_train"], archive["x_test"]])
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise DataError(f"{found[0]}: not Keras' mnist.npz ({type(exc).__name__}: {exc}); "
+                        f"save {MNIST_URL} there again") from None
+    return x.reshape(len(x), -1) / 255.0
+
+
 def _raw_data(config: StudyConfig) -> np.ndarray:
     d = config.data
     if d.dataset == "digits":
@@ -204,17 +238,7 @@ def _raw_data(config: StudyConfig) -> np.ndarray:
     if d.dataset == "file":
         return load_array(_data_file(config))
     if d.dataset == "mnist":
-        try:
-            from vae_search._tf import keras
-
-            (x_train, _), (x_test, _) = keras.datasets.mnist.load_data()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not available offline"
-            raise DataError(
-                f"mnist is not cached and cannot be downloaded ({type(exc).__name__}: {exc}); "
-                "put mnist.npz in ~/.keras/datasets/ or use dataset = 'file'"
-            ) from None
-        x = np.concatenate([x_train, x_test]).reshape(-1, 28 * 28)
-        return x / 255.0
+        return _cached_mnist()
     raise DataError(f"unknown dataset {d.dataset!r}")  # pragma: no cover - config validates
 
 
