@@ -183,6 +183,9 @@ def test_bad_data_via_cli(tmp_path, setup, message):
         ("[model]\nlikelihood = 'laplace'\n", "model.likelihood: unknown value"),
         ("[pruner]\nname = 'sometimes'\n", "pruner.name: unknown value"),
         ("[sampler]\nname = 'grid'\n", "sampler.name: unknown value"),
+        ("seed = 9223372036854775808\n", "seed: must be in 0..4294967295"),
+        ("[search]\nlatent_dim = [100000000]\n", "model too large: one trial needs about"),
+        ("[model]\nhidden = [1000000000]\n", "of memory available"),
     ],
 )
 def test_bad_config_via_cli(tmp_path, toml, message):
