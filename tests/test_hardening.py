@@ -261,3 +261,35 @@ def test_study_names_every_storage_can_hold(tmp_path, capsys, command, name, mes
     assert_main_error(capsys, [command, "--storage", f"sqlite:///{tmp_path / 'x.db'}",
                                "--study-name", name, *out], message)
     assert not (tmp_path / "x.db").exists()
+
+
+@pytest.fixture
+def empty_study_url(tmp_path) -> str:
+    """A storage holding one study with no trials (a command's checks are what is tested)."""
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    optuna.create_study(storage=url, study_name="e")
+    return url
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["report", "--out", "/sys/r.html"], "--out: cannot write in /sys: Permission denied"),
+    (["report", "--out", "{tmp}"], "--out: {tmp} is a directory"),
+    (["report", "--out", ""], "--out: must name a file"),
+    (["report", "--out", "{tmp}/no/r.html"], "--out: directory {tmp}/no does not exist"),
+    (["report", "--out", "{tmp}/r.html", "--figures-dir", "/sys/figs"],
+     "--figures-dir: cannot write in /sys"),
+    (["report", "--out", "{tmp}/r.html", "--figures-dir", ""], "--figures-dir: must name a"),
+    (["report", "--out", "{tmp}/r.html", "--figures-dir", "{tmp}/e.db"],
+     "--figures-dir: {tmp}/e.db is a file"),
+    (["export", "--out", "/sys/m.keras"], "--out: cannot write in /sys"),  # after re-training
+    (["export", "--out", "{tmp}"], "--out: {tmp} is a directory"),
+    (["export", "--trial", "abc", "--out", "{tmp}/m.keras"],  # used to load TensorFlow first
+     "--trial: expected 'best' or a trial number, got 'abc'"),
+    (["export", "--trial", "-1", "--out", "{tmp}/m.keras"], "--trial: expected 'best'"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_output_paths_and_trials_are_checked_before_any_work(
+        tmp_path, capsys, empty_study_url, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert_main_error(capsys, [*argv, "--storage", empty_study_url],
+                      message.replace("{tmp}", str(tmp_path)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.db"]  # nothing written

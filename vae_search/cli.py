@@ -13,8 +13,10 @@ import importlib
 import inspect
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import NamedTuple
 
 __all__ = [
@@ -41,6 +43,10 @@ __all__ = [
     "build_run_parser",
     "main",
     "positive_float",
+    "study_name",
+    "trial_choice",
+    "writable_dir",
+    "writable_file",
 ]
 
 EXIT_OK = 0
@@ -128,6 +134,60 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
+
+
+def _unwritable(directory: Path) -> str | None:
+    """Why no file can be created in ``directory`` (``None``: one can). Probed with a
+    temporary file, since permission bits do not tell (root, read-only mounts)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".vae_search-probe-"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def writable_file(text: str) -> str:
+    """An argparse ``type`` for a file to write: not empty, not a directory, in an existing
+    directory where this process can create (or overwrite) it. Checked before any work."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a file, got ''")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; name a file in it")
+    parent = path.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"directory {parent} does not exist")
+    if path.exists():
+        try:
+            open(path, "ab").close()  # appends nothing: the file is left as it is
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot write {text}: {exc.strerror}") from None
+    elif reason := _unwritable(parent):
+        raise argparse.ArgumentTypeError(f"cannot write in {parent}: {reason}")
+    return text
+
+
+def writable_dir(text: str) -> str:
+    """An argparse ``type`` for a directory to write files in: not empty, not a file, either
+    a writable directory or a new one in a writable existing directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory, got ''")
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+    where = path if path.is_dir() else path.parent
+    if not where.is_dir():
+        raise argparse.ArgumentTypeError(f"directory {where} does not exist")
+    if reason := _unwritable(where):
+        raise argparse.ArgumentTypeError(f"cannot write in {where}: {reason}")
+    return text
+
+
+def trial_choice(text: str) -> str:
+    """An argparse ``type`` for ``export --trial``: ``best`` or a trial number."""
+    if text == "best" or (text.isdigit() and text.isascii()):
+        return text if text == "best" else str(int(text))
+    raise argparse.ArgumentTypeError(f"expected 'best' or a trial number, got {text!r}")
 
 
 _positive_int = bounded_int(1)
@@ -295,8 +355,9 @@ def build_report_parser(prog: str = "python -m vae_search.report") -> argparse.A
     )
     add_storage_args(parser,
                      study_name_help="the study (default: the only study in the storage)")
-    parser.add_argument("--out", required=True, help="the HTML file to write")
-    parser.add_argument("--figures-dir", default=None,
+    parser.add_argument("--out", required=True, type=writable_file,
+                        help="the HTML file to write")
+    parser.add_argument("--figures-dir", default=None, type=writable_dir,
                         help="also write each figure as a standalone page DIR/<figure id>.html")
     parser.add_argument("--no-save", action="store_true",
                         help="do not refresh the figures stored in the study")
@@ -330,9 +391,10 @@ def build_export_parser(prog: str = "vae-search export") -> argparse.ArgumentPar
     )
     add_storage_args(parser,
                      study_name_help="the study (default: the only study in the storage)")
-    parser.add_argument("--trial", default="best",
+    parser.add_argument("--trial", default="best", type=trial_choice,
                         help="'best' (default: the best feasible complete trial) or a number")
-    parser.add_argument("--out", required=True, help="the .keras file to write")
+    parser.add_argument("--out", required=True, type=writable_file,
+                        help="the .keras file to write")
     return parser
 
 
