@@ -64,6 +64,7 @@ def test_every_subcommand_help_skips_tensorflow(command):
     proc = _python(code)
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout
+    assert "%%" not in proc.stdout  # argparse unescapes %% in help, not in a description
 
 
 def test_unknown_command_and_no_command_are_usage_errors(capsys):

@@ -404,7 +404,7 @@ def build_confirm_parser(prog: str = "vae-search confirm") -> argparse.ArgumentP
         description="Re-train the best complete, non-collapsed trials of a study and three "
         "reference schedules (no warm-up, the middle and the longest warm-up of the box) with "
         "new seeds, as never-pruned trials of the same study outside its --trials budget; "
-        "print and store the collapse rate of each schedule with a 95%% Wilson interval.",
+        "print and store the collapse rate of each schedule with a 95% Wilson interval.",
     )
     add_storage_args(parser,
                      study_name_help="the study (default: the only study in the storage)")
@@ -455,7 +455,11 @@ class ConfirmOptions:
     @classmethod
     def parse(cls, argv: Sequence[str] | None = None, *,
               prog: str = "python -m vae_search.engine.confirm") -> ConfirmOptions:
-        args = build_confirm_parser(prog).parse_args(argv)
+        parser = build_confirm_parser(prog)
+        args = parser.parse_args(argv)
+        if args.top == 0 and args.no_references and not args.join:
+            parser.error("--top 0 with --no-references: nothing to confirm (repeat some best "
+                         "trials, or the references)")
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
     def run_options(self, study_name: str) -> RunOptions:
