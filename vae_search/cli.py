@@ -42,6 +42,7 @@ __all__ = [
     "build_report_parser",
     "build_run_parser",
     "main",
+    "population_arg",
     "positive_float",
     "study_name",
     "trial_choice",
@@ -193,7 +194,7 @@ def trial_choice(text: str) -> str:
 _positive_int = bounded_int(1)
 
 
-def _population(text: str) -> int:
+def population_arg(text: str) -> int:
     """``--population``: a positive int, or ``auto`` (:data:`AUTO_POPULATION`)."""
     if text.strip().lower() == "auto":
         return AUTO_POPULATION
@@ -291,7 +292,7 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
         "worker, CPU cores / --workers for several)",
     )
     parser.add_argument(
-        "--population", type=_population, default=DEFAULT_POPULATION, metavar="P|auto",
+        "--population", type=population_arg, default=DEFAULT_POPULATION, metavar="P|auto",
         help="trials each worker trains side by side as one stacked model (dense and made "
         "decoders; 'auto': chosen from the CPU cores and memory; default 1: one trial at a "
         "time; see docs/performance.md)",
