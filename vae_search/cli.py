@@ -43,6 +43,7 @@ __all__ = [
     "build_run_parser",
     "main",
     "population_arg",
+    "port_problem",
     "positive_float",
     "study_name",
     "trial_choice",
@@ -189,6 +190,19 @@ def trial_choice(text: str) -> str:
     if text == "best" or (text.isdigit() and text.isascii()):
         return text if text == "best" else str(int(text))
     raise argparse.ArgumentTypeError(f"expected 'best' or a trial number, got {text!r}")
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be served (in use, no such address), or ``None``: a plain bind
+    first, before a server says it listens (gRPC binds with SO_REUSEPORT and would share a
+    busy port)."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            return None
+    except OSError as exc:
+        return f"cannot serve on {host}:{port}: {exc.strerror or exc}"
 
 
 _positive_int = bounded_int(1)

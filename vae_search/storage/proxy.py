@@ -37,6 +37,7 @@ from vae_search.cli import (
     OneLineParser,
     add_storage_args,
     bounded_int,
+    port_problem,
     positive_float,
 )
 from vae_search.config.schema import RunConfig
@@ -88,16 +89,6 @@ def build_parser(prog: str = "python -m vae_search.storage.proxy") -> OneLinePar
     return parser
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """gRPC binds with SO_REUSEPORT, so a second proxy on a busy port would start silently
-    and share its connections; a plain bind first makes "port in use" an error."""
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as exc:
-        raise StorageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
-
-
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -117,7 +108,8 @@ def serve(args: Any) -> int:
     if proxy_address(args.storage) is not None:
         raise StorageError(f"--storage {mask_url(args.storage)} is a proxy; serve needs the "
                            "database URL (e.g. postgresql+psycopg://user@host/db)")
-    _check_port_free(args.host, args.port)
+    if problem := port_problem(args.host, args.port):
+        raise StorageError(problem)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run = RunConfig(heartbeat_interval=args.heartbeat_interval,
                     grace_period=args.grace_period, max_retry=args.max_retry)
