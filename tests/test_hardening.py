@@ -293,3 +293,22 @@ def test_output_paths_and_trials_are_checked_before_any_work(
     assert_main_error(capsys, [*argv, "--storage", empty_study_url],
                       message.replace("{tmp}", str(tmp_path)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.db"]  # nothing written
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "--study-name", "a\nb", "--set", "name=x\ry"], "name: must be a non-empty name"),
+    (["run", "--bogus\nflag"], "unrecognized arguments: --bogus\\nflag"),
+    (["report", "--out", "\r"], "--out: must name a file, got '\\r'"),
+    (["run", "--study", "s" * 600], "File name too long"),  # used to be exit 1 (OSError)
+    (["run", "--set", "data.dataset=file", "--set", "data.path=" + "p" * 600],
+     "File name too long"),
+    (["report", "--out", "r" * 600], "--out: cannot write"),  # used to be a traceback
+    (["report", "--out", "{tmp}/r.html", "--figures-dir", "f" * 600], "--figures-dir:"),
+], ids=["control-in-config", "control-in-flag", "control-in-path", "long-study",
+        "long-data-path", "long-out", "long-figures-dir"])
+def test_what_the_fuzzer_found_is_one_line(tmp_path, capsys, monkeypatch, argv, message):
+    """Found by tests/test_cli_props.py: a line break in the input made the error two lines;
+    a name longer than the file system's limit was an OSError."""
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert_main_error(capsys, [*argv, "--storage", f"sqlite:///{tmp_path}/none/s.db"], message)

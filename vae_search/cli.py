@@ -35,6 +35,7 @@ __all__ = [
     "add_artifacts_arg",
     "add_storage_args",
     "bounded_int",
+    "error_line",
     "ConfirmOptions",
     "build_confirm_parser",
     "build_dashboard_parser",
@@ -95,11 +96,20 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def error_line(label: str, message: object) -> str:
+    """``label: error: message`` as one line: line breaks and other control characters a
+    user's input brought in (a name, a path, a value) are shown escaped."""
+    text = str(message)
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode()
+                   for ch in text)
+    return f"{label}: error: {text}"
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line and exit status 2 (no usage dump)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, error_line(self.prog, f"{message} (see --help)") + "\n")
 
 
 def bounded_int(
@@ -152,20 +162,19 @@ def writable_file(text: str) -> str:
     """An argparse ``type`` for a file to write: not empty, not a directory, in an existing
     directory where this process can create (or overwrite) it. Checked before any work."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("must name a file, got ''")
+        raise argparse.ArgumentTypeError(f"must name a file, got {text!r}")
     path = Path(text).expanduser()
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a directory; name a file in it")
-    parent = path.parent
-    if not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"directory {parent} does not exist")
-    if path.exists():
-        try:
+    try:
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a directory; name a file in it")
+        if not path.parent.is_dir():
+            raise argparse.ArgumentTypeError(f"directory {path.parent} does not exist")
+        if path.exists():
             open(path, "ab").close()  # appends nothing: the file is left as it is
-        except OSError as exc:
-            raise argparse.ArgumentTypeError(f"cannot write {text}: {exc.strerror}") from None
-    elif reason := _unwritable(parent):
-        raise argparse.ArgumentTypeError(f"cannot write in {parent}: {reason}")
+        elif reason := _unwritable(path.parent):
+            raise argparse.ArgumentTypeError(f"cannot write in {path.parent}: {reason}")
+    except OSError as exc:  # a name too long, a file that cannot be opened for writing
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {exc.strerror}") from None
     return text
 
 
@@ -173,13 +182,16 @@ def writable_dir(text: str) -> str:
     """An argparse ``type`` for a directory to write files in: not empty, not a file, either
     a writable directory or a new one in a writable existing directory."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("must name a directory, got ''")
+        raise argparse.ArgumentTypeError(f"must name a directory, got {text!r}")
     path = Path(text).expanduser()
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
-    where = path if path.is_dir() else path.parent
-    if not where.is_dir():
-        raise argparse.ArgumentTypeError(f"directory {where} does not exist")
+    try:
+        if path.exists() and not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+        where = path if path.is_dir() else path.parent
+        if not where.is_dir():
+            raise argparse.ArgumentTypeError(f"directory {where} does not exist")
+    except OSError as exc:  # a name too long
+        raise argparse.ArgumentTypeError(f"cannot use {text}: {exc.strerror}") from None
     if reason := _unwritable(where):
         raise argparse.ArgumentTypeError(f"cannot write in {where}: {reason}")
     return text

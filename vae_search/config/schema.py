@@ -444,8 +444,12 @@ def load_config(study: str | Path, *, validate: bool = True) -> StudyConfig:
     Raises:
         ConfigError: the file is missing, is not valid TOML, or fails validation.
     """
-    path = resolve_study_path(study)
-    if not path.is_file():
+    try:
+        path = resolve_study_path(study)
+        found = path.is_file()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise ConfigError(f"study config {str(study)[:80]!r}: {exc.strerror}") from None
+    if not found:
         known = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.toml")))
         raise ConfigError(f"study config not found: {path} (built-in studies: {known})")
     try:

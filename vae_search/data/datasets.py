@@ -74,10 +74,14 @@ def resolve_data_path(path: str | Path) -> Path:
 
 def _data_file(config: StudyConfig) -> Path:
     """The resolved ``data.path``, which must be a file."""
-    path = resolve_data_path(config.data.path)
-    if path.is_dir():
+    try:
+        path = resolve_data_path(config.data.path)
+        kind = "directory" if path.is_dir() else "file" if path.is_file() else None
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise DataError(f"data.path {config.data.path[:80]!r}: {exc.strerror}") from None
+    if kind == "directory":
         raise DataError(f"data.path: {path} is a directory; name the data file in it")
-    if not path.is_file():
+    if kind is None:
         where = "" if path.is_absolute() else f" (looked in {Path.cwd()} and {STUDIES_DIR})"
         raise DataError(f"data.path: data file not found: {path}{where}")
     return path

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae_search.cli import EXIT_USAGE, build_report_parser
+from vae_search.cli import EXIT_USAGE, build_report_parser, error_line
 from vae_search.storage.connection import StorageError, load_study
 
 __all__ = ["main"]
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     try:
         study = load_study(args.storage, args.study_name)
     except StorageError as exc:
-        print(f"{label}: error: {exc}", file=sys.stderr)
+        print(error_line(label, exc), file=sys.stderr)
         return EXIT_USAGE
     if not args.no_save:
         save_figures(study)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from vae_search.cli import DEFAULT_HOST, DEFAULT_PORT, EXIT_USAGE, port_problem
+from vae_search.cli import DEFAULT_HOST, DEFAULT_PORT, EXIT_USAGE, error_line, port_problem
 from vae_search.cli import build_dashboard_parser as build_parser
 from vae_search.storage.connection import (
     StorageError,
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
     artifacts = args.artifacts or default_artifact_dir(args.storage)
     if problem := port_problem(args.host, args.port):  # before any work or announcement
-        print(f"{label}: error: {problem}", file=sys.stderr)
+        print(error_line(label, problem), file=sys.stderr)
         return EXIT_USAGE
     try:
         names = refresh_all(args.storage, args.study_name)
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         # a database URL is served as is; a proxy URL through its client
         target = open_storage(args.storage)[0] if proxy_address(args.storage) else args.storage
     except StorageError as exc:
-        print(f"{label}: error: {exc}", file=sys.stderr)
+        print(error_line(label, exc), file=sys.stderr)
         return EXIT_USAGE
     from optuna_dashboard import run_server
 

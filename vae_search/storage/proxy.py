@@ -37,6 +37,7 @@ from vae_search.cli import (
     OneLineParser,
     add_storage_args,
     bounded_int,
+    error_line,
     port_problem,
     positive_float,
 )
@@ -216,7 +217,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     except StorageError as exc:
         if args.debug:
             raise
-        print(f"vae_search: error: {exc}", file=sys.stderr)
+        print(error_line("vae_search", exc), file=sys.stderr)
         return EXIT_USAGE
 
 
