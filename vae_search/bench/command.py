@@ -214,9 +214,9 @@ def compare(case: Case, x_train: Any, x_val: Any) -> tuple[dict, dict]:
 # -- the command --------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m vae_search.bench.command") -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="python -m vae_search.bench.command",
+        prog=prog,
         description="Benchmark the fast VAE trainer against the plain Keras Model.fit recipe "
         "(digits; synthetic 60,000 x 784), plus matmul GFLOP/s, --help start-up, worker RSS "
         "growth and the Optuna storage share of trial time.",
@@ -265,8 +265,8 @@ def _case_lines(case: Case, base: dict, ours: dict) -> None:
           f"ELBO difference {ours['elbo'] - base['elbo']:+.2f} nats")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    parser = build_parser(prog or "python -m vae_search.bench.command")
     args = parser.parse_args(argv)
     if args.storage_load:
         from vae_search.bench import loadtest
