@@ -149,3 +149,28 @@ def test_a_nested_call_timer_times_the_parts_but_not_a_call_of_itself():
     timed_countdown = timer.wrap("countdown", countdown)
     assert timed_countdown(3) == 0
     assert {k: len(v) for k, v in timer.hot.items()} == {"countdown": 1, "part": 1}
+@pytest.mark.parametrize("argv", [
+    ["--trials-only", "--population", "0"],  # a traceback
+    ["--quick", "--population", "0"],  # accepted, then failed in the trials/min section
+    ["--population", "-3"],
+    ["--population", "many"],
+    ["--worker", "seed_mse", "--worker-trials", "1,x"],
+])
+def test_bench_arguments_are_one_consistent_check(argv, capsys):
+    from vae_search.bench.command import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "error:" in err, err
+    assert "--population" in err or "--worker-trials" in err
+
+
+def test_bench_population_auto_is_the_default():
+    from vae_search.bench.command import build_parser
+    from vae_search.cli import AUTO_POPULATION
+
+    assert build_parser().parse_args([]).population == AUTO_POPULATION
+    assert build_parser().parse_args(["--population", "auto"]).population == AUTO_POPULATION
+    assert build_parser().parse_args(["--population", "4"]).population == 4

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -49,6 +50,7 @@ def test_example_conv_builder_trains_end_to_end_and_reproduces():
         ("tests.user_builders:single_output_encoder", "[z_mean, z_log_var]"),
         ("tests.user_builders:missing", "has no function 'missing'"),
         ("no_such_package.models:build", "cannot import no_such_package.models"),
+        ("tests.user_builders:exits", "called sys.exit(0)"),  # used to exit 0, silently
     ],
 )
 def test_broken_builders_name_themselves(builder, message):
@@ -57,6 +59,37 @@ def test_broken_builders_name_themselves(builder, message):
         build_user_model(config, (64,), 4)
     text = str(info.value)
     assert builder in text and message in text and "\n" not in text
+
+
+def test_a_builder_module_is_imported_from_the_current_directory(tmp_path, monkeypatch):
+    """As ``python -m`` does, also for the ``vae-search`` script (no cwd on its sys.path); a
+    module that exits while it is imported is one line too (it used to exit 3, silently)."""
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cwd_builder_ok.py").write_text(
+        "def build(data_shape, latent_dim, config):\n    raise SystemExit('bye')\n")
+    (tmp_path / "cwd_builder_exits.py").write_text("import sys\nsys.exit(3)\n")
+    with pytest.raises(BuilderError, match=r"'cwd_builder_ok:build' called sys.exit\('bye'\)"):
+        build_user_model(tiny_config(model={"builder": "cwd_builder_ok:build"}), (64,), 4)
+    with pytest.raises(BuilderError, match="importing cwd_builder_exits called sys.exit.3."):
+        build_user_model(tiny_config(model={"builder": "cwd_builder_exits:build"}), (64,), 4)
+    monkeypatch.delitem(sys.modules, "cwd_builder_ok")
+
+
+def test_the_console_script_finds_the_example_builder_from_the_repository_root(tmp_path):
+    """``vae-search run --study examples/conv_digits.toml`` from the checkout: ``python -P``
+    keeps the current directory off sys.path, as a console script does."""
+    (tmp_path / "vae_search").symlink_to(Path(REPO) / "vae_search")  # the package, not REPO
+    env = {**subprocess_env(), "PYTHONPATH": str(tmp_path)}
+    code = "import sys; from vae_search.cli import main; sys.exit(main())"
+    proc = subprocess.run(
+        [sys.executable, "-P", "-c", code, "run", "--study", "examples/conv_digits.toml",
+         "--set", "model.builder=examples.conv_digits:nope", "--quiet",
+         "--storage", f"sqlite:///{tmp_path / 'none' / 's.db'}"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "examples.conv_digits has no function 'nope'" in proc.stderr, proc.stderr
 
 
 def test_check_builder_tries_every_latent_dim():

@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 
 from vae_search.config.schema import (
+    MAX_SEED,
+    MAX_STUDY_NAME,
     STUDIES_DIR,
     ConfigError,
     StudyConfig,
@@ -59,6 +61,10 @@ def test_name_defaults_to_file_stem(tmp_path):
         ({"train": 5}, "train"),
         ({"run": {"grace_period": 5, "heartbeat_interval": 10}}, "run.grace_period"),
         ({"run": {"refresh_seconds": -1}}, "run.refresh_seconds"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**32}, "seed"),
+        ({"seed": 2**63}, "seed"),  # every trial failed: "out-of-range integer to Tensor"
+        ({"name": "n" * 513}, "name"),  # Optuna's study_name column holds 512 characters
     ],
 )
 def test_invalid_configs_name_the_key(raw, key):
@@ -86,6 +92,36 @@ def test_overrides_are_validated():
     assert config.train.epochs == 40
     with pytest.raises(ConfigError, match="search.klstart"):
         StudyConfig().with_overrides(**{"train.epochs": 10})
+
+
+def test_seed_and_name_limits_are_inclusive():
+    assert parse_config({"seed": MAX_SEED}).seed == 2**32 - 1
+    assert parse_config({"name": "n" * MAX_STUDY_NAME}).name == "n" * 512
+
+
+def test_the_study_name_limit_is_optunas_column():
+    from optuna.storages._rdb import models
+
+    assert models.StudyModel.__table__.c.study_name.type.length == MAX_STUDY_NAME
+
+
+def test_epochs_apply_before_the_toml_is_checked(tmp_path):
+    """train.epochs = 2 with the default box is no study, but --epochs 3 makes it one; an error
+    that remains names the epochs given, not the TOML's."""
+    from vae_search.cli import RunOptions
+    from vae_search.run import resolve_config
+
+    path = tmp_path / "e.toml"
+    path.write_text("[train]\nepochs = 2\n")
+    config = resolve_config(RunOptions(study=str(path), epochs=3, quiet=True))
+    assert config.train.epochs == 3 and config.search.klstart[1] + config.search.annealtime[1] <= 3
+    with pytest.raises(ConfigError, match="train.epochs = 2"):  # without --epochs: the TOML's
+        resolve_config(RunOptions(study=str(path)))
+    bad = RunOptions(study=str(path), epochs=3, set=("search.latent_dim=[0]",))
+    with pytest.raises(ConfigError, match="search.latent_dim"):
+        resolve_config(bad)
+    with pytest.raises(ConfigError, match="seed"):
+        resolve_config(RunOptions(study=str(path), epochs=3, seed=2**63))
 
 
 def test_config_diff_names_changed_keys():

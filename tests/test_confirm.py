@@ -209,6 +209,24 @@ def test_plan_takes_the_best_non_collapsed_trials(tmp_path):
     assert all(p["latent_dim"] == 4 for _, p in liked)
     with pytest.raises(ConfirmError):
         plan(study, config, top=0, like=99)
+    study.add_trial(optuna.trial.create_trial(  # a failed trial has parameters, but no verdict
+        state=TrialState.FAIL, params={"klstart": 0, "annealtime": 0, "latent_dim": 2},
+        distributions=dists))
+    with pytest.raises(ConfirmError, match="--like 3: .* no complete or pruned search trial"):
+        plan(study, config, top=0, like=3)
+
+
+def test_confirm_help_and_nothing_to_confirm(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "95% Wilson" in " ".join(out.split()) and "%%" not in out
+    with pytest.raises(SystemExit) as exc:  # used to exit 0 having done nothing
+        main(["--top", "0", "--no-references", "--storage", "sqlite:///nowhere/x.db"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "nothing to confirm" in err
 
 
 @pytest.mark.slow

@@ -56,6 +56,19 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
     assert "hunter2" not in err + out
 
 
+def test_a_busy_port_is_refused_before_anything_is_announced(tmp_path, capsys):
+    """It used to refresh the figures and print "serving ... at http://..." first."""
+    new_study(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        code = dashboard.main(["--storage", f"sqlite:///{tmp_path / 's.db'}",
+                               "--port", str(port)])
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert f"cannot serve on 127.0.0.1:{port}" in lines[0] and out == "", out
+
+
 def _chromium(args: list[str], profile: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
                           capture_output=True, text=True, timeout=timeout)

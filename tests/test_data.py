@@ -86,6 +86,38 @@ def test_bad_arrays(tmp_path, content, message):
         load_array(path)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (np.zeros((200, 0)), r"no columns \(shape \(200, 0\)\)"),
+        (np.zeros((0, 5)), "0 rows are too few for a train/validation split"),
+        (np.zeros((1, 5)), "1 rows are too few"),
+        (b"", "empty or truncated file"),  # an empty .npy
+        (b"\x93NUMPY\x01\x00", "cannot read array"),  # a cut-off header
+    ],
+)
+def test_empty_arrays_are_refused_at_load(tmp_path, content, message):
+    path = tmp_path / "empty.npy"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.save(path, content)
+    with pytest.raises(DataError, match=message):
+        load_array(path)
+    with pytest.raises(DataError, match=message):  # token ids too (it used to be a ValueError)
+        load_dataset(token_config(dataset="file", path=str(path)))
+
+
+def test_a_directory_is_not_a_data_file(tmp_path):
+    with pytest.raises(DataError, match="is a directory"):
+        load_array(tmp_path)
+    with pytest.raises(DataError, match="data.path: .* is a directory"):
+        load_dataset(tiny_config(data={"dataset": "file", "path": str(tmp_path)}))
+    np.savez(tmp_path / "none.npz")
+    with pytest.raises(DataError, match="holds no array"):
+        load_array(tmp_path / "none.npz")
+
+
 def test_csv_non_numeric_cell_is_located(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("1,2\n3,x\n")
@@ -125,21 +157,47 @@ def test_bernoulli_range_batch_size_and_rows_checked(tmp_path):
 
 
 def test_mnist_without_cache_or_network_is_a_clear_error(tmp_path):
+    """Never a download (the machine is offline by design), never TensorFlow: one line saying
+    where Keras' copy goes, or how to name your own file."""
     import subprocess
     import sys
 
     code = (
+        "import socket, sys\n"
+        "def no_network(*a, **k): raise AssertionError('tried the network')\n"
+        "socket.socket.connect = no_network\n"
         "from vae_search.config.schema import parse_config\n"
         "from vae_search.data.datasets import load_dataset, DataError\n"
         "try:\n"
         "    load_dataset(parse_config({'data': {'dataset': 'mnist'}}))\n"
         "except DataError as e:\n"
         "    print('DataError:', e)\n"
+        "assert 'tensorflow' not in sys.modules\n"
     )
     env = {"HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / ".keras"), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
     assert "DataError: mnist is not cached" in proc.stdout, proc.stdout + proc.stderr
+    assert f"{tmp_path}/.keras/datasets/mnist.npz" in proc.stdout
+    assert "data.path" in proc.stdout
+
+
+def test_mnist_is_read_from_keras_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "datasets"
+    cache.mkdir()
+    rng = np.random.default_rng(0)
+    images = {name: rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+              for name, n in (("x_train", 30), ("x_test", 10))}
+    np.savez(cache / "mnist.npz", **images, y_train=np.zeros(30), y_test=np.zeros(10))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    ds = load_dataset(tiny_config(data={"dataset": "mnist"}, train={"batch_size": 8},
+                                  model={"likelihood": "gaussian"}))
+    assert ds.n_features == 784 and len(ds.x_train) + len(ds.x_val) == 40
+    assert ds.x_train.min() >= 0.0 and ds.x_train.max() <= 1.0
+    (cache / "mnist.npz").write_bytes(b"not an archive")
+    with pytest.raises(DataError, match="not Keras' mnist.npz"):
+        load_dataset(tiny_config(data={"dataset": "mnist"}))
 
 
 # ---------------------------------------------------------------------------------------------

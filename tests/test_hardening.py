@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import optuna
@@ -22,11 +23,34 @@ def cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, message: str) -> None:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1, proc.stderr
+    check_one_line_error(proc.returncode, proc.stderr, message)
+
+
+def check_one_line_error(status: object, stderr: str, message: str) -> None:
+    """Exit status 2 and one line on stderr holding ``message``, no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert status == 2, stderr
+    assert len(lines) == 1, stderr
     assert message in lines[0], lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in stderr
+
+
+def call_main(main: Callable[..., int], argv: list[str]) -> int:
+    """A command's ``main(argv)`` in this process; its exit status (argparse exits too)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+def assert_main_error(capsys, argv: list[str], message: str) -> str:
+    """``vae-search ARGV`` in this process is one line holding ``message`` and exit 2."""
+    from vae_search.cli import main
+
+    status = call_main(main, argv)
+    err = capsys.readouterr().err
+    check_one_line_error(status, err, message)
+    return err
 
 
 # -- passwords -------------------------------------------------------------------------------
@@ -124,11 +148,17 @@ def test_incompatible_optuna_schema_is_refused_and_left_intact(tmp_path):
         ("range", "Bernoulli likelihood needs values in [0, 1]"),
         ("csv", "not a number"),
         ("few", "too few for a train/validation split"),
+        ("no-columns", "no columns (shape (200, 0))"),
+        ("directory", "is a directory"),
     ],
 )
 def test_bad_data_via_cli(tmp_path, setup, message):
     data = tmp_path / ("d.csv" if setup == "csv" else "d.npy")
-    if setup == "1d":
+    if setup == "no-columns":
+        np.save(data, np.zeros((200, 0)))
+    elif setup == "directory":
+        data.mkdir()
+    elif setup == "1d":
         np.save(data, np.zeros(10))
     elif setup == "nan":
         np.save(data, np.array([[0.1, np.nan]] * 10))
@@ -160,6 +190,9 @@ def test_bad_data_via_cli(tmp_path, setup, message):
         ("[model]\nlikelihood = 'laplace'\n", "model.likelihood: unknown value"),
         ("[pruner]\nname = 'sometimes'\n", "pruner.name: unknown value"),
         ("[sampler]\nname = 'grid'\n", "sampler.name: unknown value"),
+        ("seed = 9223372036854775808\n", "seed: must be in 0..4294967295"),
+        ("[search]\nlatent_dim = [100000000]\n", "model too large: one trial needs about"),
+        ("[model]\nhidden = [1000000000]\n", "of memory available"),
     ],
 )
 def test_bad_config_via_cli(tmp_path, toml, message):
@@ -219,3 +252,70 @@ def test_a_lost_connection_in_a_background_thread_is_one_warning_not_a_traceback
     assert len(err.strip().splitlines()) == 1 and not seen
     bug = ValueError("a real bug")
     assert run(bug, "other") == "" and seen == [bug]
+
+
+# -- command-line values checked before any work ----------------------------------------------
+
+@pytest.mark.parametrize("command", ["run", "report", "dashboard", "export", "confirm"])
+@pytest.mark.parametrize(("name", "message"), [
+    ("", "--study-name: must not be empty"),  # used to write into the config's own study
+    ("  ", "--study-name: must not be empty"),
+    ("n" * 513, "--study-name: at most 512 characters"),  # a traceback on PostgreSQL
+], ids=["empty", "blank", "513-characters"])
+def test_study_names_every_storage_can_hold(tmp_path, capsys, command, name, message):
+    out = ["--out", str(tmp_path / "x.html")] if command == "report" else []
+    out = ["--out", str(tmp_path / "x.keras")] if command == "export" else out
+    assert_main_error(capsys, [command, "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+                               "--study-name", name, *out], message)
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.fixture
+def empty_study_url(tmp_path) -> str:
+    """A storage holding one study with no trials (a command's checks are what is tested)."""
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    optuna.create_study(storage=url, study_name="e")
+    return url
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["report", "--out", "/sys/r.html"], "--out: cannot write in /sys: Permission denied"),
+    (["report", "--out", "{tmp}"], "--out: {tmp} is a directory"),
+    (["report", "--out", ""], "--out: must name a file"),
+    (["report", "--out", "{tmp}/no/r.html"], "--out: directory {tmp}/no does not exist"),
+    (["report", "--out", "{tmp}/r.html", "--figures-dir", "/sys/figs"],
+     "--figures-dir: cannot write in /sys"),
+    (["report", "--out", "{tmp}/r.html", "--figures-dir", ""], "--figures-dir: must name a"),
+    (["report", "--out", "{tmp}/r.html", "--figures-dir", "{tmp}/e.db"],
+     "--figures-dir: {tmp}/e.db is a file"),
+    (["export", "--out", "/sys/m.keras"], "--out: cannot write in /sys"),  # after re-training
+    (["export", "--out", "{tmp}"], "--out: {tmp} is a directory"),
+    (["export", "--trial", "abc", "--out", "{tmp}/m.keras"],  # used to load TensorFlow first
+     "--trial: expected 'best' or a trial number, got 'abc'"),
+    (["export", "--trial", "-1", "--out", "{tmp}/m.keras"], "--trial: expected 'best'"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_output_paths_and_trials_are_checked_before_any_work(
+        tmp_path, capsys, empty_study_url, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert_main_error(capsys, [*argv, "--storage", empty_study_url],
+                      message.replace("{tmp}", str(tmp_path)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.db"]  # nothing written
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "--study-name", "a\nb", "--set", "name=x\ry"], "name: must be a non-empty name"),
+    (["run", "--bogus\nflag"], "unrecognized arguments: --bogus\\nflag"),
+    (["report", "--out", "\r"], "--out: must name a file, got '\\r'"),
+    (["run", "--study", "s" * 600], "File name too long"),  # used to be exit 1 (OSError)
+    (["run", "--set", "data.dataset=file", "--set", "data.path=" + "p" * 600],
+     "File name too long"),
+    (["report", "--out", "r" * 600], "--out: cannot write"),  # used to be a traceback
+    (["report", "--out", "{tmp}/r.html", "--figures-dir", "f" * 600], "--figures-dir:"),
+], ids=["control-in-config", "control-in-flag", "control-in-path", "long-study",
+        "long-data-path", "long-out", "long-figures-dir"])
+def test_what_the_fuzzer_found_is_one_line(tmp_path, capsys, monkeypatch, argv, message):
+    """Found by tests/test_cli_props.py: a line break in the input made the error two lines;
+    a name longer than the file system's limit was an OSError."""
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert_main_error(capsys, [*argv, "--storage", f"sqlite:///{tmp_path}/none/s.db"], message)

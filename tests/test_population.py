@@ -10,8 +10,15 @@ from optuna.trial import TrialState
 from tests.conftest import tiny_config
 from vae_search import keys
 from vae_search.cli import AUTO_POPULATION, RunOptions
+from vae_search.config.schema import ConfigError
 from vae_search.data.datasets import load_dataset
-from vae_search.engine.sizing import default_population, population_size
+from vae_search.engine.sizing import (
+    available_memory,
+    check_fits,
+    default_population,
+    model_bytes,
+    population_size,
+)
 from vae_search.models import get_trainer
 from vae_search.models.population import PopulationTrainer
 from vae_search.run import main
@@ -135,6 +142,36 @@ def test_population_size_rules():
     assert default_population(config, 64, 360, cpus=2, available=2**33) == 16
     assert default_population(config, 64, 360, cpus=64, available=2**33) == 32
     assert default_population(config, 64, 360, cpus=2, available=2**20) == 1
+
+
+@pytest.mark.parametrize("sections", [
+    {},
+    {"model": {"decoder": "made", "hidden": [48, 24]}},
+    {"data": {"dataset": "sequences", "n_samples": 200, "vocab": 7},
+     "model": {"decoder": "gru", "likelihood": "categorical", "hidden": [24]}},
+], ids=["dense", "made", "gru"])
+def test_the_memory_estimate_covers_the_weights_and_adam(sections):
+    """The estimate is generous: at least 4 float32 copies (value, two moments, gradient) of
+    every weight of the widest model actually built."""
+    from vae_search.models import build_vae, spec_for
+
+    config = tiny_config(search={"latent_dim": [2, 8]}, **sections)
+    data = load_dataset(config)
+    vae = build_vae(spec_for(config, data, 8), seed=0)
+    weights = sum(int(np.prod(w.shape)) for w in vae.trainable_weights)
+    estimate = model_bytes(config, data.n_features, len(data.x_val), data.vocab_size)
+    assert 16 * weights <= estimate < 16 * weights + 2**26
+
+
+def test_a_model_that_cannot_fit_is_refused_before_it_is_built():
+    data = load_dataset(tiny_config())
+    check_fits(tiny_config(), data)  # a tiny model fits
+    assert available_memory() > 0
+    for sections in ({"search": {"latent_dim": [100_000_000]}},
+                     {"model": {"hidden": [1_000_000_000]}}):
+        with pytest.raises(ConfigError, match=r"model too large: one trial needs about "
+                           r"[\d,.]+ GiB .* more than the 1.0 GiB of memory available"):
+            check_fits(tiny_config(**sections), data, available=2**30)
 
 
 def test_a_shared_pruning_read_answers_as_should_prune():

@@ -52,7 +52,8 @@ def running_proxy(
     with open(log, "a") as out:
         proc = serve.spawn(url, port=port, env=subprocess_env(), stdout=out,
                            stderr=subprocess.STDOUT,
-                           extra=["--grace-period", str(grace), "--reap-every", "0.5"])
+                           extra=["--grace-period", str(grace), "--heartbeat-interval", "1",
+                                  "--reap-every", "0.5"])
     try:
         yield f"grpc://127.0.0.1:{port}", proc
     finally:
@@ -221,6 +222,47 @@ def test_proxy_refuses_a_port_in_use_and_a_proxy_url(tmp_path):
     assert_one_line_error(proc, "serve needs the database URL")
     proc = _serve("--port", "0")
     assert_one_line_error(proc, "--port")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--grace-period", "1"], "--grace-period: must exceed the workers' heartbeat interval "
+     "(--heartbeat-interval, their run.heartbeat_interval: 10 s), got 1"),
+    (["--grace-period", "10"], "heartbeat interval"),
+    (["--grace-period", "5", "--heartbeat-interval", "5"], "5 s), got 5"),
+    (["--heartbeat-interval", "0"], "--heartbeat-interval: must be >= 1"),
+])
+def test_a_grace_period_within_the_heartbeat_interval_is_refused(tmp_path, capsys, argv, message):
+    """It used to fail healthy trials as stale: heartbeats come every 10 s by default."""
+    from tests.test_hardening import assert_main_error
+
+    assert_main_error(capsys, ["serve", "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+                               "--port", str(serve.free_port()), *argv], message)
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_the_stale_trial_line_says_what_the_retry_callback_did(tmp_path):
+    """The callback reads the retry history before this retry, and appends to it: the line
+    used to say "not re-queued" for the last retry allowed, which then ran."""
+    from vae_search.config.schema import RunConfig
+    from vae_search.storage.heartbeat import report_stale_trials
+
+    backend = make_storage(f"sqlite:///{tmp_path / 'r.db'}",
+                           run=RunConfig(heartbeat_interval=1, grace_period=2, max_retry=2))
+    lines: list[str] = []
+    report_stale_trials(backend, max_retry=2, log=lines.append)
+    study = optuna.create_study(storage=backend, study_name="s")
+    study.enqueue_trial({"x": 0.5})
+    for _ in range(3):  # the original, then its two retries, each dying
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study.tell(trial, state=TrialState.FAIL)
+        backend.heartbeat_stale_trial_callback(study, study.trials[trial.number])
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 0 and len(study.trials) == 3
+    assert "re-queued with the same parameters (retry 1 of at most 2)" in lines[0]
+    assert "re-queued with the same parameters (retry 2 of at most 2)" in lines[1]
+    assert "not re-queued (max_retry 2 reached)" in lines[2]
+    assert len(lines) == 3
 
 
 @pytest.mark.parametrize("url, message", [

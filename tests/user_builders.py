@@ -37,3 +37,7 @@ def nan_decoder(data_shape, latent_dim, config):  # noqa: ANN001, ANN201
     z = keras.Input(shape=(latent_dim,))
     out = keras.layers.Dense(data_shape[0])(z)
     return encoder, keras.Model(z, keras.layers.Lambda(lambda t: t * float("nan"))(out))
+
+
+def exits(data_shape, latent_dim, config):  # noqa: ANN001, ANN201
+    raise SystemExit(0)  # "exits 0 with no message"

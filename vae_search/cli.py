@@ -13,8 +13,10 @@ import importlib
 import inspect
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import NamedTuple
 
 from vae_search.storage.url import DEFAULT_STORAGE, StorageError, StorageURL
@@ -38,6 +40,7 @@ __all__ = [
     "console",
     "exiting",
     "default_storage",
+    "error_line",
     "ConfirmOptions",
     "build_confirm_parser",
     "build_dashboard_parser",
@@ -45,8 +48,14 @@ __all__ = [
     "build_report_parser",
     "build_run_parser",
     "main",
+    "population_arg",
+    "port_problem",
     "positive_float",
     "stop_quietly_on_signals",
+    "study_name",
+    "trial_choice",
+    "writable_dir",
+    "writable_file",
 ]
 
 EXIT_OK = 0
@@ -125,12 +134,20 @@ def console() -> None:
     """The ``vae-search`` executable."""
     sys.exit(exiting(main()))
 
+def error_line(label: str, message: object) -> str:
+    """``label: error: message`` as one line: line breaks and other control characters a
+    user's input brought in (a name, a path, a value) are shown escaped."""
+    text = str(message)
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode()
+                   for ch in text)
+    return f"{label}: error: {text}"
+
 
 class OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line and exit status 2 (no usage dump)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, error_line(self.prog, f"{message} (see --help)") + "\n")
 
 
 def bounded_int(
@@ -169,10 +186,79 @@ def positive_float(text: str) -> float:
     return value
 
 
+def _unwritable(directory: Path) -> str | None:
+    """Why no file can be created in ``directory`` (``None``: one can). Probed with a
+    temporary file, since permission bits do not tell (root, read-only mounts)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".vae_search-probe-"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def writable_file(text: str) -> str:
+    """An argparse ``type`` for a file to write: not empty, not a directory, in an existing
+    directory where this process can create (or overwrite) it. Checked before any work."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name a file, got {text!r}")
+    path = Path(text).expanduser()
+    try:
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a directory; name a file in it")
+        if not path.parent.is_dir():
+            raise argparse.ArgumentTypeError(f"directory {path.parent} does not exist")
+        if path.exists():
+            open(path, "ab").close()  # appends nothing: the file is left as it is
+        elif reason := _unwritable(path.parent):
+            raise argparse.ArgumentTypeError(f"cannot write in {path.parent}: {reason}")
+    except OSError as exc:  # a name too long, a file that cannot be opened for writing
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {exc.strerror}") from None
+    return text
+
+
+def writable_dir(text: str) -> str:
+    """An argparse ``type`` for a directory to write files in: not empty, not a file, either
+    a writable directory or a new one in a writable existing directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name a directory, got {text!r}")
+    path = Path(text).expanduser()
+    try:
+        if path.exists() and not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+        where = path if path.is_dir() else path.parent
+        if not where.is_dir():
+            raise argparse.ArgumentTypeError(f"directory {where} does not exist")
+    except OSError as exc:  # a name too long
+        raise argparse.ArgumentTypeError(f"cannot use {text}: {exc.strerror}") from None
+    if reason := _unwritable(where):
+        raise argparse.ArgumentTypeError(f"cannot write in {where}: {reason}")
+    return text
+
+
+def trial_choice(text: str) -> str:
+    """An argparse ``type`` for ``export --trial``: ``best`` or a trial number."""
+    if text == "best" or (text.isdigit() and text.isascii()):
+        return text if text == "best" else str(int(text))
+    raise argparse.ArgumentTypeError(f"expected 'best' or a trial number, got {text!r}")
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be served (in use, no such address), or ``None``: a plain bind
+    first, before a server says it listens (gRPC binds with SO_REUSEPORT and would share a
+    busy port)."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            return None
+    except OSError as exc:
+        return f"cannot serve on {host}:{port}: {exc.strerror or exc}"
+
+
 _positive_int = bounded_int(1)
 
 
-def _population(text: str) -> int:
+def population_arg(text: str) -> int:
     """``--population``: a positive int, or ``auto`` (:data:`AUTO_POPULATION`)."""
     if text.strip().lower() == "auto":
         return AUTO_POPULATION
@@ -192,6 +278,14 @@ def _storage_url(text: str) -> StorageURL:
         return StorageURL.parse(text)
     except StorageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+def study_name(text: str) -> str:
+    """An argparse ``type`` for ``--study-name``: not blank, short enough for every storage."""
+    from vae_search.config.schema import study_name_problem
+
+    if problem := study_name_problem(text):
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def add_storage_args(
@@ -213,7 +307,7 @@ def add_storage_args(
         help=f"{what} (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE})",
     )
     if study_name_help is not None:
-        parser.add_argument("--study-name", default=None, help=study_name_help)
+        parser.add_argument("--study-name", type=study_name, default=None, help=study_name_help)
 
 
 def add_artifacts_arg(parser: argparse.ArgumentParser, *aliases: str) -> None:
@@ -274,7 +368,7 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
         "worker, CPU cores / --workers for several)",
     )
     parser.add_argument(
-        "--population", type=_population, default=DEFAULT_POPULATION, metavar="P|auto",
+        "--population", type=population_arg, default=DEFAULT_POPULATION, metavar="P|auto",
         help="trials each worker trains side by side as one stacked model (dense and made "
         "decoders; 'auto': chosen from the CPU cores and memory; default 1: one trial at a "
         "time; see docs/performance.md)",
@@ -338,8 +432,9 @@ def build_report_parser(prog: str = "python -m vae_search.report") -> argparse.A
     )
     add_storage_args(parser,
                      study_name_help="the study (default: the only study in the storage)")
-    parser.add_argument("--out", required=True, help="the HTML file to write")
-    parser.add_argument("--figures-dir", default=None,
+    parser.add_argument("--out", required=True, type=writable_file,
+                        help="the HTML file to write")
+    parser.add_argument("--figures-dir", default=None, type=writable_dir,
                         help="also write each figure as a standalone page DIR/<figure id>.html")
     parser.add_argument("--no-save", action="store_true",
                         help="do not refresh the figures stored in the study")
@@ -373,9 +468,10 @@ def build_export_parser(prog: str = "vae-search export") -> argparse.ArgumentPar
     )
     add_storage_args(parser,
                      study_name_help="the study (default: the only study in the storage)")
-    parser.add_argument("--trial", default="best",
+    parser.add_argument("--trial", default="best", type=trial_choice,
                         help="'best' (default: the best feasible complete trial) or a number")
-    parser.add_argument("--out", required=True, help="the .keras file to write")
+    parser.add_argument("--out", required=True, type=writable_file,
+                        help="the .keras file to write")
     return parser
 
 
@@ -385,7 +481,7 @@ def build_confirm_parser(prog: str = "vae-search confirm") -> argparse.ArgumentP
         description="Re-train the best complete, non-collapsed trials of a study and three "
         "reference schedules (no warm-up, the middle and the longest warm-up of the box) with "
         "new seeds, as never-pruned trials of the same study outside its --trials budget; "
-        "print and store the collapse rate of each schedule with a 95%% Wilson interval.",
+        "print and store the collapse rate of each schedule with a 95% Wilson interval.",
     )
     add_storage_args(parser,
                      study_name_help="the study (default: the only study in the storage)")
@@ -446,7 +542,11 @@ class ConfirmOptions:
     @classmethod
     def parse(cls, argv: Sequence[str] | None = None, *,
               prog: str = "python -m vae_search.engine.confirm") -> ConfirmOptions:
-        args = build_confirm_parser(prog).parse_args(argv)
+        parser = build_confirm_parser(prog)
+        args = parser.parse_args(argv)
+        if args.top == 0 and args.no_references and not args.join:
+            parser.error("--top 0 with --no-references: nothing to confirm (repeat some best "
+                         "trials, or the references)")
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
     def run_options(self, study_name: str) -> RunOptions:

@@ -45,13 +45,16 @@ def resolve_config(
     """
     from vae_search.config.schema import load_config, parse_assignment
 
-    config = load_config(options.study)
     merged: dict[str, Any] = dict(parse_assignment(text) for text in options.set)
     merged.update(overrides or {})
     if options.seed is not None:
         merged["seed"] = options.seed
+    # Validated once, by the last step: an error names the values in force (``--epochs 3``,
+    # not the TOML's ``train.epochs = 2``).
+    last = options.epochs is None
+    config = load_config(options.study, validate=last and not merged)
     if merged:
-        config = config.with_overrides(**merged)
+        config = config.with_overrides(validate=last, **merged)
     if options.epochs is not None:
         config, note = config.with_epochs(options.epochs)
         if note and not options.quiet:

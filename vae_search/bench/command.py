@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vae_search.bench.worker import help_startup, postgres_reachable, spawn_worker, worker_run
-from vae_search.cli import OneLineParser
+from vae_search.cli import AUTO_POPULATION, OneLineParser, population_arg
 
 __all__ = ["dense_train_flops", "device_summary", "main"]
 
@@ -214,9 +214,9 @@ def compare(case: Case, x_train: Any, x_val: Any) -> tuple[dict, dict]:
 # -- the command --------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m vae_search.bench.command") -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="python -m vae_search.bench.command",
+        prog=prog,
         description="Benchmark the fast VAE trainer against the plain Keras Model.fit recipe "
         "(digits; synthetic 60,000 x 784), plus matmul GFLOP/s, --help start-up, worker RSS "
         "growth and the Optuna storage share of trial time.",
@@ -237,8 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(trials/min section)")
     parser.add_argument("--trials-only", action="store_true",
                         help="only the trials/min section (whole studies side by side)")
-    parser.add_argument("--population", type=int, default=None,
-                        help="the population size to time (default: run's default)")
+    parser.add_argument("--population", type=population_arg, default=AUTO_POPULATION,
+                        metavar="P|auto",
+                        help="the population size to time (default: auto, as run's "
+                        "--population auto)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-trials", help=argparse.SUPPRESS)
     parser.add_argument("--worker-epochs", type=int, help=argparse.SUPPRESS)
@@ -263,14 +265,18 @@ def _case_lines(case: Case, base: dict, ours: dict) -> None:
           f"ELBO difference {ours['elbo'] - base['elbo']:+.2f} nats")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    parser = build_parser(prog or "python -m vae_search.bench.command")
+    args = parser.parse_args(argv)
     if args.storage_load:
         from vae_search.bench import loadtest
 
         return loadtest.main(["--postgres", args.postgres, *(["--quick"] if args.quick else [])])
     if args.worker:
-        trials = [int(t) for t in args.worker_trials.split(",")]
+        try:
+            trials = [int(t) for t in (args.worker_trials or "").split(",")]
+        except ValueError:
+            parser.error(f"--worker-trials: expected N1,N2,..., got {args.worker_trials!r}")
         print(json.dumps(worker_run(args.worker, trials, args.worker_epochs)))
         return 0
 
@@ -350,7 +356,8 @@ def _trials_section(args: argparse.Namespace, started: float | None = None) -> i
     from vae_search.bench.trials import throughput_lines
 
     throughput_lines(_line, quick=args.quick, trials_200=args.trials_200,
-                     workers=args.workers_2, population=args.population)
+                     workers=args.workers_2,
+                     population=None if args.population == AUTO_POPULATION else args.population)
     _line("load average (1/5/15 min)", " ".join(f"{v:.2f}" for v in os.getloadavg()))
     if started is not None:
         _line("bench wall time", f"{time.perf_counter() - started:.0f} s")

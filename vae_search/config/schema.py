@@ -34,6 +34,9 @@ __all__ = [
     "parse_config",
     "resolve_study_path",
     "STUDIES_DIR",
+    "MAX_SEED",
+    "MAX_STUDY_NAME",
+    "study_name_problem",
 ]
 
 def _studies_dir() -> Path:
@@ -60,6 +63,10 @@ DATASETS = typing.get_args(DatasetName)
 LIKELIHOODS = typing.get_args(Likelihood)
 TOKEN_DATASETS = ("sequences", "text")  # always token ids; "file" is tokens when categorical
 MAX_SEQUENCE_VOCAB = 62  # sequences: one symbol each from 0-9a-zA-Z
+MAX_SEED = 2**32 - 1  # seeds NumPy's legacy RNG (Keras' set_random_seed) and TensorFlow's int64
+# Optuna's studies.study_name column is VARCHAR(512) (optuna/storages/_rdb/models.py,
+# MAX_INDEXED_STRING_LENGTH): a longer name fails on PostgreSQL; refused for every storage.
+MAX_STUDY_NAME = 512
 # Seconds between two figure refreshes of a worker, at least: a refresh costs about as much as
 # a trial of the default study (~0.5 s), and a run ends with one anyway.
 DEFAULT_REFRESH_SECONDS = 30.0
@@ -176,8 +183,12 @@ class StudyConfig:
         d.pop("run")  # heartbeat and refresh settings do not change results
         return d
 
-    def with_overrides(self, **overrides: Any) -> StudyConfig:
+    def with_overrides(self, *, validate: bool = True, **overrides: Any) -> StudyConfig:
         """Return a validated copy with dotted-key overrides, e.g. ``{"train.epochs": 5}``.
+
+        Args:
+            validate: ``False`` only type-checks, for a copy that more overrides follow (the
+                last one validates: see :func:`vae_search.run.resolve_config`).
 
         Raises:
             ConfigError: an unknown section or key, or a value the TOML could not hold either.
@@ -190,12 +201,14 @@ class StudyConfig:
                                   f"{', '.join(k for k, v in raw.items() if isinstance(v, dict))})")
             target = raw[section] if section else raw
             target[key] = value
-        return parse_config(raw)
+        return parse_config(raw, validate=validate)
 
     def with_epochs(self, epochs: int) -> tuple[StudyConfig, str]:
         """A copy that trains ``epochs`` epochs, with the schedule box shrunk in proportion
         when it would not fit (each upper end to at most ``epochs // 2``), so every trial still
-        ends at beta = 1. Returns the copy and a note saying what was scaled ("" if nothing).
+        ends at beta = 1. Returns the copy (validated) and a note saying what was scaled ("" if
+        nothing). ``self`` may be unvalidated: ``epochs`` replaces its ``train.epochs`` before
+        anything is checked, so an error names the epochs asked for.
         """
         s, old = self.search, self.train.epochs
         overrides: dict[str, Any] = {"train.epochs": epochs}
@@ -203,7 +216,7 @@ class StudyConfig:
         if s.klstart[1] + s.annealtime[1] > epochs or s.klstart[1] >= epochs:
 
             def scaled(lo_hi: tuple[int, int]) -> list[int]:
-                hi = min(lo_hi[1] * epochs // old, epochs // 2)
+                hi = min(lo_hi[1] * epochs // max(old, 1), epochs // 2)
                 return [min(lo_hi[0], hi), hi]
 
             overrides["search.klstart"] = scaled(s.klstart)
@@ -221,10 +234,25 @@ def _range(lo_hi: tuple[float, float], key: str, *, minimum: float) -> None:
         raise ConfigError(f"{key}: low end {lo} is below the minimum {minimum}")
 
 
+def study_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a study name on every storage: blank, or longer than
+    :data:`MAX_STUDY_NAME` characters (``None``: it can)."""
+    if not name.strip():
+        return f"must not be empty, got {name!r}"
+    if len(name) > MAX_STUDY_NAME:
+        return (f"at most {MAX_STUDY_NAME} characters (Optuna's study_name column), got "
+                f"{len(name)}")
+    return None
+
+
 def _validate(c: StudyConfig) -> None:
     d, m, t, s = c.data, c.model, c.train, c.search
     if not c.name or any(ch.isspace() for ch in c.name):
         raise ConfigError(f"name: must be a non-empty name without spaces, got {c.name!r}")
+    if problem := study_name_problem(c.name):
+        raise ConfigError(f"name: {problem}")
+    if not 0 <= c.seed <= MAX_SEED:
+        raise ConfigError(f"seed: must be in 0..{MAX_SEED} (0 <= seed < 2**32), got {c.seed}")
     if d.dataset in ("file", "text") and not d.path:
         raise ConfigError(f"data.path: required when data.dataset = {d.dataset!r}")
     if not 0.0 < d.val_fraction < 1.0:
@@ -376,11 +404,12 @@ def _validate_optional_dims(c: StudyConfig) -> None:
                               f"{list(s.word_dropout)}")
 
 
-def parse_config(raw: dict[str, Any]) -> StudyConfig:
+def parse_config(raw: dict[str, Any], *, validate: bool = True) -> StudyConfig:
     """Build and validate a :class:`StudyConfig` from parsed TOML data.
 
     Args:
         raw: The TOML document as a dict (missing keys take their defaults).
+        validate: ``False`` only type-checks (see :meth:`StudyConfig.with_overrides`).
 
     Returns:
         The validated configuration.
@@ -389,7 +418,8 @@ def parse_config(raw: dict[str, Any]) -> StudyConfig:
         ConfigError: on an unknown key, a wrong type or an impossible value.
     """
     config = build_dataclass(StudyConfig, raw)
-    _validate(config)
+    if validate:
+        _validate(config)
     return config
 
 
@@ -401,11 +431,12 @@ def resolve_study_path(study: str | Path) -> Path:
     return STUDIES_DIR / f"{study}.toml"
 
 
-def load_config(study: str | Path) -> StudyConfig:
+def load_config(study: str | Path, *, validate: bool = True) -> StudyConfig:
     """Load and validate a study configuration.
 
     Args:
         study: A TOML path, or the name of a file under ``studies/`` (``"digits"``).
+        validate: ``False`` only type-checks (see :meth:`StudyConfig.with_overrides`).
 
     Returns:
         The validated configuration; ``name`` defaults to the file's stem.
@@ -413,8 +444,12 @@ def load_config(study: str | Path) -> StudyConfig:
     Raises:
         ConfigError: the file is missing, is not valid TOML, or fails validation.
     """
-    path = resolve_study_path(study)
-    if not path.is_file():
+    try:
+        path = resolve_study_path(study)
+        found = path.is_file()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise ConfigError(f"study config {str(study)[:80]!r}: {exc.strerror}") from None
+    if not found:
         known = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.toml")))
         raise ConfigError(f"study config not found: {path} (built-in studies: {known})")
     try:
@@ -424,4 +459,4 @@ def load_config(study: str | Path) -> StudyConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     raw.setdefault("name", path.stem)
-    return parse_config(raw)
+    return parse_config(raw, validate=validate)

@@ -4,7 +4,8 @@
 * ``synthetic``: ``k`` true factors ``z ~ N(0, I_k)`` pushed through a fixed random two-layer map
   to N dims: the ground truth for collapse experiments (at most ``k`` units can carry signal).
 * ``file``: a user's own ``.npz``/``.npy``/``.csv`` array, validated (2-D, numeric, finite).
-* ``mnist``: ``keras.datasets.mnist`` when cached (or downloadable); a clear error when not.
+* ``mnist``: Keras' cached ``mnist.npz`` (``~/.keras/datasets/``), read without TensorFlow;
+  never downloaded (vae_search works offline): a clear error when it is not there.
 * ``sequences``, ``text`` and ``file`` with the categorical likelihood: token ids, see
   :mod:`vae_search.data.tokens` (its public names are importable from here too).
 
@@ -18,6 +19,7 @@ validation split is always a fixed sample, so the objective is comparable across
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +47,15 @@ __all__ = [
     "load_dataset",
     "make_sequences",
     "make_synthetic",
+    "mnist_cache_paths",
     "read_text",
     "resolve_data_path",
     "sequences_dataset",
     "text_dataset",
     "token_file_dataset",
 ]
+
+MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"  # Keras' own
 
 
 def resolve_data_path(path: str | Path) -> Path:
@@ -69,8 +74,14 @@ def resolve_data_path(path: str | Path) -> Path:
 
 def _data_file(config: StudyConfig) -> Path:
     """The resolved ``data.path``, which must be a file."""
-    path = resolve_data_path(config.data.path)
-    if not path.is_file():
+    try:
+        path = resolve_data_path(config.data.path)
+        kind = "directory" if path.is_dir() else "file" if path.is_file() else None
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise DataError(f"data.path {config.data.path[:80]!r}: {exc.strerror}") from None
+    if kind == "directory":
+        raise DataError(f"data.path: {path} is a directory; name the data file in it")
+    if kind is None:
         where = "" if path.is_absolute() else f" (looked in {Path.cwd()} and {STUDIES_DIR})"
         raise DataError(f"data.path: data file not found: {path}{where}")
     return path
@@ -101,9 +112,12 @@ def load_array(path: str | Path) -> np.ndarray:
     A ``.npz`` must hold one array, or name it ``x``. A ``.csv`` may have one header row.
 
     Raises:
-        DataError: missing file, unknown format, not 2-D, non-numeric or non-finite values.
+        DataError: missing file (or a directory), unknown format, empty, not 2-D, no
+            columns, fewer than 2 rows, non-numeric or non-finite values.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a data file")
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     suffix = path.suffix.lower()
@@ -113,6 +127,8 @@ def load_array(path: str | Path) -> np.ndarray:
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 keys = list(archive.keys())
+                if not keys:
+                    raise DataError(f"{path}: holds no array")
                 if "x" in keys:
                     array = archive["x"]
                 elif len(keys) == 1:
@@ -129,6 +145,8 @@ def load_array(path: str | Path) -> np.ndarray:
         raise
     except ValueError as exc:  # e.g. object arrays refused without pickle
         raise DataError(f"{path}: cannot read array: {exc}") from None
+    except EOFError:  # an empty or cut-off .npy
+        raise DataError(f"{path}: empty or truncated file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
     if array.ndim != 2:
@@ -140,6 +158,12 @@ def load_array(path: str | Path) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         bad = np.argwhere(~np.isfinite(array))[0]
         raise DataError(f"{path}: non-finite value (NaN or inf) at row {bad[0]}, column {bad[1]}")
+    if array.shape[1] < 1:
+        raise DataError(f"{path}: no columns (shape {array.shape}); each row needs at least "
+                        "one feature")
+    if array.shape[0] < 2:
+        raise DataError(f"{path}: {array.shape[0]} rows are too few for a train/validation "
+                        "split (at least 2: one to train, one to validate)")
     return array
 
 
@@ -174,6 +198,35 @@ def _load_csv(path: Path) -> np.ndarray:
     return np.asarray(data, dtype=np.float64)
 
 
+def mnist_cache_paths() -> list[Path]:
+    """Where Keras keeps ``mnist.npz``: ``$KERAS_HOME/datasets``, else ``~/.keras/datasets``
+    (or ``/tmp/.keras/datasets``, Keras' fallback when the home directory is not writable)."""
+    if os.environ.get("KERAS_HOME"):
+        homes = [Path(os.environ["KERAS_HOME"])]
+    else:
+        homes = [Path.home() / ".keras", Path("/tmp/.keras")]
+    return [home / "datasets" / "mnist.npz" for home in homes]
+
+
+def _cached_mnist() -> np.ndarray:
+    """Keras' cached copy of MNIST (70,000 x 784 in [0, 1]), read with NumPy: never a download
+    (vae_search works offline) and no TensorFlow."""
+    found = [path for path in mnist_cache_paths() if path.is_file()]
+    if not found:
+        raise DataError(
+            f"mnist is not cached (no {mnist_cache_paths()[0]}) and vae_search does not "
+            f"download: save {MNIST_URL} there, or set data.dataset = 'file' and data.path to "
+            "your own .npz/.npy/.csv"
+        )
+    try:
+        with np.load(found[0], allow_pickle=False) as archive:
+            x = np.concatenate([archive["x_train"], archive["x_test"]])
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise DataError(f"{found[0]}: not Keras' mnist.npz ({type(exc).__name__}: {exc}); "
+                        f"save {MNIST_URL} there again") from None
+    return x.reshape(len(x), -1) / 255.0
+
+
 def _raw_data(config: StudyConfig) -> np.ndarray:
     d = config.data
     if d.dataset == "digits":
@@ -189,17 +242,7 @@ def _raw_data(config: StudyConfig) -> np.ndarray:
     if d.dataset == "file":
         return load_array(_data_file(config))
     if d.dataset == "mnist":
-        try:
-            from vae_search._tf import keras
-
-            (x_train, _), (x_test, _) = keras.datasets.mnist.load_data()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not available offline"
-            raise DataError(
-                f"mnist is not cached and cannot be downloaded ({type(exc).__name__}: {exc}); "
-                "put mnist.npz in ~/.keras/datasets/ or use dataset = 'file'"
-            ) from None
-        x = np.concatenate([x_train, x_test]).reshape(-1, 28 * 28)
-        return x / 255.0
+        return _cached_mnist()
     raise DataError(f"unknown dataset {d.dataset!r}")  # pragma: no cover - config validates
 
 

@@ -100,11 +100,12 @@ def plan(study: optuna.Study, config: StudyConfig, top: int, *,
     if references and "linear" in config.search.schedule:
         base, suffix = (healthy or ranked)[0], ""
         if like is not None:
-            found = [t for t in study.get_trials(deepcopy=False)
+            found = [t for t in study.get_trials(deepcopy=False, states=(
+                         TrialState.COMPLETE, TrialState.PRUNED))
                      if t.number == like and t.params and not is_confirmation(t)]
             if not found:
-                raise ConfirmError(f"--like {like}: study {study.study_name!r} has no search "
-                                   "trial with that number and parameters")
+                raise ConfirmError(f"--like {like}: study {study.study_name!r} has no complete "
+                                   "or pruned search trial with that number and parameters")
             base, suffix = found[0], f" like #{like}"
         planned += [(name + suffix, params) for name, params
                     in reference_params(dict(base.params), config.search).items()]

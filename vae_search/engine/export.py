@@ -143,7 +143,7 @@ def export_trial(study: optuna.Study, which: str, out: str | Path) -> Exported:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "vae-search export") -> int:
-    from vae_search.cli import EXIT_USAGE, build_export_parser
+    from vae_search.cli import EXIT_USAGE, build_export_parser, error_line
     from vae_search.storage.connection import StorageError, load_study
 
     args = build_export_parser(prog).parse_args(argv)
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "vae-search export") 
         print(f"re-training trial {args.trial} of study {study.study_name!r}...", file=sys.stderr)
         done = export_trial(study, args.trial, args.out)
     except (StorageError, ExportError) as exc:
-        print(f"vae_search: error: {exc}", file=sys.stderr)
+        print(error_line("vae_search", exc), file=sys.stderr)
         return EXIT_USAGE
     print(f"wrote {done.path}: trial {done.number}, validation ELBO {done.retrained_elbo:.3f} "
           f"(stored {done.stored_elbo:.3f}) nats")

@@ -1,6 +1,6 @@
 """``--workers K``: local worker processes on one shared storage; the parent only watches.
 
-Never more workers than trials are left, and a warning when more are asked for than the
+Never more workers than trials are left, and a warning when more would start than the
 machine has CPU cores (each one is a TensorFlow process: they would only compete).
 """
 
@@ -41,13 +41,13 @@ def pool_size(requested: int, trials_left: int, cpus: int | None) -> tuple[int, 
         ``min(requested, trials_left)`` and the lines explaining any difference.
     """
     notes = []
-    if cpus is not None and requested > cpus:
-        notes.append(f"warning: --workers {requested} is more than the {cpus} CPU cores of this "
-                     "machine; the workers will compete for them (each is a TensorFlow process)")
     size = max(1, min(requested, trials_left))
     if size < requested:
         notes.append(f"note: starting {size} worker{'s' if size > 1 else ''}, not {requested}: "
                      f"only {trials_left} trial{'s are' if trials_left > 1 else ' is'} left")
+    if cpus is not None and size > cpus:  # about the workers that will start
+        notes.append(f"warning: {size} workers are more than the {cpus} CPU cores of this "
+                     "machine; they will compete for them (each is a TensorFlow process)")
     return size, notes
 
 

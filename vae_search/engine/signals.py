@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from vae_search.cli import EXIT_FAULT, EXIT_INTERRUPTED, EXIT_USAGE
+from vae_search.cli import EXIT_FAULT, EXIT_INTERRUPTED, EXIT_USAGE, error_line
 
 __all__ = ["FAIL_INTERRUPTED", "TAKEN_OVER", "DatabaseLost", "FailureStreak", "Interrupted",
            "LostConnections", "SignalState", "run_command", "worker_identity"]
@@ -179,15 +179,15 @@ def run_command(
     except errors as exc:
         if debug:
             raise
-        print(f"{label}: error: {exc}", file=sys.stderr)
+        print(error_line(label, exc), file=sys.stderr)
         return EXIT_FAULT if isinstance(exc, faults) else EXIT_USAGE
     except Exception as exc:  # a bug, or a user's model: one line unless --debug
         if debug:
             raise
         from vae_search.storage.connection import error_reason
 
-        print(f"{label}: error: {type(exc).__name__}: {error_reason(exc)} (--debug shows the "
-              "traceback)", file=sys.stderr)
+        print(error_line(label, f"{type(exc).__name__}: {error_reason(exc)} (--debug shows "
+                         "the traceback)"), file=sys.stderr)
         return EXIT_FAULT
     finally:
         for sig, previous in saved.items():  # main() may run inside another program (tests)

@@ -10,7 +10,7 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 
 from vae_search import __version__, keys
-from vae_search.config.schema import StudyConfig
+from vae_search.config.schema import ConfigError, StudyConfig, study_name_problem
 from vae_search.config.stored import config_diff, with_new_defaults
 from vae_search.trial.pruning import make_pruner
 
@@ -87,8 +87,11 @@ def open_study(
         sampler_seed: Defaults to ``config.seed`` (workers pass distinct seeds).
 
     Raises:
+        ConfigError: a blank ``study_name``, or one too long for Optuna's tables.
         StudyMismatch: the study exists with another configuration or direction.
     """
+    if study_name is not None and (problem := study_name_problem(study_name)):
+        raise ConfigError(f"study_name: {problem}")  # (the command line refused it already)
     name = study_name or config.name
     if isinstance(storage, str):
         storage = optuna.storages.get_storage(storage)

@@ -138,12 +138,15 @@ def finish(study: optuna.Study, config: StudyConfig, options: RunOptions) -> Non
 
 
 def prepare(options: RunOptions, config: StudyConfig) -> tuple[Dataset, optuna.Study]:
-    """What every run does before its first trial: bad data, a broken ``model.builder``
+    """What every run does before its first trial: bad data, a model too large for the
+    memory, a broken ``model.builder``
     (this imports TensorFlow), a bad storage or study are each one error here, before any
     trial is created. Returns the dataset and the study (this worker's sampler)."""
     from vae_search.data.datasets import load_dataset
+    from vae_search.engine.sizing import check_fits
 
     dataset = load_dataset(config)
+    check_fits(config, dataset)  # a model too large for the memory, before it is allocated
     if config.model.builder:
         from vae_search.models.builder import check_builder
 

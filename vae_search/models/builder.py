@@ -13,12 +13,15 @@ The contract (also in docs/science.md, Regimes):
 
 vae_search anneals it, reseeds it per trial (weights from their layers' initializers) and
 computes the comparable ELBO and every diagnostic, as for the built-in families. A builder that
-does not import, raises, or returns the wrong shapes is a :class:`BuilderError` naming it.
+does not import, raises, calls ``sys.exit``, or returns the wrong shapes is a
+:class:`BuilderError` naming it. Its module is imported from the current directory too.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -32,12 +35,19 @@ class BuilderError(ConfigError):
 
 
 def load_builder(path: str) -> Callable[..., Any]:
-    """Import ``"package.module:function"``."""
+    """Import ``"package.module:function"``, from the current directory too (as
+    ``python -m`` would: the ``vae-search`` script does not put it on ``sys.path``)."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise BuilderError(f"model.builder: expected 'package.module:function', got {path!r}")
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
+    except SystemExit as exc:
+        raise BuilderError(f"model.builder {path!r}: importing {module_name} called "
+                           f"sys.exit({exc.code!r})") from None
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
         raise BuilderError(
             f"model.builder {path!r}: cannot import {module_name}: {type(exc).__name__}: {exc}"
@@ -90,6 +100,8 @@ def build_user_model(config: Any, data_shape: tuple[int, ...], latent_dim: int, 
     fn = load_builder(path)
     try:
         result = fn(tuple(data_shape), int(latent_dim), config)
+    except SystemExit as exc:
+        raise BuilderError(f"model.builder {path!r} called sys.exit({exc.code!r})") from None
     except Exception as exc:  # noqa: BLE001 - the user's code: report it in one line
         raise BuilderError(f"model.builder {path!r} raised {type(exc).__name__}: {exc}") from None
     if not isinstance(result, (tuple, list)) or len(result) != 2:

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae_search.cli import EXIT_USAGE, build_report_parser
+from vae_search.cli import EXIT_USAGE, build_report_parser, error_line
 from vae_search.storage.connection import StorageError, load_study
 
 __all__ = ["main"]
@@ -21,14 +21,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
     args = build_report_parser(prog or "python -m vae_search.report").parse_args(argv)
     label = prog or "vae_search.report"
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        print(f"{label}: error: directory {out.parent} does not exist", file=sys.stderr)
-        return EXIT_USAGE
+    out = Path(args.out)  # a writable file, and --figures-dir a writable directory: checked
     try:
         study = load_study(args.storage, args.study_name)
     except StorageError as exc:
-        print(f"{label}: error: {exc}", file=sys.stderr)
+        print(error_line(label, exc), file=sys.stderr)
         return EXIT_USAGE
     if not args.no_save:
         save_figures(study)

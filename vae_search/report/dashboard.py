@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from vae_search.cli import DEFAULT_HOST, DEFAULT_PORT, EXIT_USAGE
+from vae_search.cli import DEFAULT_HOST, DEFAULT_PORT, EXIT_USAGE, error_line, port_problem
 from vae_search.cli import build_dashboard_parser as build_parser
 from vae_search.storage.connection import StorageError, load_study, open_storage
 from vae_search.storage.url import StorageURL
@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     from vae_search.storage.artifacts import default_artifact_dir, make_artifact_store
 
     artifacts = args.artifacts or default_artifact_dir(args.storage)
+    if problem := port_problem(args.host, args.port):  # before any work or announcement
+        print(error_line(label, problem), file=sys.stderr)
+        return EXIT_USAGE
     try:
         names = refresh_all(args.storage, args.study_name)
         store = make_artifact_store(args.storage, artifacts)  # the workers' store
@@ -52,7 +55,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         target = open_storage(args.storage)[0] if args.storage.proxy else (
             args.storage.sqlalchemy_url)
     except StorageError as exc:
-        print(f"{label}: error: {exc}", file=sys.stderr)
+        print(error_line(label, exc), file=sys.stderr)
         return EXIT_USAGE
     from optuna_dashboard import run_server
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vae_search.cli import EXIT_USAGE, OneLineParser, add_storage_args
+from vae_search.cli import EXIT_USAGE, OneLineParser, add_storage_args, error_line
 from vae_search.report.confirmation import confirmation_rows
 from vae_search.report.findings import text_table
 from vae_search.report.rows import (
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None, *,
         aware = load_study(args.storage, args.aware)
         naive = load_study(args.storage, args.naive)
     except StorageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(error_line(prog, exc), file=sys.stderr)
         return EXIT_USAGE
     print(compare(aware, naive))
     return 0

@@ -170,12 +170,16 @@ def report_stale_trials(
         return
 
     def logged(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        # Read before the callback runs: it appends this trial to the very list it read
+        # (a shallow copy of the system attrs). Its rule: the retry is the history's
+        # len + 1-th; it is queued unless that exceeds max_retry.
+        retries = len(trial.system_attrs.get("retry_history", [])) + 1
         retry(study, trial)
-        history = trial.system_attrs.get("retry_history", [])  # the retries before this one
-        if max_retry is not None and len(history) >= max_retry:
+        if max_retry is not None and retries > max_retry:
             outcome = f"not re-queued (max_retry {max_retry} reached)"
         else:
-            outcome = "re-queued with the same parameters"
+            limit = "" if max_retry is None else f" of at most {max_retry}"
+            outcome = f"re-queued with the same parameters (retry {retries}{limit})"
         log(f"trial {trial.number} of study {study.study_name!r}: no heartbeat for "
             f"{backend.grace_period} s; failed and {outcome}")
 

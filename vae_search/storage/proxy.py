@@ -8,7 +8,8 @@ database's storage (Optuna's cached RDB storage, as its docs advise), plus what 
 
 * heartbeats relayed by the workers become the trials' Optuna heartbeat rows, and a thread
   fails and re-queues the trials of workers that died (:mod:`vae_search.storage.heartbeat`), with
-  ``--grace-period`` and ``--max-retry`` (the ``[run]`` settings' meaning and defaults);
+  ``--grace-period`` (more than the workers' ``--heartbeat-interval``) and ``--max-retry`` (the
+  ``[run]`` settings' meaning and defaults);
 * a clear start: an unreachable database, a port in use or a proxy URL as ``--storage`` is one
   line and exit status 2. SIGINT/SIGTERM stop it (exit 0); workers ride out a restart.
 
@@ -36,6 +37,8 @@ from vae_search.cli import (
     OneLineParser,
     add_storage_args,
     bounded_int,
+    error_line,
+    port_problem,
     positive_float,
 )
 from vae_search.config.schema import RunConfig
@@ -72,7 +75,12 @@ def build_parser(prog: str = "python -m vae_search.storage.proxy") -> OneLinePar
                         f"(default {DEFAULT_THREADS})")
     parser.add_argument("--grace-period", type=bounded_int(1), default=run.grace_period,
                         help="seconds without a heartbeat after which a running trial is "
-                        f"failed and re-queued (default {run.grace_period}, as run.grace_period)")
+                        "failed and re-queued; more than --heartbeat-interval (default "
+                        f"{run.grace_period}, as run.grace_period)")
+    parser.add_argument("--heartbeat-interval", type=bounded_int(1),
+                        default=run.heartbeat_interval,
+                        help="seconds between the workers' heartbeats, their "
+                        f"run.heartbeat_interval (default {run.heartbeat_interval})")
     parser.add_argument("--max-retry", type=bounded_int(0), default=run.max_retry,
                         help=f"re-queue a trial at most this many times (default "
                         f"{run.max_retry}, as run.max_retry)")
@@ -81,16 +89,6 @@ def build_parser(prog: str = "python -m vae_search.storage.proxy") -> OneLinePar
                         f"{DEFAULT_REAP_EVERY:g})")
     parser.add_argument("--debug", action="store_true", help="tracebacks instead of one line")
     return parser
-
-
-def _check_port_free(host: str, port: int) -> None:
-    """gRPC binds with SO_REUSEPORT, so a second proxy on a busy port would start silently
-    and share its connections; a plain bind first makes "port in use" an error."""
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as exc:
-        raise StorageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _log(message: str) -> None:
@@ -112,9 +110,11 @@ def serve(args: Any) -> int:
     if args.storage.proxy is not None:
         raise StorageError(f"--storage {args.storage.masked} is a proxy; serve needs the "
                            "database URL (e.g. postgresql+psycopg://user@host/db)")
-    _check_port_free(args.host, args.port)
+    if problem := port_problem(args.host, args.port):
+        raise StorageError(problem)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run = RunConfig(grace_period=args.grace_period, max_retry=args.max_retry)
+    run = RunConfig(heartbeat_interval=args.heartbeat_interval,
+                    grace_period=args.grace_period, max_retry=args.max_retry)
     backend = cast(RDBStorage, make_storage(args.storage, run=run, pool_size=args.threads + 1))
     report_stale_trials(backend, max_retry=args.max_retry, log=_log)
     storage = served_storage(backend)
@@ -207,13 +207,18 @@ def spawn(
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the proxy; returns the exit status (0 when stopped, 2 on bad input)."""
-    args = build_parser(prog or "python -m vae_search.storage.proxy").parse_args(argv)
+    parser = build_parser(prog or "python -m vae_search.storage.proxy")
+    args = parser.parse_args(argv)
+    if args.grace_period <= args.heartbeat_interval:  # healthy trials would be failed
+        parser.error(f"--grace-period: must exceed the workers' heartbeat interval "
+                     f"(--heartbeat-interval, their run.heartbeat_interval: "
+                     f"{args.heartbeat_interval} s), got {args.grace_period}")
     try:
         return serve(args)
     except StorageError as exc:
         if args.debug:
             raise
-        print(f"vae_search: error: {exc}", file=sys.stderr)
+        print(error_line("vae_search", exc), file=sys.stderr)
         return EXIT_USAGE
 
 
