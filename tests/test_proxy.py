@@ -32,8 +32,9 @@ from tests.test_distributed import (
     study_name,  # noqa: F401 (fixture)
 )
 from tests.test_hardening import assert_one_line_error
-from vae_search import keys, serve
+from vae_search import keys
 from vae_search.run import FAIL_INTERRUPTED
+from vae_search.storage import proxy as serve
 from vae_search.storage._optuna import trial_id
 from vae_search.storage.connection import StorageError, make_storage, proxy_address
 from vae_search.storage.heartbeat import HEARTBEAT_KEY, StaleTrialReaper, served_storage
@@ -238,9 +239,10 @@ def test_proxy_urls_parse():
 
 
 def test_worker_with_no_proxy_there_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
-    from vae_search import run, storage
+    from vae_search import run
+    from vae_search.storage import connection
 
-    monkeypatch.setattr(storage, "PROXY_CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr(connection, "PROXY_CONNECT_TIMEOUT", 1.0)
     toml = write_tiny_toml(tmp_path)
     port = serve.free_port()
     code = run.main(["--study", str(toml), "--storage", f"grpc://127.0.0.1:{port}", "--quiet"])
