@@ -41,12 +41,17 @@ POPULATIONS = pytest.mark.parametrize("population", ["1", "2"], ids=["one", "pop
 
 
 def study_trials(url: str, name: str) -> Trials:
-    """The study's trials by number (none if the study does not exist yet)."""
+    """The study's trials by number (none if the study does not exist yet).
+
+    Its connection is closed at once: the tests poll, and the server is shared."""
+    storage = optuna.storages.RDBStorage(url)
     try:
-        study = optuna.load_study(study_name=name, storage=url)
+        study = optuna.load_study(study_name=name, storage=storage)
+        return {t.number: t for t in study.get_trials()}
     except KeyError:
         return {}
-    return {t.number: t for t in study.get_trials()}
+    finally:
+        storage.engine.dispose()
 
 
 def _stat(pid: int) -> list[str]:

@@ -124,11 +124,9 @@ def test_three_workers_share_an_exact_budget(tmp_path, pg_url, study_name):
 
 def _running_trial(url: str, name: str, pids: set[int], epochs: int = 2):
     """A running trial of one of ``pids`` that reported ``epochs`` epochs, and its pid."""
-    try:
-        study = optuna.load_study(study_name=name, storage=url)
-    except KeyError:
-        return None, None
-    for t in study.get_trials(states=(TrialState.RUNNING,)):
+    for t in study_trials(url, name).values():
+        if t.state != TrialState.RUNNING:
+            continue
         pid = int(str(t.user_attrs.get(keys.ATTR_WORKER, ":0")).rsplit(":", 1)[1])
         if pid in pids and len(t.intermediate_values) >= epochs:
             return t, pid

@@ -44,10 +44,7 @@ def _start(tmp_path: Path, url: str, name: str, trials: int,
 
 
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        return optuna.load_study(study_name=name, storage=url).get_trials()
-    except KeyError:
-        return []
+    return list(study_trials(url, name).values())
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 240) -> None:
