@@ -156,7 +156,9 @@ def assert_stopped_cleanly(code: int, err: str, signum: int, before: Trials, aft
     lines = [line for line in err.splitlines() if "interrupted" in line]
     assert len(lines) == 1, f"{len(lines)} 'interrupted' lines: {err[-3000:]}"
     assert "Traceback" not in err, err[-3000:]
-    assert not [n for n, t in after.items() if t.state == TrialState.RUNNING], after
+    running = {n: (t.params, sorted(t.user_attrs), len(t.intermediate_values))
+               for n, t in after.items() if t.state == TrialState.RUNNING}
+    assert not running, f"left RUNNING (params, user attrs, reports): {running}"
     for number, seen in before.items():
         now = after[number]
         if seen.state == TrialState.RUNNING:
