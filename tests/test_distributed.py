@@ -21,9 +21,18 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import subprocess_env, write_tiny_toml
+from tests.faults import (
+    POPULATIONS,
+    assert_stopped_cleanly,
+    finished,
+    freeze,
+    pool_workers,
+    signal_frozen,
+    study_trials,
+    thaw,
+)
 from vae_search import keys
 from vae_search.engine.budget import FAIL_SURPLUS
-from vae_search.engine.signals import FAIL_INTERRUPTED
 from vae_search.storage.connection import worker_seed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,11 +124,9 @@ def test_three_workers_share_an_exact_budget(tmp_path, pg_url, study_name):
 
 def _running_trial(url: str, name: str, pids: set[int], epochs: int = 2):
     """A running trial of one of ``pids`` that reported ``epochs`` epochs, and its pid."""
-    try:
-        study = optuna.load_study(study_name=name, storage=url)
-    except KeyError:
-        return None, None
-    for t in study.get_trials(states=(TrialState.RUNNING,)):
+    for t in study_trials(url, name).values():
+        if t.state != TrialState.RUNNING:
+            continue
         pid = int(str(t.user_attrs.get(keys.ATTR_WORKER, ":0")).rsplit(":", 1)[1])
         if pid in pids and len(t.intermediate_values) >= epochs:
             return t, pid
@@ -127,14 +134,24 @@ def _running_trial(url: str, name: str, pids: set[int], epochs: int = 2):
 
 
 def _kill_mid_trial(url: str, name: str, procs: list[subprocess.Popen]):
-    """SIGKILL the worker of the first trial seen past its second epoch; the trial and pid."""
-    victim, deadline = None, time.monotonic() + 180
-    while victim is None and time.monotonic() < deadline:
+    """SIGKILL the worker of a trial seen past its second epoch; the trial and pid.
+
+    The worker is frozen first and killed only if the trial is still RUNNING as frozen (it may
+    have finished since the poll: stored reports lag the training), so the trial is certainly
+    one the kill leaves behind (tests/faults.py)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
         time.sleep(0.5)
         victim, pid = _running_trial(url, name, {p.pid for p in procs})
-    assert victim is not None, "no trial reached its second epoch in time"
-    os.kill(pid, signal.SIGKILL)
-    return victim, pid
+        if victim is None:
+            continue
+        freeze([pid])
+        frozen = study_trials(url, name)
+        if frozen[victim.number].state == TrialState.RUNNING:
+            os.kill(pid, signal.SIGKILL)
+            return frozen[victim.number], pid
+        thaw([pid])
+    raise AssertionError("no trial reached its second epoch in time")
 
 
 def _assert_recovered(procs, results, trials, victim, victim_pid, budget: int) -> None:
@@ -169,11 +186,14 @@ def _assert_recovered(procs, results, trials, victim, victim_pid, budget: int) -
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_killed_worker_trial_fails_and_is_retried_elsewhere(tmp_path, pg_url, study_name):
-    # 30 epochs of batch 32: several seconds per trial, so the kill lands mid-trial.
+@POPULATIONS
+def test_killed_worker_trial_fails_and_is_retried_elsewhere(
+    tmp_path, pg_url, study_name, population
+):
     toml = _toml(tmp_path, epochs=30, batch_size=32, grace=8)
     budget = 6
-    procs = [_worker(toml, pg_url, study_name, budget) for _ in range(3)]
+    procs = [_worker(toml, pg_url, study_name, budget, "--population", population)
+             for _ in range(3)]
     victim, victim_pid = _kill_mid_trial(pg_url, study_name, procs)
     results = _wait_all(procs)
     trials = optuna.load_study(study_name=study_name, storage=pg_url).trials
@@ -265,49 +285,43 @@ def test_two_local_workers_on_a_sqlite_file(tmp_path):
 
 @pytest.mark.postgres
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_all_local_workers_cleanly(tmp_path, pg_url, study_name, signum):
-    # Long enough trials that the signal lands inside one (not in a figure refresh between two).
-    toml = _toml(tmp_path, epochs=80, batch_size=32)
+@POPULATIONS
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_all_local_workers_cleanly(tmp_path, pg_url, study_name, signum, population):
+    epochs = 30
+    toml = _toml(tmp_path, epochs=epochs, batch_size=32)
     budget = 20
-    parent = _worker(toml, pg_url, study_name, budget, "--workers", "2")
+    parent = _worker(toml, pg_url, study_name, budget, "--workers", "2", "--population", population)
     deadline = time.monotonic() + 120
-    running: list[optuna.trial.FrozenTrial] = []
+    trials: dict[int, optuna.trial.FrozenTrial] = {}
+    workers: list[int] = []
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        try:
-            study = optuna.load_study(study_name=study_name, storage=pg_url)
-        except KeyError:
-            continue
-        # Mid-trial, not about to end: a population's members end in lockstep, so a trial
-        # near its last epoch may be told complete before the signal is acted on.
-        running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
-                   if 0 < len(t.intermediate_values) < 60]
-        if len(_finished(study.trials)) >= 1 and running:
+        trials, workers = study_trials(pg_url, study_name), pool_workers(parent.pid)
+        if (len(workers) == 2 and finished(trials)
+                and any(t.state == TrialState.RUNNING for t in trials.values())):
             break
-    assert running, "no trial was running"
-    parent.send_signal(signum)
+    assert len(workers) == 2 and finished(trials), "the workers did not get going"
+    # Both workers frozen while the parent forwards the signal (tests/faults.py).
+    before = signal_frozen(parent, signum, lambda: study_trials(pg_url, study_name), workers)
     _, err = parent.communicate(timeout=60)
-    assert parent.returncode == 128 + signum, err
-    assert "interrupted" in err and "Traceback" not in err, err
-
-    trials = optuna.load_study(study_name=study_name, storage=pg_url).trials
-    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
-    interrupted = [t for t in trials
-                   if t.user_attrs.get(keys.ATTR_FAIL_REASON) == FAIL_INTERRUPTED]
-    assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
-    kept = _finished(trials)
+    after = study_trials(pg_url, study_name)
+    assert_stopped_cleanly(parent.returncode, err, signum, before, after,
+                           population=int(population), epochs=epochs)
+    kept = finished(after)
     assert 1 <= len(kept) < budget
-    for t in kept:
+    for t in kept.values():
         _assert_intact(t)
 
     # re-running resumes: the finished trials are kept, the budget is met exactly
-    resumed = _worker(toml, pg_url, study_name, len(kept) + 1)
+    resumed = _worker(toml, pg_url, study_name, len(kept) + 1, "--population", population)
     (code, _, err), = _wait_all([resumed])
     assert code == 0, err
-    after = optuna.load_study(study_name=study_name, storage=pg_url).trials
-    assert len(_finished(after)) == len(kept) + 1
-    assert {t.number for t in kept} <= {t.number for t in _finished(after)}
+    again = finished(study_trials(pg_url, study_name))
+    assert len(again) == len(kept) + 1
+    for number, t in kept.items():
+        assert (again[number].params, again[number].intermediate_values) == (
+            t.params, t.intermediate_values)
 
 
 @pytest.mark.postgres

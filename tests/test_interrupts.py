@@ -15,18 +15,21 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import subprocess_env, write_tiny_toml
+from tests.faults import (
+    FINISHED,
+    POPULATIONS,
+    assert_stopped_cleanly,
+    signal_frozen,
+    study_trials,
+)
 from vae_search import keys
 
-# Long enough trials (~30 epochs of small batches) that a signal lands mid-trial.
+# Trials of ~30 epochs of small batches (a few seconds): the connection drops land mid-trial.
 # A trial whose failure could not be written while the database was down is recovered through
 # its stale heartbeat (by design): a short grace period keeps that recovery inside the test.
 FAULTS = {"name": "faults", "train": {"epochs": 30, "batch_size": 16},
           "search": {"klstart": [0, 10], "annealtime": [0, 10]}, "pruner": {"name": "none"},
           "run": {"heartbeat_interval": 2, "grace_period": 20}}
-
-
-# The one-at-a-time loop, and a population of trials trained side by side (its own loop).
-POPULATIONS = pytest.mark.parametrize("population", ["1", "4"], ids=["one", "population"])
 
 
 def _start(tmp_path: Path, url: str, name: str, trials: int,
@@ -41,10 +44,7 @@ def _start(tmp_path: Path, url: str, name: str, trials: int,
 
 
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        return optuna.load_study(study_name=name, storage=url).get_trials()
-    except KeyError:
-        return []
+    return list(study_trials(url, name).values())
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -71,64 +71,54 @@ def _interrupt_and_resume(
 
     _wait_for(lambda: len(finished()) >= after, proc)
     _wait_for(lambda: any(t.state == TrialState.RUNNING for t in _trials(url, name)), proc)
-    before = {t.number: (t.params, t.intermediate_values, t.value) for t in finished()}
-    running = [t.number for t in _trials(url, name) if t.state == TrialState.RUNNING]
+    # Frozen, what the study shows is what the signal meets (tests/faults.py).
+    before = signal_frozen(proc, signum, lambda: study_trials(url, name))
     sent = time.monotonic()
-    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     took = time.monotonic() - sent
-    assert proc.returncode == 128 + signum, err[-2000:]
     assert took < 60, f"took {took:.1f} s to stop"
-    assert "Traceback" not in err, err[-2000:]
-
-    after = {t.number: t for t in _trials(url, name)}
-    assert not [t for t in after.values() if t.state == TrialState.RUNNING]
-    for number, (params, values, value) in before.items():  # every finished trial is kept
-        t = after[number]
-        assert (t.params, t.intermediate_values, t.value) == (params, values, value)
-    for number in running:  # the interrupted trial is closed, with its reason
-        t = after[number]
-        if t.state == TrialState.FAIL:
-            assert t.user_attrs.get(keys.ATTR_FAIL_REASON) == "interrupted"
-        else:
-            assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)  # finished just before
+    after_signal = study_trials(url, name)
+    assert_stopped_cleanly(proc.returncode, err, signum, before, after_signal,
+                           population=int(population), epochs=FAULTS["train"]["epochs"])
 
     # the same command (with a small budget) resumes the study
-    budget = len(before) + 1 + sum(1 for t in after.values() if t.state == TrialState.COMPLETE
-                                   and t.number not in before)
+    kept = {n: (t.params, t.intermediate_values, t.value)
+            for n, t in after_signal.items() if t.state in FINISHED}
+    budget = len(kept) + 1
     proc = _start(tmp_path, url, name, trials=budget, population=population)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
-    done = [t for t in _trials(url, name) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    done = {t.number: t for t in _trials(url, name) if t.state in FINISHED}
     assert len(done) == budget
-    for number, (params, values, value) in before.items():
-        t = next(x for x in done if x.number == number)
+    for number, (params, values, value) in kept.items():
+        t = done[number]
         assert (t.params, t.intermediate_values, t.value) == (params, values, value)
 
 
+@POPULATIONS
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_on_sqlite_keeps_finished_trials_and_resumes(tmp_path, signum):
-    _interrupt_and_resume(tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", "faults", signum)
+def test_signal_on_sqlite_keeps_finished_trials_and_resumes(tmp_path, signum, population):
+    # A population's running members are failed as interrupted, the finished ones kept.
+    _interrupt_and_resume(tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", "faults", signum,
+                          population=population)
 
 
-def test_signal_stops_a_population_and_resumes(tmp_path):
-    # Every running member is failed as interrupted; the finished ones are kept.
-    _interrupt_and_resume(tmp_path, f"sqlite:///{tmp_path / 'pop.db'}", "faults",
-                          signal.SIGINT, population="4")
-
-
-def test_sigterm_during_the_first_trace_is_clean(tmp_path):
+@POPULATIONS
+def test_sigterm_during_the_first_trace_is_clean(tmp_path, population):
     # The first trial compiles the training loop: a signal must not tear TensorFlow's tracing.
     _interrupt_and_resume(tmp_path, f"sqlite:///{tmp_path / 'trace.db'}", "faults",
-                          signal.SIGTERM, after=0)
+                          signal.SIGTERM, after=0, population=population)
 
 
 @pytest.mark.postgres
+@POPULATIONS
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_on_postgresql_keeps_finished_trials_and_resumes(tmp_path, pg_url, signum):
+def test_signal_on_postgresql_keeps_finished_trials_and_resumes(
+    tmp_path, pg_url, signum, population
+):
     name = f"faults_{uuid.uuid4().hex[:10]}"
     try:
-        _interrupt_and_resume(tmp_path, pg_url, name, signum)
+        _interrupt_and_resume(tmp_path, pg_url, name, signum, population=population)
     finally:
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=name, storage=pg_url)

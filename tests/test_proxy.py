@@ -19,6 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import stored_figures, subprocess_env, write_tiny_toml
+from tests.faults import POPULATIONS, assert_stopped_cleanly, signal_frozen, study_trials
 from tests.test_artifacts import serving_dashboard
 from tests.test_distributed import (
     _assert_intact,
@@ -33,7 +34,6 @@ from tests.test_distributed import (
 )
 from tests.test_hardening import assert_one_line_error
 from vae_search import keys
-from vae_search.engine.signals import FAIL_INTERRUPTED
 from vae_search.storage import proxy as serve
 from vae_search.storage._optuna import trial_id
 from vae_search.storage.connection import StorageError, make_storage
@@ -64,14 +64,15 @@ def running_proxy(
 
 @pytest.mark.postgres
 @pytest.mark.slow
+@POPULATIONS
 def test_three_workers_behind_the_proxy_exact_budget_and_a_killed_trial_recovered(
-    tmp_path, pg_url, study_name  # noqa: F811 (fixture)
+    tmp_path, pg_url, study_name, population  # noqa: F811 (fixture)
 ):
-    # 30 epochs of batch 32: several seconds per trial, so the kill lands mid-trial.
     toml = _toml(tmp_path, epochs=30, batch_size=32, grace=GRACE)
     budget = 6
     with running_proxy(pg_url, tmp_path / "serve.log") as (proxy_url, proxy):
-        procs = [_worker(toml, proxy_url, study_name, budget) for _ in range(3)]
+        procs = [_worker(toml, proxy_url, study_name, budget, "--population", population)
+                 for _ in range(3)]
         victim, victim_pid = _kill_mid_trial(pg_url, study_name, procs)
         results = _wait_all(procs)
         assert proxy.poll() is None, "the proxy died"
@@ -93,28 +94,31 @@ def test_three_workers_behind_the_proxy_exact_budget_and_a_killed_trial_recovere
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_sigterm_stops_a_worker_behind_the_proxy_cleanly(tmp_path, pg_url, study_name):  # noqa: F811
+@POPULATIONS
+def test_sigterm_stops_a_worker_behind_the_proxy_cleanly(
+    tmp_path, pg_url, study_name, population  # noqa: F811 (fixture)
+):
     toml = _toml(tmp_path, epochs=30, batch_size=32)
     with running_proxy(pg_url, tmp_path / "serve.log") as (proxy_url, _):
-        proc = _worker(toml, proxy_url, study_name, 5)
+        proc = _worker(toml, proxy_url, study_name, 5, "--population", population)
         deadline = time.monotonic() + 120
         trial = None
         while trial is None and time.monotonic() < deadline:
             time.sleep(0.5)
             trial, _ = _running_trial(pg_url, study_name, {proc.pid}, epochs=1)
         assert trial is not None, "no trial started"
-        proc.send_signal(signal.SIGTERM)
+        # Frozen, what the study shows is what the signal meets (tests/faults.py).
+        before = signal_frozen(proc, signal.SIGTERM, lambda: study_trials(pg_url, study_name))
         _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "interrupted" in err and "Traceback" not in err, err
-    stopped = optuna.load_study(study_name=study_name, storage=pg_url).trials[trial.number]
-    assert stopped.state == TrialState.FAIL
-    assert stopped.user_attrs[keys.ATTR_FAIL_REASON] == FAIL_INTERRUPTED
+    after = study_trials(pg_url, study_name)
+    assert_stopped_cleanly(proc.returncode, err, signal.SIGTERM, before, after,
+                           population=int(population), epochs=30)
+    assert trial.number in before
 
 
 @pytest.mark.postgres
 @pytest.mark.slow
-@pytest.mark.parametrize("population", ["1", "2"], ids=["one", "population"])
+@POPULATIONS
 def test_workers_ride_out_a_proxy_restart(tmp_path, pg_url, study_name, population):  # noqa: F811
     toml = _toml(tmp_path, epochs=12, batch_size=32)
     port = serve.free_port()
@@ -283,9 +287,9 @@ def test_proxy_urls_parse():
 
 def test_worker_with_no_proxy_there_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     from vae_search import run
-    from vae_search.storage import connection as storage
+    from vae_search.storage import connection
 
-    monkeypatch.setattr(storage, "PROXY_CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr(connection, "PROXY_CONNECT_TIMEOUT", 1.0)
     toml = write_tiny_toml(tmp_path)
     port = serve.free_port()
     code = run.main(["--study", str(toml), "--storage", f"grpc://127.0.0.1:{port}", "--quiet"])
