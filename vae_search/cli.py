@@ -442,7 +442,7 @@ def build_report_parser(prog: str = "python -m vae_search.report") -> argparse.A
 
 
 def build_dashboard_parser(
-    prog: str = "python -m vae_search.report.dashboard",
+    prog: str = "vae-search dashboard",
 ) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
@@ -541,7 +541,7 @@ class ConfirmOptions:
 
     @classmethod
     def parse(cls, argv: Sequence[str] | None = None, *,
-              prog: str = "python -m vae_search.engine.confirm") -> ConfirmOptions:
+              prog: str = "vae-search confirm") -> ConfirmOptions:
         parser = build_confirm_parser(prog)
         args = parser.parse_args(argv)
         if args.top == 0 and args.no_references and not args.join:

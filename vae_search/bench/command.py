@@ -214,7 +214,7 @@ def compare(case: Case, x_train: Any, x_val: Any) -> tuple[dict, dict]:
 # -- the command --------------------------------------------------------------------------
 
 
-def build_parser(prog: str = "python -m vae_search.bench.command") -> argparse.ArgumentParser:
+def build_parser(prog: str = "vae-search bench") -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
         description="Benchmark the fast VAE trainer against the plain Keras Model.fit recipe "

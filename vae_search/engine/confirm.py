@@ -318,9 +318,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     from vae_search.data.datasets import DataError
     from vae_search.engine.signals import run_command
 
-    options = ConfirmOptions.parse(argv, prog=prog or "python -m vae_search.engine.confirm")
+    options = ConfirmOptions.parse(argv, prog=prog or "vae-search confirm")
     return run_command(lambda signals: confirm(options, signals),
-                       label=prog or "vae_search.engine.confirm", debug=options.debug,
+                       label=prog or "vae-search confirm", debug=options.debug,
                        quiet_interrupt=options.worker_index is not None,
                        usage_errors=(ConfigError, ConfirmError, DataError, StorageError))
 

@@ -40,7 +40,7 @@ def refresh_all(storage_url: str | StorageURL, study_name: str | None = None) ->
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    args = build_parser(prog or "python -m vae_search.report.dashboard").parse_args(argv)
+    args = build_parser(prog or "vae-search dashboard").parse_args(argv)
     label = prog or "vae_search.report.dashboard"
     from vae_search.storage.artifacts import default_artifact_dir, make_artifact_store
 

@@ -56,7 +56,7 @@ class _Stop(Exception):
     """SIGINT or SIGTERM arrived."""
 
 
-def build_parser(prog: str = "python -m vae_search.storage.proxy") -> OneLineParser:
+def build_parser(prog: str = "vae-search serve") -> OneLineParser:
     run = RunConfig()
     parser = OneLineParser(
         prog=prog,
@@ -207,7 +207,7 @@ def spawn(
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the proxy; returns the exit status (0 when stopped, 2 on bad input)."""
-    parser = build_parser(prog or "python -m vae_search.storage.proxy")
+    parser = build_parser(prog or "vae-search serve")
     args = parser.parse_args(argv)
     if args.grace_period <= args.heartbeat_interval:  # healthy trials would be failed
         parser.error(f"--grace-period: must exceed the workers' heartbeat interval "
