@@ -103,7 +103,7 @@ def test_cli_never_prints_the_password():
 def test_malformed_url_and_unknown_driver():
     with pytest.raises(StorageError, match="malformed storage URL"):
         make_storage("this is not a url")
-    with pytest.raises(StorageError, match="unknown database driver"):
+    with pytest.raises(StorageError, match="'nosuchdb' is not supported"):
         make_storage("nosuchdb://u@h/db")
 
 

@@ -135,6 +135,8 @@ class TrialLoop:
         for slot, run in enumerate(self.slots):
             if run is not None or not self.refill:
                 continue
+            if self.signals.pending is not None:  # stopping: start nothing that must be failed
+                return
             if room is not None:
                 if room <= 0:
                     return

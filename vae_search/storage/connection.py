@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vae_search.config.schema import RunConfig
-from vae_search.storage.url import PROXY_SCHEME, StorageError, StorageURL, mask_url
+from vae_search.storage.url import (
+    DEFAULT_STORAGE,
+    PROXY_SCHEME,
+    StorageError,
+    StorageURL,
+    mask_url,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -121,6 +127,8 @@ def _connect_proxy(host: str, port: int, timeout: float) -> optuna.storages.Base
 
 
 def _prepare_sqlite(path: Path) -> None:
+    if path.is_dir():
+        raise StorageError(f"cannot use {path} as the SQLite file: it is a directory")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise StorageError(f"cannot create SQLite file {path}: directory {parent} does not exist")
@@ -181,6 +189,9 @@ def make_storage(
     url = StorageURL.of(url)
     if url.proxy is not None:
         return _connect_proxy(*url.proxy, timeout=PROXY_CONNECT_TIMEOUT)
+    if url.in_memory:  # Optuna opens a connection per call: each one a new, empty database
+        raise StorageError("an in-memory SQLite (sqlite:// or sqlite:///:memory:) cannot hold a "
+                           f"study; use a file, e.g. {DEFAULT_STORAGE}")
     return _make_rdb_storage(url, run=run, heartbeat=heartbeat, pool_size=pool_size)
 
 
@@ -282,6 +293,8 @@ def open_storage(
         proxy = _connect_proxy(*url.proxy, timeout=PROXY_CONNECT_TIMEOUT)
         return proxy, [s.study_name for s in proxy.get_all_studies()]
     shown, path = url.masked, url.sqlite_path
+    if path is not None and path.is_dir():
+        raise StorageError(f"no database at {shown} ({path} is a directory)")
     if path is not None and not path.is_file():
         raise StorageError(f"no database at {shown} (file {path} does not exist)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

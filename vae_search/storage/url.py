@@ -24,6 +24,7 @@ __all__ = ["DEFAULT_PROXY_PORT", "DEFAULT_STORAGE", "PROXY_SCHEME", "StorageErro
 DEFAULT_STORAGE = "sqlite:///vae_search.db"  # a file in the working directory
 PROXY_SCHEME = "grpc"  # grpc://host:port: Optuna's gRPC storage proxy (vae-search serve)
 DEFAULT_PROXY_PORT = 13000  # Optuna's own default for run_grpc_proxy_server
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")  # the databases the tests run on
 
 
 class StorageError(RuntimeError):
@@ -74,8 +75,8 @@ class StorageURL:
                 :data:`DEFAULT_PROXY_PORT`) for the storage proxy.
 
         Raises:
-            StorageError: not a URL, or a proxy URL with no host, a bad port, or a path, a
-                query or credentials in it.
+            StorageError: not a URL, a database other than SQLite or PostgreSQL, or a proxy
+                URL with no host, a bad port, or a path, a query or credentials in it.
         """
         if text.lower().startswith(f"{PROXY_SCHEME}://"):
             return cls(text, PROXY_SCHEME, mask_url(text), proxy=_proxy_address(text))
@@ -91,6 +92,12 @@ class StorageURL:
                 f"{PROXY_SCHEME}://host:{DEFAULT_PROXY_PORT})"
             ) from None
         backend = parsed.get_backend_name()
+        if backend not in SUPPORTED_BACKENDS:
+            raise StorageError(
+                f"storage {mask_url(text)!r}: {backend!r} is not supported; vae_search stores "
+                f"studies in SQLite ({DEFAULT_STORAGE}), PostgreSQL "
+                f"(postgresql+psycopg://user@host/db) or behind the storage proxy "
+                f"({PROXY_SCHEME}://host:{DEFAULT_PROXY_PORT})")
         path = None
         if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
             path = Path(parsed.database)
@@ -127,7 +134,7 @@ def _proxy_address(text: str) -> tuple[str, int]:
 
     parts = urlsplit(text)
     try:
-        port = parts.port or DEFAULT_PROXY_PORT
+        port = DEFAULT_PROXY_PORT if parts.port is None else parts.port  # 0 is no port
     except ValueError:
         port = 0
     if not parts.hostname or not 0 < port < 65536 or parts.path.strip("/") or parts.query \
