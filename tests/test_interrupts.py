@@ -202,3 +202,36 @@ def test_sigkilled_worker_leaves_no_trial_running_on_sqlite(tmp_path, population
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0]]
     assert retries and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retries[0].params == dead.params
+
+
+@POPULATIONS
+def test_a_signal_while_optuna_asks_fails_the_asked_trial(tmp_path, monkeypatch, population):
+    """SIGTERM landing after ``study.ask()`` created a trial and before the objective runs (the
+    sampler's reads, the heartbeat thread's start) fails that trial as interrupted. Left RUNNING
+    it would have no heartbeat, so no stale-trial check would ever fail it, and a resumed run
+    would wait for it forever (scripts/faults/signal_in_ask.py)."""
+    import os
+
+    from vae_search.run import main
+
+    url = f"sqlite:///{tmp_path / 'ask.db'}"
+    toml = write_tiny_toml(tmp_path, name="ask", pruner={"name": "none"},
+                           run={"heartbeat_interval": 1, "grace_period": 30})
+    ask, asked = optuna.Study.ask, []
+
+    def ask_then_signal(self, *args, **kwargs):
+        trial = ask(self, *args, **kwargs)
+        asked.append(trial.number)
+        if len(asked) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside ask
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", ask_then_signal)
+    code = main(["--study", str(toml), "--storage", url, "--trials", "5", "--quiet",
+                 "--population", population])
+    assert code == 128 + signal.SIGTERM
+    trials = optuna.load_study(study_name="ask", storage=url).trials
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    stopped = trials[asked[1]]
+    assert stopped.state == TrialState.FAIL
+    assert stopped.user_attrs.get(keys.ATTR_FAIL_REASON) == "interrupted"
