@@ -1,5 +1,6 @@
-"""Every command line of vae_search: the parsers, their shared arguments, the exit codes, and
-``vae-search``, the one command that dispatches to them.
+"""Every command line of vae_search: the parsers, their shared arguments, the options they
+parse into, and ``vae-search``, the one command that dispatches to them (the exit codes,
+defaults and argument types are in :mod:`vae_search.arguments`, re-exported here).
 
 Nothing here imports Optuna, plotly or TensorFlow: ``vae-search --help`` and
 ``vae-search run --help`` answer at once. Adding a subcommand is one line in :data:`COMMANDS`
@@ -13,13 +14,44 @@ import importlib
 import inspect
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import NamedTuple
 
-from vae_search.storage.url import DEFAULT_STORAGE, StorageError, StorageURL
+from vae_search.arguments import (
+    ARTIFACTS_ENV,
+    AUTO_POPULATION,
+    DEFAULT_CONFIRM_SEEDS,
+    DEFAULT_CONFIRM_TOP,
+    DEFAULT_HOST,
+    DEFAULT_POPULATION,
+    DEFAULT_PORT,
+    DEFAULT_STUDY,
+    DEFAULT_TRIALS,
+    DEFAULT_WORKERS,
+    EXIT_FAULT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    STORAGE_ENV,
+    OneLineParser,
+    bounded_int,
+    default_storage,
+    error_line,
+    nonneg_int,
+    population_arg,
+    port_number,
+    port_problem,
+    positive_float,
+    positive_int,
+    storage_url_arg,
+    study_name,
+    trial_choice,
+    writable_dir,
+    writable_file,
+)
+from vae_search.storage.url import DEFAULT_STORAGE, StorageURL
 
 __all__ = [
     "ARTIFACTS_ENV",
@@ -57,27 +89,6 @@ __all__ = [
     "writable_dir",
     "writable_file",
 ]
-
-EXIT_OK = 0
-EXIT_FAULT = 1  # the environment failed (database lost); not a user mistake
-EXIT_USAGE = 2  # bad input: flags, config, storage, data, study mismatch
-EXIT_INTERRUPTED = 130  # 128 + SIGINT
-EXIT_TERMINATED = 143  # 128 + SIGTERM
-
-STORAGE_ENV = "VAE_SEARCH_STORAGE"  # default for --storage (keeps passwords off command lines)
-ARTIFACTS_ENV = "VAE_SEARCH_ARTIFACTS"  # default for --artifacts (one store for every worker)
-DEFAULT_STUDY = "seed_mse"  # the recipe's loss: the schedule decides collapse (docs/findings.md)
-DEFAULT_TRIALS = 20
-DEFAULT_WORKERS = 1
-DEFAULT_HOST = "127.0.0.1"  # dashboard: local only, optuna-dashboard has no authentication
-DEFAULT_PORT = 8080  # optuna-dashboard's own default
-# --population: 1 trains one trial at a time; "auto" (AUTO_POPULATION) picks P from cores and
-# memory. Opt-in: on 2 cores it gained 1.0-1.2x, --workers 2 1.8x (docs/performance.md).
-AUTO_POPULATION = 0
-DEFAULT_POPULATION = 1
-DEFAULT_CONFIRM_TOP = 3  # confirm: the best complete, non-collapsed trials repeated
-DEFAULT_CONFIRM_SEEDS = 5  # confirm: new seeds per schedule
-
 
 class Command(NamedTuple):
     module: str  # has main(argv)
@@ -134,160 +145,6 @@ def console() -> None:
     """The ``vae-search`` executable."""
     sys.exit(exiting(main()))
 
-def error_line(label: str, message: object) -> str:
-    """``label: error: message`` as one line: line breaks and other control characters a
-    user's input brought in (a name, a path, a value) are shown escaped."""
-    text = str(message)
-    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode()
-                   for ch in text)
-    return f"{label}: error: {text}"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line and exit status 2 (no usage dump)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, error_line(self.prog, f"{message} (see --help)") + "\n")
-
-
-def bounded_int(
-    minimum: int, maximum: int | None = None, *, noun: str = "a whole number"
-) -> Callable[[str], int]:
-    """An argparse ``type`` accepting whole numbers in ``[minimum, maximum]``.
-
-    Args:
-        minimum: The smallest accepted value.
-        maximum: The largest accepted value (``None``: no upper bound).
-        noun: What the value is, for the message when the text is not a number.
-    """
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
-        if maximum is None and value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        if maximum is not None and not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"must be in {minimum}..{maximum}, got {value}")
-        return value
-
-    return parse
-
-
-def positive_float(text: str) -> float:
-    """An argparse ``type`` for a positive, finite number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
-def _unwritable(directory: Path) -> str | None:
-    """Why no file can be created in ``directory`` (``None``: one can). Probed with a
-    temporary file, since permission bits do not tell (root, read-only mounts)."""
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".vae_search-probe-"):
-            return None
-    except OSError as exc:
-        return exc.strerror or str(exc)
-
-
-def writable_file(text: str) -> str:
-    """An argparse ``type`` for a file to write: not empty, not a directory, in an existing
-    directory where this process can create (or overwrite) it. Checked before any work."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"must name a file, got {text!r}")
-    path = Path(text).expanduser()
-    try:
-        if path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text} is a directory; name a file in it")
-        if not path.parent.is_dir():
-            raise argparse.ArgumentTypeError(f"directory {path.parent} does not exist")
-        if path.exists():
-            open(path, "ab").close()  # appends nothing: the file is left as it is
-        elif reason := _unwritable(path.parent):
-            raise argparse.ArgumentTypeError(f"cannot write in {path.parent}: {reason}")
-    except OSError as exc:  # a name too long, a file that cannot be opened for writing
-        raise argparse.ArgumentTypeError(f"cannot write {text}: {exc.strerror}") from None
-    return text
-
-
-def writable_dir(text: str) -> str:
-    """An argparse ``type`` for a directory to write files in: not empty, not a file, either
-    a writable directory or a new one in a writable existing directory."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"must name a directory, got {text!r}")
-    path = Path(text).expanduser()
-    try:
-        if path.exists() and not path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
-        where = path if path.is_dir() else path.parent
-        if not where.is_dir():
-            raise argparse.ArgumentTypeError(f"directory {where} does not exist")
-    except OSError as exc:  # a name too long
-        raise argparse.ArgumentTypeError(f"cannot use {text}: {exc.strerror}") from None
-    if reason := _unwritable(where):
-        raise argparse.ArgumentTypeError(f"cannot write in {where}: {reason}")
-    return text
-
-
-def trial_choice(text: str) -> str:
-    """An argparse ``type`` for ``export --trial``: ``best`` or a trial number."""
-    if text == "best" or (text.isdigit() and text.isascii()):
-        return text if text == "best" else str(int(text))
-    raise argparse.ArgumentTypeError(f"expected 'best' or a trial number, got {text!r}")
-
-
-def port_problem(host: str, port: int) -> str | None:
-    """Why ``host:port`` cannot be served (in use, no such address), or ``None``: a plain bind
-    first, before a server says it listens (gRPC binds with SO_REUSEPORT and would share a
-    busy port)."""
-    import socket
-
-    try:
-        with socket.create_server((host, port)):
-            return None
-    except OSError as exc:
-        return f"cannot serve on {host}:{port}: {exc.strerror or exc}"
-
-
-_positive_int = bounded_int(1)
-
-
-def population_arg(text: str) -> int:
-    """``--population``: a positive int, or ``auto`` (:data:`AUTO_POPULATION`)."""
-    if text.strip().lower() == "auto":
-        return AUTO_POPULATION
-    return _positive_int(text)
-_nonneg_int = bounded_int(0)
-_port = bounded_int(1, 65535, noun="a port number")
-
-
-def default_storage() -> str:
-    """``$VAE_SEARCH_STORAGE``, else the SQLite file in the working directory."""
-    return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
-
-
-def _storage_url(text: str) -> StorageURL:
-    """An argparse ``type``: the URL parsed, or its one-line error."""
-    try:
-        return StorageURL.parse(text)
-    except StorageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-def study_name(text: str) -> str:
-    """An argparse ``type`` for ``--study-name``: not blank, short enough for every storage."""
-    from vae_search.config.schema import study_name_problem
-
-    if problem := study_name_problem(text):
-        raise argparse.ArgumentTypeError(problem)
-    return text
-
-
 def add_storage_args(
     parser: argparse.ArgumentParser, *, study_name_help: str | None,
     what: str = "SQLAlchemy URL of the study database, or grpc://HOST:PORT for the proxy",
@@ -303,7 +160,7 @@ def add_storage_args(
         what: What ``--storage`` names, for its help.
     """
     parser.add_argument(
-        "--storage", type=_storage_url, default=default_storage(),
+        "--storage", type=storage_url_arg, default=default_storage(),
         help=f"{what} (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE})",
     )
     if study_name_help is not None:
@@ -329,7 +186,7 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
         "recording posterior-collapse diagnostics.",
     )
     parser.add_argument(
-        "--trials", type=_positive_int, default=DEFAULT_TRIALS,
+        "--trials", type=positive_int, default=DEFAULT_TRIALS,
         help="total budget of finished (complete + pruned) trials in the study, shared by all "
         f"workers; re-running resumes up to it (default {DEFAULT_TRIALS})",
     )
@@ -345,10 +202,10 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
     add_storage_args(parser, study_name_help="default: the config's name")
     add_artifacts_arg(parser)
     parser.add_argument(
-        "--seed", type=_nonneg_int, default=None, help="override the config's seed"
+        "--seed", type=nonneg_int, default=None, help="override the config's seed"
     )
     parser.add_argument(
-        "--epochs", type=_positive_int, default=None,
+        "--epochs", type=positive_int, default=None,
         help="override train.epochs (the schedule box is scaled to fit when needed)",
     )
     parser.add_argument(
@@ -357,13 +214,13 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
         "--set model.decoder=made --set search.latent_dim=[4,8]",
     )
     parser.add_argument(
-        "--workers", type=_positive_int, default=DEFAULT_WORKERS,
+        "--workers", type=positive_int, default=DEFAULT_WORKERS,
         help="local worker processes sharing the study and its --trials budget "
         f"(default {DEFAULT_WORKERS}; never more than the trials left); more machines can "
         "join with the same --storage",
     )
     parser.add_argument(
-        "--threads", type=_positive_int, default=None,
+        "--threads", type=positive_int, default=None,
         help="TensorFlow threads per worker process (default: TensorFlow's choice for one "
         "worker, CPU cores / --workers for several)",
     )
@@ -374,7 +231,7 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
         "time; see docs/performance.md)",
     )
     parser.add_argument(  # set by the --workers parent for its children
-        "--worker-index", type=_nonneg_int, default=None, help=argparse.SUPPRESS
+        "--worker-index", type=nonneg_int, default=None, help=argparse.SUPPRESS
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, summary only")
     parser.add_argument(
@@ -453,7 +310,7 @@ def build_dashboard_parser(
                      study_name_help="refresh only this study's figures (default: every study)")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                         help=f"port (default {DEFAULT_PORT})")
     add_artifacts_arg(parser, "--artifact-dir")
     return parser
@@ -486,14 +343,14 @@ def build_confirm_parser(prog: str = "vae-search confirm") -> argparse.ArgumentP
     add_storage_args(parser,
                      study_name_help="the study (default: the only study in the storage)")
     add_artifacts_arg(parser)
-    parser.add_argument("--top", type=_nonneg_int, default=DEFAULT_CONFIRM_TOP,
+    parser.add_argument("--top", type=nonneg_int, default=DEFAULT_CONFIRM_TOP,
                         help=f"best trials to repeat (default {DEFAULT_CONFIRM_TOP})")
-    parser.add_argument("--seeds", type=_positive_int, default=DEFAULT_CONFIRM_SEEDS,
+    parser.add_argument("--seeds", type=positive_int, default=DEFAULT_CONFIRM_SEEDS,
                         help="runs (new seeds) per schedule; re-running adds only the missing "
                         f"ones (default {DEFAULT_CONFIRM_SEEDS})")
     parser.add_argument("--no-references", action="store_true",
                         help="repeat only the best trials, not the reference schedules")
-    parser.add_argument("--like", type=_nonneg_int, default=None, metavar="N",
+    parser.add_argument("--like", type=nonneg_int, default=None, metavar="N",
                         help="the references take trial N's other parameters (latent dim, "
                         "reduction, ...) instead of the best trial's")
     parser.add_argument("--join", action="store_true",
@@ -506,11 +363,11 @@ def build_confirm_parser(prog: str = "vae-search confirm") -> argparse.ArgumentP
                        help="print the queued schedules and their runs, run nothing")
     queue.add_argument("--cancel", action="store_true",
                        help="drop the runs not started yet (finished runs are kept)")
-    parser.add_argument("--workers", type=_positive_int, default=DEFAULT_WORKERS,
+    parser.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
                         help=f"local worker processes (default {DEFAULT_WORKERS})")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="TensorFlow threads per worker process")
-    parser.add_argument("--worker-index", type=_nonneg_int, default=None,
+    parser.add_argument("--worker-index", type=nonneg_int, default=None,
                         help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar, table only")
     parser.add_argument("--debug", action="store_true",
