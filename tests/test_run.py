@@ -109,7 +109,8 @@ def test_set_overrides_any_key_type_checked_like_the_toml(tmp_path):
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--study", "nope"], "study config not found"),
         (["--storage", "notaurl"], "malformed storage URL"),
-        (["--storage", "mysql+nodriver://u@h/db"], "unknown database driver"),
+        (["--storage", "mysql+nodriver://u@h/db"], "'mysql' is not supported"),
+        (["--storage", "postgresql+nodriver://u@h/db"], "unknown database driver"),
         (["--storage", "sqlite:////no/such/dir/x.db"], "directory /no/such/dir does not exist"),
     ],
 )
