@@ -307,7 +307,7 @@ def test_signal_stops_all_local_workers_cleanly(tmp_path, pg_url, study_name, si
     _, err = parent.communicate(timeout=60)
     after = study_trials(pg_url, study_name)
     assert_stopped_cleanly(parent.returncode, err, signum, before, after,
-                           population=int(population), epochs=epochs)
+                           epochs=epochs)
     kept = finished(after)
     assert 1 <= len(kept) < budget
     for t in kept.values():

@@ -79,7 +79,7 @@ def _interrupt_and_resume(
     assert took < 60, f"took {took:.1f} s to stop"
     after_signal = study_trials(url, name)
     assert_stopped_cleanly(proc.returncode, err, signum, before, after_signal,
-                           population=int(population), epochs=FAULTS["train"]["epochs"])
+                           epochs=FAULTS["train"]["epochs"])
 
     # the same command (with a small budget) resumes the study
     kept = {n: (t.params, t.intermediate_values, t.value)

@@ -112,7 +112,7 @@ def test_sigterm_stops_a_worker_behind_the_proxy_cleanly(
         _, err = proc.communicate(timeout=60)
     after = study_trials(pg_url, study_name)
     assert_stopped_cleanly(proc.returncode, err, signal.SIGTERM, before, after,
-                           population=int(population), epochs=30)
+                           epochs=30)
     assert trial.number in before
 
 

@@ -329,8 +329,10 @@ def run_trials(study: optuna.Study, objective: Objective, slots: Slots, gate: Ga
             try:
                 while True:
                     try:
-                        signals.raise_pending()  # e.g. one that arrived during start-up
-                        loop.fill()
+                        loop.fill()  # starts nothing once a signal is held
+                        # One that arrived during start-up, or while a trial was asked or
+                        # loaded: the new trial is failed before it trains an epoch.
+                        signals.raise_pending()
                         if not loop.running:
                             if not loop.refill:
                                 break
