@@ -9,10 +9,12 @@ import pytest
 
 from tests.conftest import tiny_config
 from vae_search import keys
+from vae_search.data.datasets import load_dataset
 from vae_search.engine.study import open_study
 from vae_search.report import findings, training_curves_figure
 from vae_search.trial.baseline import owes_baseline, stored_baseline
 from vae_search.trial.objective import Objective
+from vae_search.trial.reference import ppca_reference, stored_references
 
 COLLAPSING = dict(klstart=0, annealtime=0, latent_dim=2, reduction="mean")
 HEALTHY = dict(klstart=0, annealtime=0, latent_dim=4, reduction="sum")
@@ -72,3 +74,17 @@ def test_figures_and_findings_show_the_gap(study):
     col = header.index("gap to decoder-only")
     by_trial = {int(r[0]): float(r[col]) for r in rows}
     assert by_trial == {t.number: pytest.approx(gap(t, nll), abs=0.006) for t in study.trials}
+
+
+def test_the_ppca_reference_is_stored_beside_the_baseline_for_a_fixed_gaussian(study, tmp_path):
+    assert keys.STUDY_ATTR_PPCA_REFERENCE not in study.user_attrs  # bernoulli: none applies
+    config = tiny_config(model={"likelihood": "gaussian", "variance": "fixed", "sigma2": 0.1},
+                         train={"epochs": 2}, pruner={"name": "none"},
+                         search={"klstart": [0, 1], "annealtime": [0, 1]})
+    gaussian = optuna.create_study(storage=f"sqlite:///{tmp_path / 'g.db'}",
+                                   direction="maximize")
+    gaussian.optimize(Objective(config), n_trials=1)
+    refs = stored_references(gaussian)
+    assert [(r.sigma2, r.latent_dim, r.active) for r in refs] == [(0.1, 2, 2), (0.1, 4, 4)]
+    data = load_dataset(config)  # the split the objective used
+    assert refs[1] == ppca_reference(data.x_train, data.x_val, 0.1, latent_dim=4)

@@ -39,6 +39,7 @@ __all__ = [
     "STUDY_ATTR_CONFIRMATION",
     "STUDY_ATTR_CONFIRM_PLAN",
     "STUDY_ATTR_DECODER_ONLY_NLL",
+    "STUDY_ATTR_PPCA_REFERENCE",
     "STUDY_ATTR_VERSION",
 ]
 
@@ -81,6 +82,10 @@ STUDY_ATTR_VERSION = "vae_search_version"
 # Validation NLL (nats/example) of the same decoder trained without a latent code (see
 # vae_search.trial.baseline): the ELBO of a collapsed trial, what collapse costs.
 STUDY_ATTR_DECODER_ONLY_NLL = "decoder_only_nll"
+# Gaussian, fixed variance: theory's reference, probabilistic PCA (vae_search.trial.reference),
+# one dict per (sigma2, latent_dim): predicted active directions, validation log p(x) in nats/
+# example, and the all-collapsed value. Absent for other likelihoods.
+STUDY_ATTR_PPCA_REFERENCE = "ppca_reference"
 # The confirmation table (one dict per schedule: collapse rate with its Wilson interval, ...).
 STUDY_ATTR_CONFIRMATION = "confirmation"
 # vae-search confirm's plan: [{"confirms": label, "params": {...}, "seeds": n}, ...]

@@ -27,6 +27,7 @@ from vae_search.storage.report_writer import ReportWriter
 from vae_search.trial.baseline import decoder_only_nll, owes_baseline
 from vae_search.trial.metrics import Diagnostics, diagnose
 from vae_search.trial.pruning import should_prune
+from vae_search.trial.reference import study_references, to_attr
 from vae_search.trial.schedule import Schedule, full_beta_epoch
 from vae_search.trial.space import TrialParams, suggest
 
@@ -252,10 +253,15 @@ class Objective:
         attrs to store.
 
         Computes the study's decoder-only baseline first if no trial has yet
-        (``between_epochs`` is called after each of its epochs: a signal's safe point).
+        (``between_epochs`` is called after each of its epochs: a signal's safe point), and
+        with it the pPCA reference where one applies (:mod:`vae_search.trial.reference`).
         """
         c = self.config
         if owes_baseline(trial):
+            # Theory's reference (fixed-variance Gaussian only) first: one eigendecomposition,
+            # so the report shows it while the baseline still trains.
+            if references := study_references(c, self.dataset.x_train, self.dataset.x_val):
+                trial.study.set_user_attr(keys.STUDY_ATTR_PPCA_REFERENCE, to_attr(references))
             nll = self.decoder_only_nll(between_epochs=between_epochs)
             trial.study.set_user_attr(keys.STUDY_ATTR_DECODER_ONLY_NLL, nll)
         epochs = c.train.epochs
