@@ -22,6 +22,7 @@ from vae_search.storage.artifacts import (
     default_artifact_dir,
     sample_grid,
 )
+from vae_search.trial.reference import PpcaReference, to_attr
 from vae_search.trial.schedule import LinearSchedule, full_beta_epoch
 
 EPOCHS = 6  # tiny_config's train.epochs
@@ -226,6 +227,70 @@ def test_findings_count_collapse_by_reduction_and_region(mixed):
     assert [row[0] for row in f.best[1]] == ["0", "1", "3", "2"]
     text = report.findings_text(mixed)
     assert "collapse rate by reduction mode" in text and "67%" in text
+
+
+# A fixed-variance Gaussian study's stored pPCA references (sigma2 = 0.5; latent 2 caps at 2).
+PPCA = [PpcaReference(sigma2=0.5, latent_dim=2, active=2, log_likelihood=-41.5, collapsed=-41.6),
+        PpcaReference(sigma2=0.5, latent_dim=4, active=3, log_likelihood=-41.2, collapsed=-41.6)]
+
+
+@pytest.fixture
+def gaussian(tmp_path) -> optuna.Study:
+    """:data:`MIXED`'s trials in a fixed-variance Gaussian study with its pPCA references."""
+    study = optuna.create_study(study_name="gaussian", storage=f"sqlite:///{tmp_path / 'g.db'}",
+                                direction="maximize")
+    config = tiny_config(model={"likelihood": "gaussian", "variance": "fixed", "sigma2": 0.5})
+    study.set_user_attr(keys.STUDY_ATTR_CONFIG, config.comparable())
+    study.set_user_attr(keys.STUDY_ATTR_DECODER_ONLY_NLL, 41.3)
+    study.set_user_attr(keys.STUDY_ATTR_PPCA_REFERENCE, to_attr(PPCA))
+    for i, (state, ks, at, d, red, active, elbo, stop) in enumerate(MIXED):
+        study.add_trial(make_trial(i, state=state, klstart=ks, annealtime=at, latent_dim=d,
+                                   reduction=red, active=active, elbo=elbo - 15.0, stop=stop))
+    return study
+
+
+def test_a_fixed_gaussian_studys_figures_show_the_ppca_reference(gaussian):
+    curves = report.training_curves_figure(gaussian)
+    lines = {round(s.y0, 3) for s in curves.layout.shapes if s.type == "line"}
+    assert lines == {-41.3, -41.2}  # the decoder alone, and pPCA at the widest latent dim
+    assert "pPCA (linear optimum), sigma2 = 0.5: -41.20 nats, 3 active" in _annotations(curves)
+    assert curves.layout.yaxis.range[0] < -41.3  # both lines in view
+    units = report.active_units_figure(gaussian)
+    (predicted,) = [t for t in units.data if t.name == "pPCA predicts (sigma2 = 0.5)"]
+    assert list(predicted.x) == ["2", "4"] and list(predicted.y) == [2, 3]
+
+
+def test_a_fixed_gaussian_studys_findings_put_ppca_beside_the_baseline(gaussian):
+    f = report.findings(gaussian)
+    header, rows = f.best
+    assert header.index("gap to pPCA") == header.index("gap to decoder-only") + 1
+    gaps = {r[0]: (r[header.index("val ELBO")], r[header.index("gap to pPCA")]) for r in rows}
+    assert gaps["0"] == ("-40.00", "1.20")  # latent 4: -40 - (-41.2)
+    assert gaps["1"] == ("-42.00", "-0.50")  # latent 2: -42 - (-41.5)
+    header, rows = f.reference
+    assert [dict(zip(header, r, strict=True)) for r in rows] == [
+        {"sigma2": "0.5", "latent": "2", "pPCA active": "2", "pPCA log p(x)": "-41.50",
+         "all collapsed": "-41.60", "decoder alone": "-41.30", "trials": "2",
+         "best ELBO": "-42.00", "median active": "1.5"},  # trials 1 and 3 (5 failed)
+        {"sigma2": "0.5", "latent": "4", "pPCA active": "3", "pPCA log p(x)": "-41.20",
+         "all collapsed": "-41.60", "decoder alone": "-41.30", "trials": "3",
+         "best ELBO": "-40.00", "median active": "0"},  # trials 0, 2 and 4 (pruned)
+    ]
+    text = report.findings_text(gaussian)
+    assert "theory's reference: probabilistic PCA" in text and "-41.20" in text
+    assert "gap to pPCA" in report.summary_table(gaussian)
+    assert "probabilistic PCA" in report.report_html(gaussian)
+
+
+def test_other_studies_show_no_ppca_reference(mixed):
+    """A Bernoulli study has no reference: no line, no marker, no column, no table."""
+    assert not [s for s in report.training_curves_figure(mixed).layout.shapes
+                if s.type == "line"]
+    assert not [t for t in report.active_units_figure(mixed).data if "pPCA" in (t.name or "")]
+    f = report.findings(mixed)
+    assert "gap to pPCA" not in f.best[0] and f.reference == ((), [])
+    assert "probabilistic PCA" not in report.findings_text(mixed)
+    assert "probabilistic PCA" not in report.report_html(mixed)
 
 
 def test_save_figures_uses_stable_ids_and_a_second_save_replaces(mixed):

@@ -21,7 +21,9 @@ from vae_search.report.confirmation import collapse_probability_figure
 from vae_search.report.plotting import COLORSCALE, FIG_HEIGHT, REDUCTION_COLORS, message_figure
 from vae_search.report.plotting import layout as _layout
 from vae_search.report.rows import TrialRow, best_rows, study_config, trial_rows
+from vae_search.report.theory import REFERENCE_OPTION, add_ppca_lines, add_predicted_active
 from vae_search.trial.baseline import stored_baseline
+from vae_search.trial.reference import PpcaReference, stored_references
 from vae_search.trial.schedule import betas
 
 if TYPE_CHECKING:
@@ -59,7 +61,8 @@ def _figure(
     The decorated ``draw(rows, config, **options)`` only draws: the figure function reads the
     config and rows from the study when they are not given, keeps the rows for which ``keep``
     holds, and returns a :func:`message_figure` when none are left. A ``draw`` with the
-    keyword ``decoder_only_nll`` gets the study's decoder-only baseline unless it is given.
+    keyword ``decoder_only_nll`` gets the study's decoder-only baseline, one with the keyword
+    ``ppca`` its pPCA references (:mod:`vae_search.trial.reference`), unless they are given.
 
     Args:
         title: The figure title (``str.format``-ed with the figure's keyword options).
@@ -78,6 +81,8 @@ def _figure(
             rows = trial_rows(study, config) if rows is None else rows
             if BASELINE_OPTION in defaults and BASELINE_OPTION not in options:
                 options[BASELINE_OPTION] = stored_baseline(study)  # a study attr, not a row
+            if REFERENCE_OPTION in defaults and REFERENCE_OPTION not in options:
+                options[REFERENCE_OPTION] = stored_references(study)
             kept = [r for r in rows if keep(r)]
             if not kept:
                 return message_figure(
@@ -249,10 +254,12 @@ CURVES_TITLE = "Training curves: validation ELBO and KL per epoch"
 
 @_figure(CURVES_TITLE, needs="trials with history", keep=lambda r: bool(r.history.get("val_elbo")))
 def training_curves_figure(rows: list[TrialRow], config: StudyConfig, *,
-                           decoder_only_nll: float | None = None) -> go.Figure:
+                           decoder_only_nll: float | None = None,
+                           ppca: Sequence[PpcaReference] = ()) -> go.Figure:
     """Per-epoch validation ELBO and KL of every trial; pruned trials dashed and marked; a
     horizontal line at the ELBO of the decoder trained alone (``-decoder_only_nll``), where a
-    collapsed trial ends."""
+    collapsed trial ends, and (fixed-variance Gaussian) one at each ``sigma^2``'s pPCA
+    log-likelihood, the linear VAE's optimum."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -293,11 +300,11 @@ def training_curves_figure(rows: list[TrialRow], config: StudyConfig, *,
         fig.add_hline(y=baseline, line={"dash": "dash", "color": BASELINE_COLOR},
                       annotation_text=f"decoder alone (no latent code): {baseline:.2f} nats",
                       annotation_position="bottom right", row=1, col=1)
+    lines = [*([] if baseline is None else [baseline]), *add_ppca_lines(fig, ppca)]
     if all_elbo:
         lo = all_elbo[int(ELBO_CLIP_QUANTILE * (len(all_elbo) - 1))]
         hi = all_elbo[-1]
-        if baseline is not None:
-            lo, hi = min(lo, baseline), max(hi, baseline)
+        lo, hi = min([lo, *lines]), max([hi, *lines])
         pad = 0.05 * (hi - lo or 1.0)
         fig.update_yaxes(range=[lo - pad, hi + pad], row=1, col=1)
     fig.update_yaxes(title_text=f"val ELBO (nats; axis from {int(ELBO_CLIP_QUANTILE * 100)}th pct)",
@@ -311,8 +318,10 @@ ACTIVE_UNITS_TITLE = "Active units vs latent dimension, per reduction mode"
 
 
 @_figure(ACTIVE_UNITS_TITLE, needs="diagnosed trials", keep=_diagnosed)
-def active_units_figure(rows: list[TrialRow], config: StudyConfig) -> go.Figure:
-    """Active units vs latent dim, one box + points per reduction mode, collapse line drawn."""
+def active_units_figure(rows: list[TrialRow], config: StudyConfig, *,
+                        ppca: Sequence[PpcaReference] = ()) -> go.Figure:
+    """Active units vs latent dim, one box + points per reduction mode, collapse line drawn,
+    and (fixed-variance Gaussian) the active directions pPCA predicts per latent dim."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -329,6 +338,7 @@ def active_units_figure(rows: list[TrialRow], config: StudyConfig) -> go.Figure:
     fig.add_trace(go.Scatter(x=[str(d) for d in dims], y=dims, mode="markers",
                              name="upper bound (= latent dim)",
                              marker={"symbol": "line-ew-open", "size": 30, "color": "grey"}))
+    add_predicted_active(fig, ppca, dims)
     threshold = config.collapse.min_active_units
     fig.add_hline(y=threshold - 0.5, line={"dash": "dash", "color": "black"},
                   annotation_text=f"collapse: fewer than {threshold} active unit(s) "

@@ -6,6 +6,7 @@ trials) printed by ``vae-search run`` at the end as its summary. No plotting her
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,20 +17,31 @@ from vae_search.report.confirmation import (
     confirmation_table,
     wilson_interval,
 )
-from vae_search.report.rows import WARMUP_BINS, StateCounts, TrialRow, best_rows, trial_rows
+from vae_search.report.rows import (
+    WARMUP_BINS,
+    StateCounts,
+    TrialRow,
+    best_rows,
+    study_config,
+    trial_rows,
+)
 from vae_search.trial.baseline import stored_baseline
+from vae_search.trial.reference import PpcaReference, find_reference, stored_references
+from vae_search.trial.space import sigma2_of
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = [
     "BEST_ROWS",
+    "REFERENCE_TITLE",
     "WARMUP_BINS",
     "Findings",
     "counts_line",
     "findings",
     "findings_text",
     "gap_to_decoder_only",
+    "reference_table",
     "summary_table",
     "text_table",
 ]
@@ -37,6 +49,9 @@ __all__ = [
 BEST_ROWS = 10  # rows of the best-trials table
 BEST_HEADER = ("trial", "klstart", "annealtime", "latent", "reduction", "val ELBO", "IWAE",
                "gap to decoder-only", "active", "KL", "I(x;z)", "collapsed")
+GAP_TO_PPCA = "gap to pPCA"  # a fixed-variance Gaussian study's extra best-trials column
+REFERENCE_HEADER = ("sigma2", "latent", "pPCA active", "pPCA log p(x)", "all collapsed",
+                    "decoder alone", "trials", "best ELBO", "median active")
 RATE_COLUMNS = ("trials", "collapsed", "rate [95% CI]", "median active", "median I(x;z)",
                 "best ELBO")
 
@@ -53,6 +68,9 @@ class Findings:
     by_reduction: Table
     by_region: Table
     confirmation: Table  # one row per schedule of ``vae-search confirm`` (empty before)
+    # Theory's reference (fixed-variance Gaussian): one row per (sigma2, latent dim); empty
+    # for other studies.
+    reference: Table = ((), [])
 
 
 def _number(value: float | None) -> str:
@@ -66,15 +84,53 @@ def gap_to_decoder_only(elbo: float | None, decoder_only_nll: float | None) -> f
     return elbo + decoder_only_nll
 
 
-def _best_table(rows: Sequence[TrialRow], n: int, decoder_only_nll: float | None) -> Table:
-    """The ``n`` best complete trials with their schedule and diagnostics."""
-    return BEST_HEADER, [(
+def _gap_to_ppca(r: TrialRow, references: Sequence[PpcaReference]) -> tuple[str, ...]:
+    """``(ELBO - pPCA log p(x),)`` at the trial's sigma^2 and latent dim; ``()`` when the study
+    has no reference (the column is not shown)."""
+    if not references:
+        return ()
+    ref = find_reference(references, r.p.sigma2, r.p.latent_dim)
+    return (_number(None if ref is None or r.value is None else r.value - ref.log_likelihood),)
+
+
+def _best_table(rows: Sequence[TrialRow], n: int, decoder_only_nll: float | None,
+                references: Sequence[PpcaReference] = ()) -> Table:
+    """The ``n`` best complete trials with their schedule and diagnostics (and, with pPCA
+    references, the distance from the linear optimum: > 0 where the nonlinear VAE beats it)."""
+    gap = BEST_HEADER.index("gap to decoder-only") + 1
+    header = BEST_HEADER[:gap] + ((GAP_TO_PPCA,) if references else ()) + BEST_HEADER[gap:]
+    return header, [(
         str(r.number), str(r.p.klstart), str(r.p.annealtime), str(r.p.latent_dim),
         r.p.reduction, _number(r.value), _number(r.iwae),
-        _number(gap_to_decoder_only(r.value, decoder_only_nll)),
+        _number(gap_to_decoder_only(r.value, decoder_only_nll)), *_gap_to_ppca(r, references),
         str(r.active_units) if r.active_units is not None else "-",
         _number(r.kl_total), _number(r.mutual_info), "yes" if r.collapsed else "no",
     ) for r in best_rows(rows, n) if r.params is not None]
+
+
+def reference_table(references: Sequence[PpcaReference], rows: Sequence[TrialRow],
+                    decoder_only_nll: float | None, model_sigma2: float | None) -> Table:
+    """pPCA's prediction per (sigma^2, latent dim) beside the baseline and the trials there.
+
+    ``decoder alone`` is shown on the rows of the sigma^2 the baseline was trained with
+    (``model.sigma2``); ``trials``, ``best ELBO`` and ``median active`` count the diagnosed
+    trials with that sigma^2 and latent dim.
+    """
+    out: list[tuple[str, ...]] = []
+    for ref in references:
+        sel = [r for r in rows if r.diagnosed and r.params is not None
+               and find_reference([ref], r.p.sigma2, r.p.latent_dim) is not None]
+        values = [r.value for r in sel if r.value is not None]
+        trained_here = model_sigma2 is not None and math.isclose(ref.sigma2, model_sigma2)
+        alone = -decoder_only_nll if decoder_only_nll is not None and trained_here else None
+        out.append((
+            f"{ref.sigma2:g}", str(ref.latent_dim), str(ref.active),
+            _number(ref.log_likelihood), _number(ref.collapsed), _number(alone), str(len(sel)),
+            _number(max(values) if values else None),
+            f"{statistics.median(r.active_units or 0 for r in sel):g}" if sel else "-",
+        ))
+    header: tuple[str, ...] = REFERENCE_HEADER if out else ()
+    return header, out
 
 
 def _rate_row(label: tuple[str, ...], sel: Sequence[TrialRow]) -> tuple[str, ...]:
@@ -92,8 +148,10 @@ def _rate_row(label: tuple[str, ...], sel: Sequence[TrialRow]) -> tuple[str, ...
 def findings(study: optuna.Study, rows: Sequence[TrialRow] | None = None) -> Findings:
     """The findings tables. Collapse rates count complete and pruned trials with diagnostics
     (a pruned trial is diagnosed at the point of pruning, after beta reached 1)."""
-    rows = trial_rows(study) if rows is None else rows
+    config = study_config(study)
+    rows = trial_rows(study, config) if rows is None else rows
     baseline = stored_baseline(study)
+    references = stored_references(study)
     diag = [r for r in rows if r.diagnosed and r.params is not None]
     states = StateCounts.of_rows(rows)
     counts = {"complete": states.complete, "pruned": states.pruned, "fail": states.fail,
@@ -110,10 +168,11 @@ def findings(study: optuna.Study, rows: Sequence[TrialRow] | None = None) -> Fin
     return Findings(
         counts=counts,
         decoder_only_nll=baseline,
-        best=_best_table(rows, BEST_ROWS, baseline),
+        best=_best_table(rows, BEST_ROWS, baseline, references),
         by_reduction=(("reduction", *RATE_COLUMNS), by_reduction),
         by_region=(("reduction", "KL warm-up before beta = 1", *RATE_COLUMNS), by_region),
         confirmation=confirmation_table(confirmation_rows(trial_rows(study, confirms=True))),
+        reference=reference_table(references, rows, baseline, sigma2_of(config.model)),
     )
 
 
@@ -138,13 +197,19 @@ def counts_line(study_name: str, f: Findings) -> str:
                else "decoder-only baseline not computed yet"))
 
 
+REFERENCE_TITLE = ("theory's reference: probabilistic PCA, the linear VAE's optimum at a fixed "
+                   "sigma2 (Lucas et al. 2019; validation log p(x), nats/example)")
+
+
 def findings_text(study: optuna.Study, f: Findings | None = None) -> str:
     """The findings tables as plain text (what ``vae-search report`` prints)."""
     f = f or findings(study)
+    reference = [f"{REFERENCE_TITLE}:\n" + text_table(*f.reference)] if f.reference[1] else []
     return "\n\n".join([
         counts_line(study.study_name, f),
         "best trials by validation ELBO (nats/example, higher is better):\n"
         + text_table(*f.best),
+        *reference,
         "collapse rate by reduction mode:\n" + text_table(*f.by_reduction),
         "collapse rate by schedule region:\n" + text_table(*f.by_region),
         "confirmation (new seeds per schedule, 'vae-search confirm'; rate with its 95% Wilson "
@@ -160,7 +225,8 @@ def summary_table(study: optuna.Study, rows: int = BEST_ROWS) -> str:
         f"{counts.pruned} pruned, {counts.fail} failed, {counts.running} running; "
         f"{counts.collapsed} collapsed"
     ]
-    header, best = _best_table(trial_rows(study), rows, stored_baseline(study))
+    header, best = _best_table(trial_rows(study), rows, stored_baseline(study),
+                               stored_references(study))
     if not best:
         lines.append("no complete trials yet")
         return "\n".join(lines)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vae_search.report.figures import build_figures
-from vae_search.report.findings import counts_line, findings
+from vae_search.report.findings import REFERENCE_TITLE, counts_line, findings
 from vae_search.report.rows import study_config, trial_rows
 
 if TYPE_CHECKING:
@@ -52,6 +52,8 @@ def report_html(study: optuna.Study) -> str:
         f"{k.min_mutual_info} nats of information (the total KL, or I(x;z) when its standard "
         f"error is below {k.mi_max_sd}).</p>",
         "<h2>Findings</h2><h3>Best trials</h3>", _html_table(*f.best),
+        *([f"<h3>{html.escape(REFERENCE_TITLE[:1].upper() + REFERENCE_TITLE[1:])}</h3>",
+           _html_table(*f.reference)] if f.reference[1] else []),
         "<h3>Collapse rate by reduction mode</h3>", _html_table(*f.by_reduction),
         "<h3>Collapse rate by schedule region</h3>", _html_table(*f.by_region),
         "<h3>Confirmation: new seeds per schedule (collapse rate with its 95% Wilson "

@@ -174,7 +174,8 @@ def _row(t: optuna.trial.FrozenTrial, config: StudyConfig) -> TrialRow:
     epochs = config.train.epochs
     u = t.user_attrs
     try:
-        params: TrialParams | None = params_from_mapping(t.params, config.search, epochs)
+        params: TrialParams | None = params_from_mapping(t.params, config.search, epochs,
+                                                           config.model)
     except (KeyError, ValueError, TypeError):
         params = None  # failed before sampling, or not a vae_search trial
     full = u.get(keys.ATTR_FULL_BETA_EPOCH)
