@@ -22,6 +22,7 @@ __all__ = [
     "storage_url_arg",
     "ARTIFACTS_ENV",
     "AUTO_POPULATION",
+    "AUTO_WORKERS",
     "DEFAULT_CONFIRM_SEEDS",
     "DEFAULT_CONFIRM_TOP",
     "DEFAULT_HOST",
@@ -41,6 +42,7 @@ __all__ = [
     "default_storage",
     "error_line",
     "population_arg",
+    "workers_arg",
     "port_problem",
     "positive_float",
     "study_name",
@@ -59,7 +61,10 @@ STORAGE_ENV = "VAE_SEARCH_STORAGE"  # default for --storage (keeps passwords off
 ARTIFACTS_ENV = "VAE_SEARCH_ARTIFACTS"  # default for --artifacts (one store for every worker)
 DEFAULT_STUDY = "seed_mse"  # the recipe's loss: the schedule decides collapse (docs/findings.md)
 DEFAULT_TRIALS = 20
-DEFAULT_WORKERS = 1
+# --workers: "auto" (AUTO_WORKERS) starts one worker process per CPU core, but at most one
+# per engine.sizing.TRIALS_PER_WORKER trials left; a number is taken as asked.
+AUTO_WORKERS = 0
+DEFAULT_WORKERS = AUTO_WORKERS
 DEFAULT_HOST = "127.0.0.1"  # dashboard: local only, optuna-dashboard has no authentication
 DEFAULT_PORT = 8080  # optuna-dashboard's own default
 # --population: 1 trains one trial at a time; "auto" (AUTO_POPULATION) picks P from cores and
@@ -192,6 +197,13 @@ def port_problem(host: str, port: int) -> str | None:
 
 
 positive_int = bounded_int(1)
+
+
+def workers_arg(text: str) -> int:
+    """``--workers``: a positive int, or ``auto`` (:data:`AUTO_WORKERS`)."""
+    if text.strip().lower() == "auto":
+        return AUTO_WORKERS
+    return positive_int(text)
 
 
 def population_arg(text: str) -> int:

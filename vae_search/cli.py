@@ -21,6 +21,7 @@ from typing import NamedTuple
 from vae_search.arguments import (
     ARTIFACTS_ENV,
     AUTO_POPULATION,
+    AUTO_WORKERS,
     DEFAULT_CONFIRM_SEEDS,
     DEFAULT_CONFIRM_TOP,
     DEFAULT_HOST,
@@ -48,6 +49,7 @@ from vae_search.arguments import (
     storage_url_arg,
     study_name,
     trial_choice,
+    workers_arg,
     writable_dir,
     writable_file,
 )
@@ -56,6 +58,7 @@ from vae_search.storage.url import DEFAULT_STORAGE, StorageURL
 __all__ = [
     "ARTIFACTS_ENV",
     "AUTO_POPULATION",
+    "AUTO_WORKERS",
     "COMMANDS",
     "DEFAULT_STORAGE",
     "EXIT_FAULT",
@@ -214,15 +217,14 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
         "--set model.decoder=made --set search.latent_dim=[4,8]",
     )
     parser.add_argument(
-        "--workers", type=positive_int, default=DEFAULT_WORKERS,
-        help="local worker processes sharing the study and its --trials budget "
-        f"(default {DEFAULT_WORKERS}; never more than the trials left); more machines can "
-        "join with the same --storage",
+        "--workers", type=workers_arg, default="auto", metavar="K|auto",
+        help="local worker processes sharing the study and its --trials budget (default "
+        "auto: one per CPU core, at most one per 20 trials left; never more than the trials "
+        "left); more machines can join with the same --storage",
     )
     parser.add_argument(
         "--threads", type=positive_int, default=None,
-        help="TensorFlow threads per worker process (default: TensorFlow's choice for one "
-        "worker, CPU cores / --workers for several)",
+        help="TensorFlow threads per worker process (default: CPU cores / workers)",
     )
     parser.add_argument(
         "--population", type=population_arg, default=DEFAULT_POPULATION, metavar="P|auto",
@@ -254,7 +256,7 @@ class RunOptions:
     seed: int | None = None
     epochs: int | None = None
     set: tuple[str, ...] = ()  # --set section.key=value overrides, in order
-    workers: int = DEFAULT_WORKERS
+    workers: int = DEFAULT_WORKERS  # AUTO_WORKERS: chosen from the cores and the trials left
     threads: int | None = None
     population: int = DEFAULT_POPULATION  # trials trained side by side (AUTO_POPULATION: chosen)
     worker_index: int | None = None  # set for the children of a --workers parent
@@ -363,8 +365,9 @@ def build_confirm_parser(prog: str = "vae-search confirm") -> argparse.ArgumentP
                        help="print the queued schedules and their runs, run nothing")
     queue.add_argument("--cancel", action="store_true",
                        help="drop the runs not started yet (finished runs are kept)")
-    parser.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
-                        help=f"local worker processes (default {DEFAULT_WORKERS})")
+    parser.add_argument("--workers", type=workers_arg, default="auto",
+                        metavar="K|auto", help="local worker processes (default auto: one "
+                        "per CPU core, at most one per 4 runs left)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="TensorFlow threads per worker process")
     parser.add_argument("--worker-index", type=nonneg_int, default=None,

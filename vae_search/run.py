@@ -76,9 +76,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
     def body(signals: SignalState) -> int:
         config = resolve_config(options)
-        if options.workers > 1:
-            return run_pool(options, config)
-        return run_worker(options, config, signals)
+        if options.workers == 1 or options.child:  # a child is one worker, whatever it says
+            return run_worker(options, config, signals)
+        return run_pool(options, config, signals)  # several, or auto
 
     return run_command(body, label="vae_search", debug=options.debug,
                        quiet_interrupt=options.child,

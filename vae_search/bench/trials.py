@@ -116,8 +116,8 @@ def throughput_lines(line: Any, *, quick: bool, trials_200: bool, workers: bool,
                     return measure(["-m", "vae_search.run", "--study", study, "--trials", str(n),
                                     "--storage", url, "--quiet", *extra, *flags], n)
 
-                pop = run("pop", *pop_flag)
-                one = run("one", "--population", "1")
+                pop = run("pop", "--workers", "1", *pop_flag)
+                one = run("one", "--workers", "1", "--population", "1")
                 rows = [("population auto" if population is None
                          else f"population {population}", pop), ("population 1", one)]
                 if workers:  # today's other use of 2 cores, and both combined

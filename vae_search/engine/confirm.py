@@ -54,6 +54,7 @@ REFERENCES = ("no-warmup", "middle", "longest")  # the reference schedules, in t
 FAIL_NO_RUN = f"{FAIL_SURPLUS}: no confirmation run was left in the queue; it was not run"
 FAIL_CANCELLED = "cancelled: vae-search confirm --cancel"  # a queued run that never started
 MAX_RUNS = 200  # new runs one confirm plans without --yes (7,791 were once queued by mistake)
+RUNS_PER_WORKER = 4  # --workers auto: one more worker per this many runs left, up to the cores
 
 Planned = tuple[int | str, dict[str, Any]]  # (the ``confirms`` value, fixed parameters)
 
@@ -232,8 +233,9 @@ class ConfirmGate:
 
 
 def _child_command(options: ConfirmOptions, name: str, index: int, threads: int) -> list[str]:
+    # "--workers 1": a child is one worker (the default, auto, would start workers of its own).
     argv = [sys.executable, "-m", "vae_search.engine.confirm", "--join", "--quiet", "--study-name",
-            name, "--worker-index", str(index), "--threads", str(threads)]
+            name, "--workers", "1", "--worker-index", str(index), "--threads", str(threads)]
     if options.artifacts is not None:
         argv += ["--artifacts", options.artifacts]
     return argv + (["--debug"] if options.debug else [])
@@ -242,16 +244,17 @@ def _child_command(options: ConfirmOptions, name: str, index: int, threads: int)
 def _work(options: ConfirmOptions, study: optuna.Study, config: StudyConfig, total: int,
           signals: Any) -> None:
     """Run queued confirmation runs: in this process, or in ``--workers`` children."""
-    import os
-
+    from vae_search.engine.pool import check_shareable, pool_size, supervise
+    from vae_search.engine.sizing import cpu_cores
     from vae_search.report import Progress
 
-    if options.workers > 1:
-        from vae_search.engine.pool import check_shareable, supervise
-
+    cpus = cpu_cores()
+    # A confirmation run trains every epoch and is never pruned: worth a worker sooner.
+    size, _ = pool_size(options.workers, max(1, runs_left(study)), cpus,
+                        per_worker=RUNS_PER_WORKER)
+    if size > 1 and options.worker_index is None:  # a child never starts workers of its own
         check_shareable(options.storage)
-        size = min(options.workers, max(1, runs_left(study)))
-        threads = options.threads or max(1, (os.cpu_count() or 1) // size)
+        threads = options.threads or max(1, cpus // size)
         codes, received = supervise(
             [_child_command(options, study.study_name, i, threads) for i in range(size)],
             options.storage, Progress(study, total, enabled=not options.quiet, confirms=True),

@@ -11,17 +11,20 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from vae_search.cli import AUTO_POPULATION, STORAGE_ENV, RunOptions
+from vae_search.cli import AUTO_POPULATION, AUTO_WORKERS, STORAGE_ENV, RunOptions
 from vae_search.config.schema import StudyConfig
-from vae_search.engine.worker import budget_met, finish, finished_count, prepare
+from vae_search.engine.sizing import TRIALS_PER_WORKER, cpu_cores, default_workers
+from vae_search.engine.worker import budget_met, finish, finished_count, prepare, run_worker
 from vae_search.storage.connection import StorageError
 from vae_search.storage.url import StorageURL
 
 if TYPE_CHECKING:
     import optuna
 
+    from vae_search.engine.signals import SignalState
     from vae_search.report import Progress
 
 __all__ = ["check_shareable", "pool_size", "run_pool", "supervise"]
@@ -29,23 +32,28 @@ __all__ = ["check_shareable", "pool_size", "run_pool", "supervise"]
 POOL_POLL = 1.0  # seconds between the parent's looks at its children and the study
 
 
-def pool_size(requested: int, trials_left: int, cpus: int | None) -> tuple[int, list[str]]:
+def pool_size(requested: int, trials_left: int, cpus: int,
+              per_worker: int = TRIALS_PER_WORKER) -> tuple[int, list[str]]:
     """How many workers to start, and the notes to show about it.
 
     Args:
-        requested: ``--workers``.
+        requested: ``--workers`` (:data:`~vae_search.cli.AUTO_WORKERS`: chosen here).
         trials_left: The budget minus the finished trials (> 0).
-        cpus: ``os.cpu_count()`` (``None`` when unknown).
+        cpus: The CPU cores this process may use (:func:`~vae_search.engine.sizing.cpu_cores`).
+        per_worker: ``auto`` starts at most one worker per this many trials left.
 
     Returns:
-        ``min(requested, trials_left)`` and the lines explaining any difference.
+        ``auto``: :func:`~vae_search.engine.sizing.default_workers`; otherwise
+        ``min(requested, trials_left)``, with the lines explaining any difference.
     """
+    if requested == AUTO_WORKERS:
+        return default_workers(trials_left, cpus, per_worker), []
     notes = []
     size = max(1, min(requested, trials_left))
     if size < requested:
         notes.append(f"note: starting {size} worker{'s' if size > 1 else ''}, not {requested}: "
                      f"only {trials_left} trial{'s are' if trials_left > 1 else ' is'} left")
-    if cpus is not None and size > cpus:  # about the workers that will start
+    if size > cpus:  # about the workers that will start
         notes.append(f"warning: {size} workers are more than the {cpus} CPU cores of this "
                      "machine; they will compete for them (each is a TensorFlow process)")
     return size, notes
@@ -85,35 +93,41 @@ def check_shareable(url: StorageURL) -> None:
                            "(sqlite:///path.db) or a server, not an in-memory SQLite")
 
 
-def run_pool(options: RunOptions, config: StudyConfig) -> int:
+def run_pool(options: RunOptions, config: StudyConfig, signals: SignalState) -> int:
     """Run ``--workers`` worker processes on the same storage and wait for them.
 
     The parent creates (or joins and checks) the study once, so a bad config or storage is
     one error, then starts the single-worker command in each child, with the storage URL in
     ``$VAE_SEARCH_STORAGE`` (never on a command line), ``--threads`` = cores / workers, and its
     own process group: Ctrl-C reaches only the parent, which forwards SIGINT/SIGTERM exactly
-    once to every child and waits for them to close their trials.
+    once to every child and waits for them to close their trials. When ``--workers auto``
+    chooses one worker, this process is it (no child, no second start-up).
 
     Returns:
         130 (SIGINT) or 143 (SIGTERM); otherwise the first non-zero child status, or 0.
     """
-    check_shareable(options.storage)
-    _, study = prepare(options, config)  # one clear error here rather than one per child
+    dataset, study = prepare(options, config)  # one clear error here rather than one per child
     done = finished_count(study)
     if done >= options.trials:
         budget_met(study, done, options.trials)
         finish(study, config, options)
         return 0
-    cpus = os.cpu_count()
+    cpus = cpu_cores()
     size, notes = pool_size(options.workers, options.trials - done, cpus)
     for note in notes:
         if note.startswith("warning") or not options.quiet:
             print(note, file=sys.stderr)
-    threads = options.threads or max(1, (cpus or 1) // size)
+    if size == 1:
+        return run_worker(replace(options, workers=1), config, signals,
+                          prepared=(dataset, study))
+    check_shareable(options.storage)
+    threads = options.threads or max(1, cpus // size)
     if not options.quiet:
+        chosen = (f" (auto: {cpus} CPU cores, {options.trials - done} trials left; "
+                  "--workers K to choose)") if options.workers == AUTO_WORKERS else ""
         print(f"study {study.study_name!r} on {options.storage.masked}: {done}/"
               f"{options.trials} trials finished; starting {size} workers ({threads} "
-              "TensorFlow thread(s) each)...", file=sys.stderr)
+              f"TensorFlow thread(s) each){chosen}...", file=sys.stderr)
     from vae_search.report import Progress
 
     codes, received = supervise(

@@ -20,13 +20,39 @@ if TYPE_CHECKING:
     from vae_search.cli import RunOptions
     from vae_search.config.schema import StudyConfig
 
-__all__ = ["MAX_POPULATION", "MEMBERS_PER_CORE", "available_memory", "check_fits",
-           "default_population", "model_bytes", "population_size"]
+__all__ = ["MAX_POPULATION", "MEMBERS_PER_CORE", "TRIALS_PER_WORKER", "available_memory",
+           "check_fits", "cpu_cores", "default_population", "default_workers", "model_bytes",
+           "population_size"]
 
 MEMBERS_PER_CORE = 8  # measured: per-member cost levels off around 16 members on 2 cores
 MAX_POPULATION = 32  # more only adds sampler lag (constant-liar trials) for little speed
 MEMORY_SHARE = 0.25  # of the available memory a population may take
 UNKNOWN_MEMORY = 2**31  # bytes assumed available when the machine does not say
+# --workers auto: one more worker process for every this many trials left, up to the cores. A
+# worker's start-up (TensorFlow's import, traces, the data) costs about as much CPU as ten
+# trials of the default study, so a short run stays in one process.
+TRIALS_PER_WORKER = 20
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask, capped by a cgroup v2 CPU
+    quota (``cpu.max``, e.g. a container's ``--cpus``) when there is one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def default_workers(trials_left: int, cores: int, per_worker: int = TRIALS_PER_WORKER) -> int:
+    """``--workers auto``: one worker process per core, but at most one per ``per_worker``
+    trials left (at least 1). Separate processes beat TensorFlow's own threading for these
+    small models (docs/performance.md)."""
+    return max(1, min(cores, trials_left // per_worker))
 
 
 def model_bytes(config: StudyConfig, n_features: int, rows: int, vocab_size: int = 0) -> int:
@@ -122,8 +148,7 @@ def default_population(config: StudyConfig, n_features: int, rows: int, *,
         available: Available memory in bytes (default: :func:`available_memory`).
     """
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
+        cpus = cpu_cores()
     if available is None:
         available = available_memory()
     by_memory = int(MEMORY_SHARE * available) // max(1, model_bytes(config, n_features, rows))

@@ -193,8 +193,12 @@ def train(study: optuna.Study, config: StudyConfig, dataset: Dataset, options: R
                callbacks=[progress, refresher])
 
 
-def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -> int:
+def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState, *,
+               prepared: tuple[Dataset, optuna.Study] | None = None) -> int:
     """Run trials in this process until the study's budget is met (or the timeout).
+
+    Args:
+        prepared: What :func:`prepare` returned, when the caller has already called it.
 
     Returns:
         The exit status (0).
@@ -205,7 +209,7 @@ def run_worker(options: RunOptions, config: StudyConfig, signals: SignalState) -
         FailureStreak: too many trials in a row failed.
     """
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
-    dataset, study = prepare(options, config)
+    dataset, study = prepared or prepare(options, config)
     done = finished_count(study)
     if done >= options.trials:
         if not options.child:
