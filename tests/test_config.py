@@ -65,6 +65,18 @@ def test_name_defaults_to_file_stem(tmp_path):
         ({"seed": 2**32}, "seed"),
         ({"seed": 2**63}, "seed"),  # every trial failed: "out-of-range integer to Tensor"
         ({"name": "n" * 513}, "name"),  # Optuna's study_name column holds 512 characters
+        ({"search": {"families": ["warmup", "sigmoid"]}}, "search.families"),
+        ({"search": {"families": ["warmup", "warmup"]}}, "search.families"),
+        # word dropout needs a decoder that reads the previous tokens: one error, named
+        ({"search": {"families": ["warmup", "word_dropout"]}}, "search.families"),
+        ({"search": {"families": ["warmup", "cyclical"], "schedule": ["linear", "cyclical"]}},
+         "search.schedule"),
+        ({"search": {"families": ["warmup", "setpoint"], "free_bits": [0.0, 0.5]}},
+         "search.free_bits"),
+        ({"search": {"families": ["free_bits"], "free_bits": [0.5, 0.1]}}, "search.free_bits"),
+        ({"search": {"kl_target": [0.0, 5.0]}}, "search.kl_target"),
+        ({"search": {"inner_steps": [0, 5]}}, "search.inner_steps"),
+        ({"search": {"aggressive_epochs": [3, 1]}}, "search.aggressive_epochs"),
     ],
 )
 def test_invalid_configs_name_the_key(raw, key):

@@ -139,6 +139,10 @@ def test_population_size_rules():
                                                            "likelihood": "categorical"})
     size, note = population_size(RunOptions(population=8), gru, data, 50)
     assert size == 1 and "one trial at a time" in note
+    # aggressive training steps a trial's encoder and decoder apart: its own trainer
+    aggressive = tiny_config(search={"families": ["warmup", "aggressive"]})
+    size, note = population_size(RunOptions(population=8), aggressive, data, 50)
+    assert size == 1 and "aggressive family" in note
     assert default_population(config, 64, 360, cpus=2, available=2**33) == 16
     assert default_population(config, 64, 360, cpus=64, available=2**33) == 32
     assert default_population(config, 64, 360, cpus=2, available=2**20) == 1

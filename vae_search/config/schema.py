@@ -16,9 +16,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vae_search.config._typed import ConfigError, build_dataclass, parse_assignment
+from vae_search.config.checks import (
+    MAX_STUDY_NAME,
+    check_range,
+    study_name_problem,
+    validate_search_dims,
+)
 
 __all__ = [
     "DEFAULT_REFRESH_SECONDS",
+    "FAMILIES",
     "CollapseConfig",
     "ConfigError",
     "DataConfig",
@@ -56,17 +63,17 @@ DecoderName = Literal["dense", "made", "gru"]
 Binarize = Literal["fixed", "dynamic"]
 Reduction = Literal["sum", "mean"]
 ScheduleName = Literal["linear", "cyclical"]
+# Remedies for posterior collapse, each one mechanism (docs/science.md#remedy-families).
+FamilyName = Literal["warmup", "cyclical", "free_bits", "word_dropout", "aggressive", "setpoint"]
 SamplerName = Literal["tpe", "random"]
 PrunerName = Literal["median", "hyperband", "none"]
 ObjectiveName = Literal["elbo", "pareto"]
 DATASETS = typing.get_args(DatasetName)
+FAMILIES = typing.get_args(FamilyName)
 LIKELIHOODS = typing.get_args(Likelihood)
 TOKEN_DATASETS = ("sequences", "text")  # always token ids; "file" is tokens when categorical
 MAX_SEQUENCE_VOCAB = 62  # sequences: one symbol each from 0-9a-zA-Z
 MAX_SEED = 2**32 - 1  # seeds NumPy's legacy RNG (Keras' set_random_seed) and TensorFlow's int64
-# Optuna's studies.study_name column is VARCHAR(512) (optuna/storages/_rdb/models.py,
-# MAX_INDEXED_STRING_LENGTH): a longer name fails on PostgreSQL; refused for every storage.
-MAX_STUDY_NAME = 512
 # Seconds between two figure refreshes of a worker, at least: a refresh costs about as much as
 # a trial of the default study (~0.5 s), and a run ends with one anyway.
 DEFAULT_REFRESH_SECONDS = 30.0
@@ -121,6 +128,12 @@ class SearchConfig:
     free_bits: tuple[float, float] | None = None  # [lo, hi] nats per latent dim (Kingma 2016)
     word_dropout: tuple[float, float] | None = None  # gru: [lo, hi] decoder-input dropout
     objective: ObjectiveName = "elbo"  # "pareto": maximize (ELBO, I(x;z)), pruning off
+    # Remedy families a trial chooses from (the parameter "family" when more than one); each
+    # combines with the klstart/annealtime warm-up. Only "warmup": the keys above as always.
+    families: tuple[FamilyName, ...] = ("warmup",)
+    kl_target: tuple[float, float] = (1.0, 10.0)  # setpoint: KL set-point, nats per example
+    aggressive_epochs: tuple[int, int] = (1, 10)  # aggressive: most epochs in aggressive mode
+    inner_steps: tuple[int, int] = (10, 50)  # aggressive: most encoder steps per decoder step
 
 
 @dataclass(frozen=True)
@@ -226,25 +239,6 @@ class StudyConfig:
         return self.with_overrides(**overrides), note
 
 
-def _range(lo_hi: tuple[float, float], key: str, *, minimum: float) -> None:
-    lo, hi = lo_hi
-    if lo > hi:
-        raise ConfigError(f"{key}: inverted range [{lo}, {hi}] (low must be <= high)")
-    if lo < minimum:
-        raise ConfigError(f"{key}: low end {lo} is below the minimum {minimum}")
-
-
-def study_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a study name on every storage: blank, or longer than
-    :data:`MAX_STUDY_NAME` characters (``None``: it can)."""
-    if not name.strip():
-        return f"must not be empty, got {name!r}"
-    if len(name) > MAX_STUDY_NAME:
-        return (f"at most {MAX_STUDY_NAME} characters (Optuna's study_name column), got "
-                f"{len(name)}")
-    return None
-
-
 def _validate(c: StudyConfig) -> None:
     d, m, t, s = c.data, c.model, c.train, c.search
     if not c.name or any(ch.isspace() for ch in c.name):
@@ -299,8 +293,8 @@ def _validate(c: StudyConfig) -> None:
     if not 0 < t.learning_rate < 1:
         raise ConfigError(f"train.learning_rate: must be in (0, 1), got {t.learning_rate}")
 
-    _range(s.klstart, "search.klstart", minimum=0)
-    _range(s.annealtime, "search.annealtime", minimum=0)
+    check_range(s.klstart, "search.klstart", minimum=0)
+    check_range(s.annealtime, "search.annealtime", minimum=0)
     if s.klstart[1] + s.annealtime[1] > t.epochs:
         raise ConfigError(
             f"search.klstart: klstart + annealtime can reach {s.klstart[1]} + {s.annealtime[1]} "
@@ -320,9 +314,9 @@ def _validate(c: StudyConfig) -> None:
     ):
         if len(set(values)) != len(values):
             raise ConfigError(f"{key}: duplicate choices in {list(values)}")
-    _validate_optional_dims(c)
-    _range(s.cycles, "search.cycles", minimum=1)
-    _range(s.ratio, "search.ratio", minimum=0)
+    validate_search_dims(c)
+    check_range(s.cycles, "search.cycles", minimum=1)
+    check_range(s.ratio, "search.ratio", minimum=0)
     if s.ratio[0] <= 0 or s.ratio[1] > 1:
         raise ConfigError(f"search.ratio: must lie in (0, 1], got {list(s.ratio)}")
 
@@ -381,27 +375,6 @@ def _validate_model(c: StudyConfig) -> None:
     if m.decoder in ("dense", "made") and m.likelihood == "categorical":
         raise ConfigError(f"model.likelihood: 'categorical' (token data) needs model.decoder = "
                           f"'gru' or a model.builder, not {m.decoder!r}")
-
-
-def _validate_optional_dims(c: StudyConfig) -> None:
-    s, m = c.search, c.model
-    if s.sigma2 is not None:
-        if m.likelihood != "gaussian" or m.variance != "fixed":
-            raise ConfigError("search.sigma2: needs model.likelihood = 'gaussian' and "
-                              "model.variance = 'fixed'")
-        if not s.sigma2 or any(not v > 0 for v in s.sigma2):
-            raise ConfigError(f"search.sigma2: every choice must be > 0, got {list(s.sigma2)}")
-        if len(set(s.sigma2)) != len(s.sigma2):
-            raise ConfigError(f"search.sigma2: duplicate choices in {list(s.sigma2)}")
-    if s.free_bits is not None:
-        _range(s.free_bits, "search.free_bits", minimum=0)
-    if s.word_dropout is not None:
-        if m.decoder != "gru" or m.builder:
-            raise ConfigError("search.word_dropout: needs model.decoder = 'gru'")
-        _range(s.word_dropout, "search.word_dropout", minimum=0)
-        if s.word_dropout[1] >= 1:
-            raise ConfigError(f"search.word_dropout: must lie in [0, 1), got "
-                              f"{list(s.word_dropout)}")
 
 
 def parse_config(raw: dict[str, Any], *, validate: bool = True) -> StudyConfig:

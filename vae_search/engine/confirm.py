@@ -40,7 +40,7 @@ from vae_search.report.confirmation import confirmation_rows, confirmation_table
 from vae_search.report.findings import text_table
 from vae_search.report.rows import elbo_value, is_confirmation, trial_rows
 from vae_search.storage.connection import StorageError, load_study
-from vae_search.trial.space import ANNEALTIME, CYCLES, KLSTART, RATIO, SCHEDULE
+from vae_search.trial.space import ANNEALTIME, CYCLES, FAMILY, KLSTART, RATIO, SCHEDULE
 
 if TYPE_CHECKING:
     import optuna
@@ -76,6 +76,8 @@ def reference_params(best: dict[str, Any], space: SearchConfig) -> dict[str, dic
     base = {k: v for k, v in best.items() if k not in (CYCLES, RATIO)}
     if SCHEDULE in base:
         base[SCHEDULE] = "linear"
+    if base.get(FAMILY) == "cyclical":  # a reference is a linear warm-up
+        base[FAMILY] = "warmup"
     return {name: {**base, KLSTART: k, ANNEALTIME: a} for name, (k, a) in schedules.items()}
 
 
@@ -98,7 +100,9 @@ def plan(study: optuna.Study, config: StudyConfig, top: int, *,
     ranked = sorted(search, key=lambda t: -(elbo_value(t) or 0.0))
     healthy = [t for t in ranked if t.user_attrs.get(keys.ATTR_COLLAPSED) is False]
     planned: list[Planned] = [(t.number, dict(t.params)) for t in healthy[:top]]
-    if references and "linear" in config.search.schedule:
+    families = config.search.families  # a reference is a linear warm-up of the family
+    if references and "linear" in config.search.schedule and (
+            "warmup" in families or (len(families) == 1 and families[0] != "cyclical")):
         base, suffix = (healthy or ranked)[0], ""
         if like is not None:
             found = [t for t in study.get_trials(deepcopy=False, states=(

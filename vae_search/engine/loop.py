@@ -195,16 +195,20 @@ class TrialLoop:
         """Train every slot one epoch, then record, report, prune, finish or fail each trial."""
         o = self.objective
         betas = [0.0 if run is None else run.beta for run in self.slots]
+        inner = [0 if run is None else run.inner_steps for run in self.slots]
         results = self.trainers.results(
             o.x_train, o.x_val, betas, eval_seed=self.config.seed,
-            active_threshold=self.config.collapse.active_threshold)
+            active_threshold=self.config.collapse.active_threshold, inner_steps=inner)
         # The trials share one read of the completed trials until one of them completes
         # (other workers' trials join at the pruner's timed refresh), not one per trial.
         read = ("loop", id(self), self.completed)
         for slot, run in enumerate(self.slots):
             if run is None:
                 continue
-            state = run.after_epoch(results[slot], self.reports, read=read)
+            information = o.information(self.trainers.member(slot, o.spec(run.plan.params)),
+                                        inner[slot]) if inner[slot] else None
+            state = run.after_epoch(results[slot], self.reports, read=read,
+                                    information=information)
             if state == "FAIL":
                 self._end(slot, state="FAIL")
             elif state is not None:

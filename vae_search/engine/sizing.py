@@ -3,9 +3,10 @@ side (the loop's slots, P).
 
 Small dense and made VAEs are bound by TensorFlow's per-op dispatch, so P of them stacked into
 one model (:class:`~vae_search.models.population.PopulationTrainer`) cost little more than one.
-``--population auto`` takes P from the cores and the memory; a gru decoder or a user's builder
-trains one trial at a time. A model that could not fit in the available memory even alone is
-refused before anything is allocated (:func:`check_fits`). No TensorFlow here.
+``--population auto`` takes P from the cores and the memory; a gru decoder, a user's builder
+or a study searching the ``aggressive`` family trains one trial at a time. A model that could
+not fit in the available memory even alone is refused before anything is allocated
+(:func:`check_fits`). No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -158,12 +159,15 @@ def default_population(config: StudyConfig, n_features: int, rows: int, *,
 def population_size(options: RunOptions, config: StudyConfig, dataset: Any,
                     trials_left: int) -> tuple[int, str]:
     """How many trials this worker trains side by side, and a note when it is not what was
-    asked for (gru and user builders train one at a time)."""
+    asked for (gru, user builders and the aggressive family train one at a time)."""
     from vae_search.models.population import FAMILIES
 
     asked = options.population
-    if config.model.builder or config.model.decoder not in FAMILIES:
-        what = "model.builder" if config.model.builder else f"the {config.model.decoder} decoder"
+    # Aggressive encoder training steps a trial's encoder and decoder apart: its own trainer.
+    aggressive = "aggressive" in config.search.families
+    if config.model.builder or config.model.decoder not in FAMILIES or aggressive:
+        what = ("model.builder" if config.model.builder else "the aggressive family"
+                if aggressive else f"the {config.model.decoder} decoder")
         note = f"note: --population {asked}: {what} trains one trial at a time" if (
             asked and asked > 1) else ""
         return 1, note

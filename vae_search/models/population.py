@@ -182,8 +182,17 @@ class PopulationTrainer:
         return trainer
 
     def results(self, x_train: tf.Tensor, x_val: tf.Tensor, betas: Sequence[float], *,
-                eval_seed: int, active_threshold: float) -> list[EpochResult]:
-        """:meth:`run_epoch`, one :class:`EpochResult` per slot (an empty slot's is noise)."""
+                eval_seed: int, active_threshold: float,
+                inner_steps: Sequence[int] | None = None) -> list[EpochResult]:
+        """:meth:`run_epoch`, one :class:`EpochResult` per slot (an empty slot's is noise).
+
+        Raises:
+            ValueError: a slot asks for an aggressive epoch (``inner_steps``): its encoder and
+                decoder step apart, which only a trial's own trainer does (:class:`OneSlot`).
+        """
+        if inner_steps is not None and any(inner_steps):
+            raise ValueError("aggressive encoder training runs one trial at a time (OneSlot), "
+                             "not in a population")
         rows = self.run_epoch(x_train, x_val, betas, eval_seed=eval_seed,
                               active_threshold=active_threshold)
         return [EpochResult.of_row(row) for row in rows]
@@ -358,10 +367,12 @@ class OneSlot:
         return self.trainer
 
     def results(self, x_train: tf.Tensor, x_val: tf.Tensor, betas: Sequence[float], *,
-                eval_seed: int, active_threshold: float) -> list[EpochResult]:
+                eval_seed: int, active_threshold: float,
+                inner_steps: Sequence[int] | None = None) -> list[EpochResult]:
         assert self.trainer is not None
         return [self.trainer.run_epoch(x_train, x_val, beta=betas[0], eval_seed=eval_seed,
-                                       active_threshold=active_threshold)]
+                                       active_threshold=active_threshold,
+                                       inner_steps=inner_steps[0] if inner_steps else 0)]
 
 
 Slots = OneSlot | PopulationTrainer  # what the search's loop trains its trials in

@@ -5,6 +5,12 @@ inside one ``tf.function`` over data held as tensors. Trainers are cached per ar
 (:class:`TrainerSpec`) and re-initialised per trial (:class:`~vae_search.models.seeding.Reseeder`),
 so a worker running hundreds of trials traces each architecture once. Everything a trial or an
 epoch changes (beta, reduction, free bits, sigma^2, word dropout) is a variable, not a retrace.
+
+An aggressive epoch (He et al. 2019) is a second compiled epoch, traced only by the trials that
+use it: before each decoder step, encoder-only steps on random batches until the encoder's loss
+stops falling (its mean over a window of :data:`INNER_WINDOW` steps is not below the previous
+window's) or the cap of inner steps. The encoder steps with its own Adam (He et al. keep one
+optimizer each), the decoder with the model's; neither touches the other's weights.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ __all__ = [
 EVAL_BATCH_SIZE = 2048  # rows per compiled evaluation step (bounds memory on large data)
 IWAE_ROWS = 4096  # decoder rows (k draws x examples) per compiled IWAE step
 MAX_CACHED_TRAINERS = 16  # distinct architectures kept per process
+# Encoder steps per loss check in aggressive training. He et al. check every 15 steps of at
+# most 100; our caps are smaller (search.inner_steps), so the window is too.
+INNER_WINDOW = 5
 
 
 def configure_threads(threads: int | None) -> None:
@@ -97,7 +106,11 @@ class Trainer:
             self.vae, self.vae.optimizer, learning_rate=spec.learning_rate,
             generators=(self.shuffle_seed, self.binarize_seed),
         )
-        self._reset = tf.function(self.reseeder.reset)
+        # Aggressive training's encoder-only steps (built here: its state is reset per trial).
+        self.encoder_optimizer = keras.optimizers.Adam(spec.learning_rate)
+        self.encoder_optimizer.build(self.vae.encoder.trainable_weights)
+        self.encoder_steps = tf.Variable(0, dtype="int64", trainable=False)  # inner steps taken
+        self._reset = tf.function(self._reset_impl)
         self._train_epoch = tf.function(self._train_epoch_impl, reduce_retracing=True)
         # Any number of rows, one graph: artifacts encode 8 rows, the diagnostics the whole split.
         self.dtype = "int32" if spec.vocab_size else "float32"  # token ids, or flat data
@@ -107,6 +120,7 @@ class Trainer:
         self._iwae = tf.function(self._iwae_impl,
                                  input_signature=[rows, tf.TensorSpec([], "int32")])
         self._epoch = tf.function(self._epoch_impl, reduce_retracing=True)
+        self._aggressive_epoch = tf.function(self._aggressive_epoch_impl, reduce_retracing=True)
         # Greedy autoregressive decoding calls the decoder once per position: eager, each call
         # re-dispatched every layer (a GRU sequence's artifact took ~1 s); compiled, ~ms.
         codes = tf.TensorSpec([None, spec.latent_dim], "float32")
@@ -171,14 +185,19 @@ class Trainer:
         return np.asarray(mu), np.asarray(logvar)
 
     def run_epoch(self, x_train: tf.Tensor, x_val: tf.Tensor, *, beta: float,
-                  eval_seed: int = 0, active_threshold: float = 0.01) -> EpochResult:
+                  eval_seed: int = 0, active_threshold: float = 0.01,
+                  inner_steps: int = 0) -> EpochResult:
         """:meth:`set_beta`, :meth:`train_epoch`, :meth:`evaluate` and the active-unit count,
-        fused into one compiled call (the same numbers, one round-trip)."""
-        out = self._epoch(
-            x_train, x_val, tf.constant(beta, dtype="float32"),
-            tf.constant(eval_seed, dtype="int64"), tf.constant(active_threshold, dtype="float32"),
-        ).numpy()
-        return EpochResult.of_row(out)
+        fused into one compiled call (the same numbers, one round-trip); ``inner_steps > 0``
+        trains the epoch aggressively with at most that many encoder steps per decoder step."""
+        args = (x_train, x_val, tf.constant(beta, dtype="float32"),
+                tf.constant(eval_seed, dtype="int64"),
+                tf.constant(active_threshold, dtype="float32"))
+        if inner_steps > 0:
+            out = self._aggressive_epoch(*args, tf.constant(inner_steps, dtype="int32"))
+        else:
+            out = self._epoch(*args)
+        return EpochResult.of_row(out.numpy())
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """``p(x|z)``'s mean (factorized) or its greedy mode, position by position
@@ -200,19 +219,56 @@ class Trainer:
 
     # -- compiled bodies -------------------------------------------------------------------
 
-    def _train_epoch_impl(self, x_train: tf.Tensor) -> list[tf.Tensor]:
+    def _reset_impl(self, seed: tf.Tensor) -> None:
+        self.reseeder.reset(seed)
+        for var in self.encoder_optimizer.variables:
+            var.assign(tf.zeros(var.shape, dtype=var.dtype))
+        self.encoder_optimizer.learning_rate.assign(self.spec.learning_rate)
+        self.encoder_steps.assign(0)
+
+    def _rows(self, x_train: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+        """The training rows ``index``, binarized afresh under dynamic binarization."""
+        x = tf.gather(x_train, index)
+        if self.spec.dynamic_binarization:
+            noise = keras.random.uniform(tf.shape(x), seed=self.binarize_seed)
+            x = tf.cast(noise < x, x.dtype)
+        return x
+
+    def _train_epoch_impl(self, x_train: tf.Tensor, inner_steps: tf.Tensor | None = None
+                          ) -> list[tf.Tensor]:
         n = tf.shape(x_train)[0]
         batch = self.spec.batch_size
         steps = (n + batch - 1) // batch  # the last, partial batch too, as Model.fit does
         order = keras.random.shuffle(tf.range(n), seed=self.shuffle_seed)
         totals = tf.zeros((3,), dtype="float32")
         for step in tf.range(steps):
-            x = tf.gather(x_train, order[step * batch : (step + 1) * batch])
-            if self.spec.dynamic_binarization:
-                noise = keras.random.uniform(tf.shape(x), seed=self.binarize_seed)
-                x = tf.cast(noise < x, x.dtype)
-            totals += tf.stack(self.vae.train_batch(x))
+            x = self._rows(x_train, order[step * batch : (step + 1) * batch])
+            if inner_steps is None:
+                totals += tf.stack(self.vae.train_batch(x))
+            else:  # aggressive: the encoder first, then one step of the decoder alone
+                self._encoder_steps(x_train, x, inner_steps)
+                totals += tf.stack(self.vae.train_batch(x, self.vae.decoder_weights))
         return tf.unstack(totals / tf.cast(steps, "float32"))
+
+    def _encoder_steps(self, x_train: tf.Tensor, x: tf.Tensor, cap: tf.Tensor) -> None:
+        """Encoder-only steps, the first on ``x``, then on random batches of its size, until
+        a window's mean loss is not below the previous window's, or ``cap`` steps."""
+        n, rows = tf.shape(x_train)[0], tf.shape(x)[0]
+        encoder = self.vae.encoder.trainable_weights
+        previous = tf.constant(float("inf"))
+        window = tf.constant(0.0)
+        taken = tf.constant(0)
+        while taken < cap:
+            loss, _, _ = self.vae.train_batch(x, encoder, self.encoder_optimizer)
+            window += loss
+            taken += 1
+            x = self._rows(x_train, keras.random.randint((rows,), 0, n, seed=self.shuffle_seed))
+            if taken % INNER_WINDOW == 0:
+                if window / INNER_WINDOW >= previous:
+                    break
+                previous = window / INNER_WINDOW
+                window = tf.constant(0.0)
+        self.encoder_steps.assign_add(tf.cast(taken, "int64"))
 
     def _evaluate_impl(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         n = tf.shape(x)[0]
@@ -243,10 +299,16 @@ class Trainer:
     def _encode_impl(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self.vae.encoder(x, training=False)
 
+    def _aggressive_epoch_impl(self, x_train: tf.Tensor, x_val: tf.Tensor, beta: tf.Tensor,
+                               eval_seed: tf.Tensor, active_threshold: tf.Tensor,
+                               inner_steps: tf.Tensor) -> tf.Tensor:
+        return self._epoch_impl(x_train, x_val, beta, eval_seed, active_threshold, inner_steps)
+
     def _epoch_impl(self, x_train: tf.Tensor, x_val: tf.Tensor, beta: tf.Tensor,
-                    eval_seed: tf.Tensor, active_threshold: tf.Tensor) -> tf.Tensor:
+                    eval_seed: tf.Tensor, active_threshold: tf.Tensor,
+                    inner_steps: tf.Tensor | None = None) -> tf.Tensor:
         self.vae.beta.assign(beta)
-        loss, recon, kl = self._train_epoch_impl(x_train)
+        loss, recon, kl = self._train_epoch_impl(x_train, inner_steps)
         self.eval_seed.state.assign(tf.stack([eval_seed, tf.constant(1, dtype="int64")]))
         neg_elbo, val_recon, val_kl = self._evaluate_impl(x_val)
         mu, _ = self._encode_impl(x_val)

@@ -139,13 +139,27 @@ class VAE(keras.Model):
         kl_term = ops.sum(ops.maximum(self.free_bits, ops.mean(kl, axis=0)))
         return recon_term + self.beta * kl_term, recon_term, ops.mean(ops.sum(kl, axis=1))
 
-    def train_batch(self, x: Any) -> tuple[Any, Any, Any]:
-        """One Adam step on the training loss; returns (loss, recon, plain KL) batch means."""
+    @property
+    def decoder_weights(self) -> list[Any]:
+        """p(x|z)'s trainable weights: the decoder's and the likelihood's (a learned variance)."""
+        return [*self.decoder.trainable_weights, *self.likelihood.trainable_weights]
+
+    def train_batch(self, x: Any, weights: list[Any] | None = None,
+                    optimizer: Any = None) -> tuple[Any, Any, Any]:
+        """One Adam step on the training loss; returns (loss, recon, plain KL) batch means.
+
+        Args:
+            x: The batch.
+            weights: The weights this step updates (default: all); the others are untouched
+                (aggressive training steps the encoder and the decoder apart).
+            optimizer: Its optimizer (default: the model's).
+        """
+        weights = self.trainable_weights if weights is None else weights
         with tf.GradientTape() as tape:
             recon, kl = self.terms(x, training=True)
             loss, recon_term, kl_mean = self.training_loss(recon, kl)
-        grads = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply(grads, self.trainable_weights)
+        grads = tape.gradient(loss, weights)
+        (optimizer or self.optimizer).apply(grads, weights)
         return loss, recon_term, kl_mean
 
     def train_step(self, data: Any) -> dict[str, Any]:

@@ -122,6 +122,11 @@ class TrialRow:
         return self.params
 
     @property
+    def family(self) -> str | None:
+        """The trial's remedy family (``None`` when its params are unknown)."""
+        return None if self.params is None else self.params.family
+
+    @property
     def diagnosed(self) -> bool:
         return self.active_units is not None
 
@@ -142,6 +147,14 @@ class TrialRow:
                          f"latent_dim={p.latent_dim}, reduction={p.reduction}")
             if p.schedule != "linear":
                 lines.append(f"schedule={p.schedule}, cycles={p.cycles}, ratio={p.ratio:.2f}")
+            if p.family not in ("warmup", "cyclical"):
+                lines.append(f"family={p.family}, " + {
+                    "free_bits": f"free_bits={p.free_bits:.2f}",
+                    "word_dropout": f"word_dropout={p.word_dropout:.2f}",
+                    "setpoint": f"kl_target={p.kl_target:.2f} nats",
+                    "aggressive": f"aggressive_epochs={p.aggressive_epochs}, "
+                                  f"inner_steps={p.inner_steps}",
+                }.get(p.family, ""))
         if self.value is not None:
             lines.append(f"val ELBO={self.value:.2f} nats")
         if self.diagnosed:

@@ -25,11 +25,12 @@ from vae_search.models import EpochResult, Trainer, TrainerSpec, get_trainer, sp
 from vae_search.storage._optuna import set_user_attrs  # the batched user-attr write
 from vae_search.storage.report_writer import ReportWriter
 from vae_search.trial.baseline import decoder_only_nll, owes_baseline
-from vae_search.trial.metrics import Diagnostics, diagnose
+from vae_search.trial.metrics import Diagnostics, diagnose, mutual_information
 from vae_search.trial.pruning import should_prune
 from vae_search.trial.reference import study_references, to_attr
-from vae_search.trial.schedule import Schedule, full_beta_epoch
+from vae_search.trial.schedule import Schedule
 from vae_search.trial.space import TrialParams, suggest
+from vae_search.trial.steering import Steering
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
@@ -86,21 +87,33 @@ class TrialRun:
     fail_reason: str = ""
     history: dict[str, list[Any]] = field(
         default_factory=lambda: {name: [] for name in keys.HISTORY_FIELDS})
+    steering: Steering = field(init=False)  # the family's beta and aggressive mode per epoch
+
+    def __post_init__(self) -> None:
+        self.steering = Steering.of(self.plan.params, self.plan.epochs)
 
     @property
     def beta(self) -> float:
         """The KL weight of the next epoch."""
-        return self.plan.schedule(self.epoch)
+        return self.steering.beta
+
+    @property
+    def inner_steps(self) -> int:
+        """The next epoch's cap on encoder steps per decoder step (0: not aggressive); such an
+        epoch's :meth:`after_epoch` needs the model's I(x;z) (:meth:`Objective.information`)."""
+        return self.steering.inner
 
     def after_epoch(self, result: EpochResult, reports: ReportWriter, *,
-                    read: Hashable | None = None) -> str | None:
+                    read: Hashable | None = None,
+                    information: float | None = None) -> str | None:
         """Record one trained epoch: divergence, history, report, the pruner, the end.
 
         Args:
-            result: The epoch (trained at :attr:`beta`).
+            result: The epoch (trained at :attr:`beta`, aggressively if :attr:`inner_steps`).
             reports: The writer that stores the report off the training thread.
             read: Which read of the completed trials the pruner may share
                 (:func:`~vae_search.trial.pruning.should_prune`).
+            information: After an aggressive epoch, the model's I(x;z).
 
         Returns:
             ``None`` while the trial goes on, else the state to end it in.
@@ -120,6 +133,7 @@ class TrialRun:
         for name in keys.HISTORY_FIELDS:
             self.history[name].append(record[name])
         self.epoch += 1
+        self.steering.observe(result.kl, information)
         if self.plan.reporting:
             reports.submit(self.trial.report, elbo, step=epoch)
             # The pruner refuses before prune_from anyway; not asking saves a storage read.
@@ -180,22 +194,45 @@ class Objective:
                       sigma2=params.sigma2, word_dropout=params.word_dropout)
         return trainer
 
-    def run_epoch(self, trainer: Trainer, beta: float) -> EpochResult:
-        """One compiled call: train at ``beta``, validate at beta = 1, count active units.
+    def run_epoch(self, trainer: Trainer, beta: float, inner_steps: int = 0) -> EpochResult:
+        """One compiled call: train at ``beta`` (aggressively when ``inner_steps > 0``),
+        validate at beta = 1, count active units.
 
         The validation noise draw is the study seed's, the same for every trial and epoch.
         """
         return trainer.run_epoch(self.x_train, self.x_val, beta=beta, eval_seed=self.config.seed,
-                                 active_threshold=self.config.collapse.active_threshold)
+                                 active_threshold=self.config.collapse.active_threshold,
+                                 inner_steps=inner_steps)
+
+    def information(self, trainer: Trainer, inner_steps: int) -> float | None:
+        """I(x;z) on the validation split after an aggressive epoch (``None`` after others).
+
+        One replicate with the study seed's draws: every epoch is measured with the same
+        random numbers, so a change between epochs is the model's, not the estimator's noise.
+        """
+        if not inner_steps:
+            return None
+        mu, logvar = trainer.encode(self.x_val)
+        return mutual_information(mu, logvar, batch_size=self.config.collapse.mi_batch_size,
+                                  seed=self.config.seed)
+
+    def step(self, run: TrialRun, trainer: Trainer, reports: ReportWriter) -> str | None:
+        """Train ``run``'s next epoch in ``trainer``; record it (:meth:`TrialRun.after_epoch`)."""
+        inner = run.inner_steps
+        result = self.run_epoch(trainer, run.beta, inner)
+        return run.after_epoch(result, reports, information=self.information(trainer, inner))
 
     def retrain(self, params: TrialParams, seed: int, epochs: int) -> tuple[Trainer, float]:
         """Train a stored trial again (same parameters and seed) for ``epochs`` epochs; returns
         the trainer and its last validation ELBO (what the trial reported, up to float noise)."""
-        schedule = params.make_schedule(self.config.train.epochs)
+        steering = Steering.of(params, self.config.train.epochs)
         trainer = self.start(params, seed)
         elbo = float("nan")
-        for epoch in range(epochs):
-            elbo = -self.run_epoch(trainer, schedule(epoch)).neg_elbo
+        for _ in range(epochs):
+            inner = steering.inner
+            result = self.run_epoch(trainer, steering.beta, inner)
+            steering.observe(result.kl, self.information(trainer, inner))
+            elbo = -result.neg_elbo
         return trainer, elbo
 
     def diagnostics(self, trainer: Trainer, recon: float, seed: int, *,
@@ -237,7 +274,7 @@ class Objective:
         with ReportWriter(trial) as reports:
             run = self.begin(trial, reports)
             trainer = self.start(run.plan.params, run.plan.seed)
-            while (state := run.after_epoch(self.run_epoch(trainer, run.beta), reports)) is None:
+            while (state := self.step(run, trainer, reports)) is None:
                 pass
             if state == "FAIL":
                 raise TrainingDiverged(run.fail_reason)
@@ -267,7 +304,8 @@ class Objective:
         epochs = c.train.epochs
         params = suggest(trial, c.search, epochs, c.model)
         schedule = params.make_schedule(epochs)
-        full_epoch = full_beta_epoch(schedule, epochs)
+        # A set-point trial's beta is the controller's: never planned to reach 1 (epochs).
+        full_epoch = Steering.of(params, epochs).prune_ready
         seed = trial_seed(c.seed, trial.number)
         # A confirmation run repeats a chosen schedule with a new seed: it is never pruned and
         # reports no intermediate values (the pruner's medians stay the search's own).

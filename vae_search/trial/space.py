@@ -12,13 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vae_search.config.checks import LEGACY_FAMILIES, free_bits_range, word_dropout_range
 from vae_search.config.schema import ModelConfig, SearchConfig
 from vae_search.trial.schedule import CyclicalSchedule, LinearSchedule, Schedule
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["PARAM_NAMES", "TrialParams", "params_from_mapping", "sigma2_of", "suggest"]
+__all__ = ["PARAM_NAMES", "TrialParams", "family_of", "params_from_mapping", "sigma2_of",
+           "suggest"]
 
 # Parameter names as stored in the study (also the dashboard's axis names).
 KLSTART = "klstart"
@@ -31,13 +33,21 @@ RATIO = "ratio"
 SIGMA2 = "sigma2"
 FREE_BITS = "free_bits"
 WORD_DROPOUT = "word_dropout"
+FAMILY = "family"
+KL_TARGET = "kl_target"
+AGGRESSIVE_EPOCHS = "aggressive_epochs"
+INNER_STEPS = "inner_steps"
 PARAM_NAMES = (KLSTART, ANNEALTIME, LATENT_DIM, REDUCTION, SCHEDULE, CYCLES, RATIO, SIGMA2,
-               FREE_BITS, WORD_DROPOUT)
+               FREE_BITS, WORD_DROPOUT, FAMILY, KL_TARGET, AGGRESSIVE_EPOCHS, INNER_STEPS)
 
 
 @dataclass(frozen=True)
 class TrialParams:
-    """Everything a trial samples. ``annealtime`` is the ramp length for both schedule kinds."""
+    """Everything a trial samples. ``annealtime`` is the ramp length for both schedule kinds.
+
+    ``family`` is the trial's remedy (:data:`~vae_search.config.schema.FAMILIES`); the fields
+    of the other families keep their neutral defaults.
+    """
 
     klstart: int
     annealtime: int
@@ -49,6 +59,10 @@ class TrialParams:
     sigma2: float | None = None  # fixed-variance Gaussian: the trial's sigma^2 (None: learned)
     free_bits: float = 0.0  # lambda of sum_j max(lambda, KL_j); 0 = the plain KL
     word_dropout: float = 0.0  # gru: decoder-input dropout rate
+    family: str = "warmup"
+    kl_target: float = 0.0  # setpoint: the KL held after klstart, nats per example
+    aggressive_epochs: int = 0  # aggressive: most epochs of encoder-first training
+    inner_steps: int = 0  # aggressive: most encoder steps before each decoder step
 
     def make_schedule(self, epochs: int) -> Schedule:
         """The trial's beta(epoch) function for a run of ``epochs`` epochs."""
@@ -76,8 +90,13 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchConfig, epochs: int,
         The sampled parameters. Single-choice dimensions are not suggested (they would only add
         noise to the dashboard); they take their one value.
     """
-    schedule: str = space.schedule[0]
-    if len(space.schedule) > 1:
+    family: str = space.families[0]
+    if len(space.families) > 1:
+        family = trial.suggest_categorical(FAMILY, list(space.families))
+    legacy = space.families == LEGACY_FAMILIES
+    schedule: str = space.schedule[0] if legacy else (
+        "cyclical" if family == "cyclical" else "linear")
+    if legacy and len(space.schedule) > 1:
         schedule = trial.suggest_categorical(SCHEDULE, list(space.schedule))
     klstart = trial.suggest_int(KLSTART, *space.klstart)
     cycles, ratio = 1, 1.0
@@ -98,12 +117,18 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchConfig, epochs: int,
         sigma2 = space.sigma2[0]
         if len(space.sigma2) > 1:
             sigma2 = trial.suggest_categorical(SIGMA2, list(space.sigma2))
-    free_bits = 0.0
-    if space.free_bits is not None:
-        free_bits = trial.suggest_float(FREE_BITS, *space.free_bits)
-    word_dropout = 0.0
-    if space.word_dropout is not None:
-        word_dropout = trial.suggest_float(WORD_DROPOUT, *space.word_dropout)
+    # A range applies to every trial (legacy) or to its family's trials only.
+    free_bits = word_dropout = kl_target = 0.0
+    aggressive_epochs = inner_steps = 0
+    if (lam := free_bits_range(space)) is not None and (legacy or family == "free_bits"):
+        free_bits = trial.suggest_float(FREE_BITS, *lam)
+    if (rate := word_dropout_range(space)) is not None and (legacy or family == "word_dropout"):
+        word_dropout = trial.suggest_float(WORD_DROPOUT, *rate)
+    if family == "setpoint":
+        kl_target = trial.suggest_float(KL_TARGET, *space.kl_target)
+    if family == "aggressive":
+        aggressive_epochs = trial.suggest_int(AGGRESSIVE_EPOCHS, *space.aggressive_epochs)
+        inner_steps = trial.suggest_int(INNER_STEPS, *space.inner_steps)
     return TrialParams(
         klstart=klstart,
         annealtime=annealtime,
@@ -115,7 +140,16 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchConfig, epochs: int,
         sigma2=None if sigma2 is None else float(sigma2),
         free_bits=float(free_bits),
         word_dropout=float(word_dropout),
+        family=family_of(str(family), str(schedule)),
+        kl_target=float(kl_target),
+        aggressive_epochs=int(aggressive_epochs),
+        inner_steps=int(inner_steps),
     )
+
+
+def family_of(family: str, schedule: str) -> str:
+    """The trial's family label: a legacy ``schedule = "cyclical"`` trial is a cyclical one."""
+    return "cyclical" if schedule == "cyclical" else family
 
 
 def params_from_mapping(
@@ -123,7 +157,9 @@ def params_from_mapping(
     model: ModelConfig | None = None,
 ) -> TrialParams:
     """Rebuild :class:`TrialParams` from a finished trial's ``params`` (for reports)."""
-    schedule = str(params.get(SCHEDULE, space.schedule[0]))
+    family = str(params.get(FAMILY, space.families[0]))
+    default_schedule = space.schedule[0] if space.families == LEGACY_FAMILIES else "linear"
+    schedule = str(params.get(SCHEDULE, "cyclical" if family == "cyclical" else default_schedule))
     klstart = int(params[KLSTART])
     cycles = int(params.get(CYCLES, 1))
     ratio = float(params.get(RATIO, 1.0))
@@ -143,4 +179,8 @@ def params_from_mapping(
             space.sigma2[0] if space.sigma2 else (sigma2_of(model) if model else None)),
         free_bits=float(params.get(FREE_BITS, 0.0)),
         word_dropout=float(params.get(WORD_DROPOUT, 0.0)),
+        family=family_of(family, schedule),
+        kl_target=float(params.get(KL_TARGET, 0.0)),
+        aggressive_epochs=int(params.get(AGGRESSIVE_EPOCHS, 0)),
+        inner_steps=int(params.get(INNER_STEPS, 0)),
     )
