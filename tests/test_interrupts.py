@@ -37,7 +37,8 @@ def _start(tmp_path: Path, url: str, name: str, trials: int,
     toml = write_tiny_toml(tmp_path, **FAULTS)
     return subprocess.Popen(
         [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
-         "--study-name", name, "--trials", str(trials), "--quiet", "--population", population],
+         "--study-name", name, "--trials", str(trials), "--quiet", "--population", population,
+         "--workers", "1"],
         cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )
@@ -178,7 +179,7 @@ def test_sigkilled_worker_leaves_no_trial_running_on_sqlite(tmp_path, population
         **FAULTS, "run": {"heartbeat_interval": 1, "grace_period": 4, "max_retry": 1}})
     env = subprocess_env()
     cmd = [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
-           "--study-name", "faults", "--quiet", "--population", population]
+           "--study-name", "faults", "--quiet", "--population", population, "--workers", "1"]
     proc = subprocess.Popen([*cmd, "--trials", "50"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values

@@ -86,7 +86,7 @@ def test_a_failure_streak_stops_the_run_with_exit_1_and_one_line(tmp_path, tiny_
     toml = tiny_toml(model={"builder": "tests.user_builders:nan_decoder"})
     url = f"sqlite:///{tmp_path / 's.db'}"
     code = main(["--study", str(toml), "--storage", url, "--trials", "50", "--quiet",
-                 "--population", population])
+                 "--population", population, "--workers", "1"])
     err = capsys.readouterr().err
     assert code == 1, err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -159,7 +159,8 @@ def test_sigint_at_random_moments_always_exits_130_and_leaves_nothing_running(tm
         url = f"sqlite:///{tmp_path / f'r{run}.db'}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "vae_search.run", "--study", str(toml), "--storage", url,
-             "--trials", "200", "--quiet", "--population", "2" if run % 2 else "1"],
+             "--trials", "200", "--quiet", "--population", "2" if run % 2 else "1",
+             "--workers", "1"],
             env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(rng.uniform(0.3, 9.0))
         proc.send_signal(signal.SIGINT)

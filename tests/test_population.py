@@ -119,8 +119,9 @@ def test_population_run_honours_trials_and_prunes_members_individually(tmp_path,
     assert all(sorted(t.intermediate_values) == list(range(6)) for t in complete)
     for t in finished:
         for attr in (keys.ATTR_ACTIVE_UNITS, keys.ATTR_KL_PER_DIM, keys.ATTR_MUTUAL_INFO,
-                     keys.ATTR_IWAE, keys.ATTR_HISTORY, keys.ATTR_PRUNE_FROM_EPOCH):
+                     keys.ATTR_HISTORY, keys.ATTR_PRUNE_FROM_EPOCH):
             assert attr in t.user_attrs, attr
+        assert (keys.ATTR_IWAE in t.user_attrs) == (t.state == TrialState.COMPLETE)
         assert len(t.user_attrs[keys.ATTR_HISTORY]["epoch"]) == len(t.intermediate_values)
     # resuming with a larger budget adds exactly the difference
     assert main([*argv[:5], "13", *argv[6:]]) == 0

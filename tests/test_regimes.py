@@ -68,7 +68,8 @@ def test_regime_runs_end_to_end(regime, tmp_path, monkeypatch):
         assert isinstance(t.user_attrs[keys.ATTR_COLLAPSED], bool)
         assert t.value is None or t.value < 0  # an ELBO in nats
         elbo = t.user_attrs[keys.ATTR_HISTORY]["val_elbo"][-1]
-        assert t.user_attrs[keys.ATTR_IWAE] >= elbo - 0.5  # IWAE >= ELBO, up to MC error
+        if t.state == TrialState.COMPLETE:  # a pruned trial skips the bound
+            assert t.user_attrs[keys.ATTR_IWAE] >= elbo - 0.5  # IWAE >= ELBO, up to MC error
         if regime == "sequences":
             assert 0.0 <= t.params["word_dropout"] <= 0.5
     # the decoder alone (no latent code) was trained once, on the same likelihood

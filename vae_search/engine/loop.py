@@ -213,7 +213,7 @@ class TrialLoop:
                 self._end(slot, state="FAIL")
             elif state is not None:
                 trainer = self.trainers.member(slot, o.spec(run.plan.params))
-                diag = o.finish(run, trainer, self.reports)
+                diag = o.finish(run, trainer, self.reports, pruned=state == "PRUNED")
                 if state == "PRUNED":
                     self._end(slot, state="PRUNED")
                 else:

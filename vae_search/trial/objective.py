@@ -278,7 +278,7 @@ class Objective:
                 pass
             if state == "FAIL":
                 raise TrainingDiverged(run.fail_reason)
-            diag = self.finish(run, trainer, reports)
+            diag = self.finish(run, trainer, reports, pruned=state == "PRUNED")
             if state == "PRUNED":
                 raise optuna.TrialPruned(f"pruned at epoch {run.epoch - 1} "
                                          f"(ELBO {run.elbo:.2f})")
@@ -335,9 +335,15 @@ class Objective:
         reports.submit(set_user_attrs, trial, start_attrs)  # stored during the first epoch
         return TrialRun(trial, plan)
 
-    def finish(self, run: TrialRun, trainer: Trainer, reports: ReportWriter) -> Diagnostics:
+    def finish(self, run: TrialRun, trainer: Trainer, reports: ReportWriter, *,
+               pruned: bool = False) -> Diagnostics:
         """The end of a complete or pruned trial: its diagnostics, IWAE bound, history and
-        constraints stored (``trainer`` holds its trained weights), then ``on_finish``."""
+        constraints stored (``trainer`` holds its trained weights), then ``on_finish``.
+
+        A pruned trial keeps its diagnostics, history and constraints (the collapse figures
+        and TPE read them) but pays for nothing only a complete trial is read for: the IWAE
+        bound (the best-trials and confirmation tables) and ``on_finish`` (its artifact).
+        """
         trial, recon, seed, history = run.trial, run.recon, run.plan.seed, run.history
         iwae_samples = run.plan.iwae_samples
         k = self.config.collapse
@@ -347,7 +353,7 @@ class Objective:
         # so the two threads never trace a function at the same time.
         encoded = trainer.encode(self.x_val)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iwae") as pool:
-            iwae = pool.submit(self.iwae, trainer, iwae_samples)
+            iwae = None if pruned else pool.submit(self.iwae, trainer, iwae_samples)
             diag = self.diagnostics(trainer, recon, seed, encoded=encoded)
             d = asdict(diag)
             attrs = {attr: d[key] for key, attr in _DIAGNOSTIC_ATTRS}
@@ -363,8 +369,9 @@ class Objective:
             # IWAE bound finishes: the same rows as writing them here, all stored before
             # on_finish runs.
             reports.submit(set_user_attrs, trial, attrs, constraints)
-            reports.submit(set_user_attrs, trial, {keys.ATTR_IWAE: iwae.result()})
+            if iwae is not None:
+                reports.submit(set_user_attrs, trial, {keys.ATTR_IWAE: iwae.result()})
         reports.flush()
-        if self.on_finish is not None:
+        if self.on_finish is not None and not pruned:
             self.on_finish(trial, trainer, self.dataset)
         return diag
