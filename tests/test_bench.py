@@ -93,11 +93,14 @@ def test_bench_quick_prints_every_measurement():
         "worker RSS",
         "storage share SQLite",
         "storage share PostgreSQL",
-        "trials/min seed_mse 6: population auto",
-        "trials/min seed_mse 6: population 1",
+        "trials/min seed_mse 6: default",
+        "trials/min seed_mse 6: one at a time (--workers 1 --population 1)",
+        "trials/min seed_mse 6: --workers 1 --population auto",
         "trials/min seed_mse 6: Optuna + Model.fit loop",
         "trials/min seed_mse 6: ratios",
         "trials/min digits_made 6: ratios",
+        "trials/min sequences 2: default",
+        "trials/min sequences 2: ratios",
     ):
         assert label in lines, f"missing {label!r} in:\n{out.stdout}"
     assert "GFLOP/s" in lines["matmul reference"]

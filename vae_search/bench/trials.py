@@ -3,17 +3,21 @@
 Each variant runs a fresh study on its own temporary SQLite file in a fresh process, and is
 timed from process start to exit (TensorFlow's import included, the same for every variant):
 
-* ``vae-search run --population P`` (``auto``: the chosen P, or ``--population``);
-* ``vae-search run --population 1`` (one trial at a time, the trainer of :mod:`.models`);
-* ``vae-search run --workers 2 --population 1`` and ``--workers 2 --population auto`` (two
-  processes, one trial at a time or a population each) when asked for;
+* ``vae-search run`` as a user types it (the default: ``--workers auto``, see
+  :func:`~vae_search.engine.sizing.default_workers`);
+* ``vae-search run --workers 1 --population 1`` (one trial at a time in one process);
+* ``--workers 1 --population P`` (one process, a population; ``auto`` or ``--population``)
+  on the dense and made regimes;
+* ``--workers 2 --population auto`` when asked for (``--workers-2``);
 * the plain Optuna + Keras loop users write instead (:func:`fit_loop`): ``study.optimize`` over
   an objective that builds the same VAE, trains it with ``Model.fit`` one epoch at a time with an
   annealing callback, reports the validation ELBO every epoch and asks the same pruner (the
   annealing-aware median pruner with the study's settings). It records no diagnostics.
 
-The variants run one after another, so a change in machine load between them shows in the
-ratios: the load average is printed before and after each.
+Every regime is measured: ``seed_mse`` (the default study), ``digits_made``, ``sequences`` and
+``text`` (the recurrent ones with fewer trials: each is seconds long). The variants run one
+after another, so a change in machine load between them shows in the ratios: the load average
+is printed before and after each.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from typing import Any
 __all__ = ["fit_loop", "measure", "throughput_lines"]
 
 DEFAULT_TRIALS = 40  # the default study's size here; --trials-200 for the issue's second size
+RECURRENT_TRIALS = 10  # sequences and text: a trial takes seconds
+REGIMES = ("seed_mse", "digits_made", "sequences", "text")
+STACKABLE = ("seed_mse", "digits_made")  # dense and made: a population applies
 
 
 def _load() -> str:
@@ -103,28 +110,33 @@ def fit_loop(study: str, trials: int, storage: str, epochs: int | None = None) -
 
 def throughput_lines(line: Any, *, quick: bool, trials_200: bool, workers: bool,
                      population: int | None) -> None:
-    """Print trials per minute of each variant on ``seed_mse`` and ``digits_made``."""
+    """Print trials per minute of each variant on every regime, and the default's ratios."""
     trials = 6 if quick else DEFAULT_TRIALS
-    sizes = [trials] + ([200] if trials_200 and not quick else [])
     extra = ["--epochs", "4"] if quick else []
-    pop_flag = ["--population", "auto" if population is None else str(population)]
+    pop = "auto" if population is None else str(population)
     with tempfile.TemporaryDirectory() as tmp:
-        for study in ("seed_mse", "digits_made"):
-            for n in sizes if study == "seed_mse" else sizes[:1]:
+        # --quick: one recurrent regime, two trials (the check that every line prints)
+        for study in REGIMES[:3] if quick else REGIMES:
+            sizes = [trials] + ([200] if trials_200 and not quick and study == "seed_mse"
+                                else [])
+            if study not in STACKABLE:
+                sizes = [2 if quick else RECURRENT_TRIALS]
+            for n in sizes:
                 def run(name: str, *flags: str, n: int = n, study: str = study) -> dict[str, Any]:
                     url = f"sqlite:///{tmp}/{study}-{n}-{name}.db"
                     return measure(["-m", "vae_search.run", "--study", study, "--trials", str(n),
                                     "--storage", url, "--quiet", *extra, *flags], n)
 
-                pop = run("pop", "--workers", "1", *pop_flag)
-                one = run("one", "--workers", "1", "--population", "1")
-                rows = [("population auto" if population is None
-                         else f"population {population}", pop), ("population 1", one)]
-                if workers:  # today's other use of 2 cores, and both combined
-                    rows.append(("workers 2 x population 1",
-                                 run("w2", "--workers", "2", "--population", "1")))
-                    rows.append(("workers 2 x population auto",
-                                 run("w2p", "--workers", "2", "--population", "auto")))
+                default = run("default")
+                rows = [("default", default),
+                        ("one at a time (--workers 1 --population 1)",
+                         run("one", "--workers", "1", "--population", "1"))]
+                if study in STACKABLE:
+                    rows.append((f"--workers 1 --population {pop}",
+                                 run("pop", "--workers", "1", "--population", pop)))
+                    if workers:
+                        rows.append(("--workers 2 --population auto",
+                                     run("w2p", "--workers", "2", "--population", "auto")))
                 if study == "seed_mse":
                     url = f"sqlite:///{tmp}/{study}-{n}-fit.db"
                     argv = ["-m", "vae_search.bench.trials", study, str(n), url,
@@ -133,8 +145,9 @@ def throughput_lines(line: Any, *, quick: bool, trials_200: bool, workers: bool,
                 for name, r in rows:
                     line(f"trials/min {study} {n}: {name}",
                          f"{r['per_min']:7.1f} ({r['wall']:.1f} s; load {r['load']})")
-                ratios = [f"{pop['per_min'] / r['per_min']:.2f}x {name}" for name, r in rows[1:]]
-                line(f"trials/min {study} {n}: ratios", "population vs " + ", ".join(ratios))
+                ratios = [f"{default['per_min'] / r['per_min']:.2f}x {name}"
+                          for name, r in rows[1:]]
+                line(f"trials/min {study} {n}: ratios", "default vs " + ", ".join(ratios))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
