@@ -15,6 +15,7 @@ from PIL import Image
 
 from tests.conftest import stored_figures, tiny_config
 from vae_search import keys, report
+from vae_search.report.confirmation import collapse_probability_figure
 from vae_search.storage.artifacts import (
     ARTIFACT_DIR_SUFFIX,
     DEFAULT_ARTIFACT_DIR,
@@ -526,3 +527,45 @@ def test_findings_scripts_read_a_study(mixed, tmp_path, script, args, expect):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert expect in proc.stdout
+
+
+def test_findings_and_the_probability_figure_compare_remedy_families(tmp_path):
+    """A study searching two families gets a by-family table (rate with its Wilson interval,
+    I(x;z), IWAE over complete trials) and a by-family trace in the collapse-probability
+    figure; a one-family study gets neither."""
+    study = new_study(tmp_path, "families")
+    config = tiny_config(search={"families": ["warmup", "free_bits"]})
+    study.set_user_attr(keys.STUDY_ATTR_CONFIG, config.comparable())
+    family = CategoricalDistribution(["warmup", "free_bits"])
+    # (family, state, active units, IWAE): warm-up collapses 2/2, free bits 1/3
+    cases = [("warmup", TrialState.COMPLETE, 0, -30.0), ("warmup", TrialState.PRUNED, 0, None),
+             ("free_bits", TrialState.COMPLETE, 3, -26.0),
+             ("free_bits", TrialState.COMPLETE, 2, -28.0),
+             ("free_bits", TrialState.PRUNED, 0, None)]
+    for i, (name, state, active, iwae) in enumerate(cases):
+        t = make_trial(i, state=state, klstart=1, annealtime=2, latent_dim=4, reduction="sum",
+                       active=active, elbo=-31.0 + i, stop=EPOCHS if iwae else 4)
+        attrs = {**t.user_attrs, **({keys.ATTR_IWAE: iwae} if iwae is not None else {})}
+        study.add_trial(create_trial(
+            state=state, value=t.value, params={**t.params, "family": name},
+            distributions={**t.distributions, "family": family}, user_attrs=attrs,
+            intermediate_values=t.intermediate_values))
+    f = report.findings(study)
+    header, rows = f.by_family
+    assert header[0] == "family" and header[-1] == "median IWAE"
+    by_name = {row[0]: row for row in rows}
+    assert by_name["warmup"][1:4] == ("2", "2", "100% [34%, 100%]")
+    assert by_name["free_bits"][1:4] == ("3", "1", "33% [6%, 79%]")
+    assert by_name["warmup"][-1] == "-30.00" and by_name["free_bits"][-1] == "-27.00"
+    assert "collapse rate by remedy family" in report.findings_text(study)
+    fig = collapse_probability_figure(study)
+    (trace,) = [t for t in fig.data if t.name == "search trials by remedy family"]
+    assert list(trace.x) == ["family: warmup", "family: free_bits"]
+    assert list(trace.y) == pytest.approx([1.0, 1 / 3])
+
+
+def test_a_one_family_study_has_no_family_table_or_trace(mixed):
+    assert report.findings(mixed).by_family == ((), [])
+    assert "by remedy family" not in report.findings_text(mixed)
+    fig = collapse_probability_figure(mixed)
+    assert all(t.name != "search trials by remedy family" for t in fig.data)

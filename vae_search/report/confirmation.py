@@ -46,6 +46,7 @@ CONFIRMATION_HEADER = ("schedule", "klstart", "annealtime", "latent", "reduction
                        "collapsed", "rate [95% CI]", "active median [min, max]",
                        "ELBO mean ± sd", "IWAE mean")
 CONFIRM_COLOR = "#9467bd"
+FAMILY_COLOR = "#2ca02c"  # the search by remedy family
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -155,12 +156,39 @@ def _error_bars(points: Sequence[tuple[int, int]]) -> dict[str, Any]:
             "arrayminus": [r - lo for r, lo in zip(rates, lows, strict=True)]}
 
 
+def _family_trace(fig: go.Figure, diag: Sequence[TrialRow]) -> None:
+    """The search's collapse rate per remedy family (``search.families``), when it ran more
+    than one, with the family's median I(x;z) and IWAE (complete trials) in the hover."""
+    import plotly.graph_objects as go
+
+    families: dict[str, list[TrialRow]] = {}
+    for r in diag:
+        families.setdefault(r.family or "warmup", []).append(r)
+    if len(families) < 2:
+        return
+    points, texts = [], []
+    for name, sel in families.items():
+        k = sum(1 for r in sel if r.collapsed)
+        points.append((k, len(sel)))
+        iwaes = [r.iwae for r in sel if r.iwae is not None]
+        texts.append(f"family {name}: {k}/{len(sel)} collapsed; median I(x;z) "
+                     f"{statistics.median(r.mutual_info or 0.0 for r in sel):.2f} nats"
+                     + (f", median IWAE {statistics.median(iwaes):.2f}" if iwaes else ""))
+    fig.add_trace(go.Scatter(
+        x=[f"family: {name}" for name in families], y=[k / n for k, n in points],
+        error_y=_error_bars(points), mode="markers", name="search trials by remedy family",
+        text=texts, hovertemplate="%{text}<br>rate %{y:.0%}<extra></extra>",
+        marker={"color": FAMILY_COLOR, "size": 10, "symbol": "square"},
+    ))
+
+
 def collapse_probability_figure(
     study: optuna.Study, rows: Sequence[TrialRow] | None = None,
     config: StudyConfig | None = None,
 ) -> go.Figure:
     """The collapse rate with its 95% Wilson interval: of the search's diagnosed trials by
-    reduction and warm-up region, and of each confirmed schedule (``vae-search confirm``)."""
+    reduction and warm-up region (and by remedy family when it ran several), and of each
+    confirmed schedule (``vae-search confirm``)."""
     import plotly.graph_objects as go
 
     config = config or study_config(study)
@@ -190,6 +218,7 @@ def collapse_probability_figure(
                 hovertemplate="%{text}<br>rate %{y:.0%}<extra></extra>",
                 marker={"color": color, "size": 9},
             ))
+    _family_trace(fig, diag)
     if confirmed:
         fig.add_trace(go.Scatter(
             x=[f"confirm: {c.schedule} ({c.klstart}+{c.annealtime})" for c in confirmed],

@@ -38,6 +38,7 @@ __all__ = [
     "WARMUP_BINS",
     "Findings",
     "counts_line",
+    "family_table",
     "findings",
     "findings_text",
     "gap_to_decoder_only",
@@ -71,6 +72,8 @@ class Findings:
     # Theory's reference (fixed-variance Gaussian): one row per (sigma2, latent dim); empty
     # for other studies.
     reference: Table = ((), [])
+    # One row per remedy family (search.families); empty when the study searches one.
+    by_family: Table = ((), [])
 
 
 def _number(value: float | None) -> str:
@@ -145,6 +148,23 @@ def _rate_row(label: tuple[str, ...], sel: Sequence[TrialRow]) -> tuple[str, ...
             f"{max(values):.2f}" if values else "-")
 
 
+def family_table(diag: Sequence[TrialRow]) -> Table:
+    """The collapse rate, I(x;z) and IWAE of each remedy family, in the order first seen, when
+    the trials ran more than one (``search.families``). The IWAE is the median over the
+    family's complete trials (a pruned trial has none)."""
+    families: dict[str, list[TrialRow]] = {}
+    for r in diag:
+        families.setdefault(r.family or "warmup", []).append(r)
+    if len(families) < 2:
+        return (), []
+    out = []
+    for name, sel in families.items():
+        iwaes = [r.iwae for r in sel if r.iwae is not None]
+        out.append((*_rate_row((name,), sel),
+                    f"{statistics.median(iwaes):.2f}" if iwaes else "-"))
+    return ("family", *RATE_COLUMNS, "median IWAE"), out
+
+
 def findings(study: optuna.Study, rows: Sequence[TrialRow] | None = None) -> Findings:
     """The findings tables. Collapse rates count complete and pruned trials with diagnostics
     (a pruned trial is diagnosed at the point of pruning, after beta reached 1)."""
@@ -173,6 +193,7 @@ def findings(study: optuna.Study, rows: Sequence[TrialRow] | None = None) -> Fin
         by_region=(("reduction", "KL warm-up before beta = 1", *RATE_COLUMNS), by_region),
         confirmation=confirmation_table(confirmation_rows(trial_rows(study, confirms=True))),
         reference=reference_table(references, rows, baseline, sigma2_of(config.model)),
+        by_family=family_table(diag),
     )
 
 
@@ -201,10 +222,15 @@ REFERENCE_TITLE = ("theory's reference: probabilistic PCA, the linear VAE's opti
                    "sigma2 (Lucas et al. 2019; validation log p(x), nats/example)")
 
 
+FAMILY_TITLE = ("collapse rate by remedy family (search.families; rate with its 95% Wilson "
+                "interval, IWAE over complete trials)")
+
+
 def findings_text(study: optuna.Study, f: Findings | None = None) -> str:
     """The findings tables as plain text (what ``vae-search report`` prints)."""
     f = f or findings(study)
     reference = [f"{REFERENCE_TITLE}:\n" + text_table(*f.reference)] if f.reference[1] else []
+    by_family = [f"{FAMILY_TITLE}:\n" + text_table(*f.by_family)] if f.by_family[1] else []
     return "\n\n".join([
         counts_line(study.study_name, f),
         "best trials by validation ELBO (nats/example, higher is better):\n"
@@ -212,6 +238,7 @@ def findings_text(study: optuna.Study, f: Findings | None = None) -> str:
         *reference,
         "collapse rate by reduction mode:\n" + text_table(*f.by_reduction),
         "collapse rate by schedule region:\n" + text_table(*f.by_region),
+        *by_family,
         "confirmation (new seeds per schedule, 'vae-search confirm'; rate with its 95% Wilson "
         "interval):\n" + text_table(*f.confirmation),
     ])

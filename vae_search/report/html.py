@@ -56,6 +56,8 @@ def report_html(study: optuna.Study) -> str:
            _html_table(*f.reference)] if f.reference[1] else []),
         "<h3>Collapse rate by reduction mode</h3>", _html_table(*f.by_reduction),
         "<h3>Collapse rate by schedule region</h3>", _html_table(*f.by_region),
+        *(["<h3>Collapse rate by remedy family</h3>", _html_table(*f.by_family)]
+          if f.by_family[1] else []),
         "<h3>Confirmation: new seeds per schedule (collapse rate with its 95% Wilson "
         "interval)</h3>", _html_table(*f.confirmation),
         "<h2>Figures</h2>",
