@@ -246,3 +246,21 @@ def test_confirm_with_workers_on_postgresql(pg_url, tiny_toml, capsys):
     # no sampled trial slipped in, and the search's budget is untouched
     assert len(study.get_trials()) == 3 + len(runs)
     optuna.delete_study(study_name=name, storage=pg_url)
+
+
+def test_plan_takes_the_best_of_each_remedy_family(tmp_path):
+    """With several families, --top counts per family; a family whose trials all collapsed is
+    confirmed on its best trial (so the families compare on new seeds)."""
+    config = tiny_config(search={"families": ["warmup", "free_bits"]})
+    study = open_study(config, f"sqlite:///{tmp_path / 'f.db'}")
+    dists = {"klstart": optuna.distributions.IntDistribution(0, 3),
+             "annealtime": optuna.distributions.IntDistribution(0, 3),
+             "family": optuna.distributions.CategoricalDistribution(["warmup", "free_bits"])}
+    for value, collapsed, family in ((-40.0, True, "warmup"), (-41.0, True, "warmup"),
+                                     (-45.0, False, "free_bits"), (-44.0, False, "free_bits"),
+                                     (-43.0, False, "free_bits")):
+        study.add_trial(optuna.trial.create_trial(
+            value=value, params={"klstart": 1, "annealtime": 1, "family": family},
+            distributions=dists, user_attrs={keys.ATTR_COLLAPSED: collapsed}))
+    labels = [label for label, _ in plan(study, config, top=2)]
+    assert labels[:3] == [0, 4, 3], labels  # warm-up's best (all collapsed), then free bits' 2

@@ -346,7 +346,8 @@ def build_confirm_parser(prog: str = "vae-search confirm") -> argparse.ArgumentP
                      study_name_help="the study (default: the only study in the storage)")
     add_artifacts_arg(parser)
     parser.add_argument("--top", type=nonneg_int, default=DEFAULT_CONFIRM_TOP,
-                        help=f"best trials to repeat (default {DEFAULT_CONFIRM_TOP})")
+                        help="best non-collapsed trials to repeat, of each remedy family "
+                        f"when the study searches several (default {DEFAULT_CONFIRM_TOP})")
     parser.add_argument("--seeds", type=positive_int, default=DEFAULT_CONFIRM_SEEDS,
                         help="runs (new seeds) per schedule; re-running adds only the missing "
                         f"ones (default {DEFAULT_CONFIRM_SEEDS})")

@@ -83,7 +83,8 @@ def reference_params(best: dict[str, Any], space: SearchConfig) -> dict[str, dic
 
 def plan(study: optuna.Study, config: StudyConfig, top: int, *,
          references: bool = True, like: int | None = None) -> list[Planned]:
-    """The schedules to confirm: the ``top`` best complete, non-collapsed search trials, then
+    """The schedules to confirm: the ``top`` best complete, non-collapsed search trials (of each
+    remedy family when the study searches several; a family with none, its best trial), then
     the references, on the parameters of trial ``like`` if given (named ``"no-warmup like #N"``
     and so on), else of the best non-collapsed trial (else the best trial).
 
@@ -99,8 +100,15 @@ def plan(study: optuna.Study, config: StudyConfig, top: int, *,
                            "run 'vae-search run' first")
     ranked = sorted(search, key=lambda t: -(elbo_value(t) or 0.0))
     healthy = [t for t in ranked if t.user_attrs.get(keys.ATTR_COLLAPSED) is False]
-    planned: list[Planned] = [(t.number, dict(t.params)) for t in healthy[:top]]
     families = config.search.families  # a reference is a linear warm-up of the family
+    chosen = healthy[:top]
+    if len(families) > 1:  # the best of each family, compared on new seeds
+        chosen = []
+        for family in families:
+            own = [t for t in ranked if t.params.get(FAMILY, families[0]) == family]
+            # a family none of whose trials kept its code is confirmed on its best trial
+            chosen += [t for t in own if t in healthy][:top] or own[:min(top, 1)]
+    planned: list[Planned] = [(t.number, dict(t.params)) for t in chosen]
     if references and "linear" in config.search.schedule and (
             "warmup" in families or (len(families) == 1 and families[0] != "cyclical")):
         base, suffix = (healthy or ranked)[0], ""
