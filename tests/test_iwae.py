@@ -123,3 +123,22 @@ def test_iwae_is_at_least_the_elbo_on_every_complete_trial(small_study):
         # the stored ELBO is one draw per example (~360 examples): MC error ~0.1 nats here
         assert iwae >= elbo - 0.3, (t.number, iwae, elbo)
         assert iwae < 0
+        # the ELBO on the bound's own draws never sits above it, and estimates the same ELBO
+        assert t.user_attrs[keys.ATTR_ELBO_K] <= iwae
+        assert t.user_attrs[keys.ATTR_ELBO_K] == pytest.approx(elbo, abs=0.3)
+
+
+def test_the_elbo_on_the_bounds_own_draws_is_below_it_row_by_row():
+    """IWAE_k >= ELBO_k exactly on the same k draws (Jensen), whatever the Monte Carlo noise;
+    and ELBO_k is the mean of the k one-draw ELBOs (IWAE_1 on each draw)."""
+    spec = TrainerSpec(decoder="dense", data_shape=(10,), latent_dim=3,
+                       likelihood="bernoulli", hidden=(16,))
+    x = (np.random.default_rng(0).random((300, 10)) < 0.3).astype("float32")
+    trainer = get_trainer(spec)
+    trainer.reset(2)
+    iwae, elbo = trainer.bounds(x, 20, seed=5)
+    assert iwae.shape == elbo.shape == (300,)
+    assert np.all(iwae >= elbo - 1e-5)
+    np.testing.assert_array_equal(iwae, trainer.iwae(x, 20, seed=5))
+    one, same = trainer.bounds(x, 1, seed=5)
+    np.testing.assert_allclose(one, same, atol=1e-5)  # k = 1: the two are the same draw

@@ -13,6 +13,7 @@ __all__ = [
     "ATTR_FAIL_REASON",
     "ATTR_FULL_BETA_EPOCH",
     "ATTR_HISTORY",
+    "ATTR_ELBO_K",
     "ATTR_IWAE",
     "ATTR_KL_PER_DIM",
     "ATTR_KL_TOTAL",
@@ -56,6 +57,9 @@ ATTR_MUTUAL_INFO = "mutual_info"
 ATTR_MUTUAL_INFO_SD = "mutual_info_sd"  # standard error of mutual_info over its replicates
 ATTR_RECON = "recon"
 ATTR_IWAE = "iwae"  # IWAE bound with collapse.iwae_samples samples, nats/example (>= the ELBO)
+# The ELBO on the IWAE bound's own k draws per example: never above ATTR_IWAE (the one-draw
+# validation ELBO, the trial's value, can be: its Monte Carlo noise exceeds the gap).
+ATTR_ELBO_K = "elbo_k"
 ATTR_COLLAPSED = "collapsed"
 ATTR_HISTORY = "history"
 ATTR_FAIL_REASON = "fail_reason"

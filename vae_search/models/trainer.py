@@ -173,11 +173,20 @@ class Trainer:
         expectation (Burda et al. 2016). The draws come from ``seed`` (fixed for comparability);
         rows are taken ``max(1, IWAE_ROWS // k)`` at a time so ``k x rows`` fits in memory.
         """
+        return self.bounds(x, k, seed)[0]
+
+    def bounds(self, x: Any, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`iwae` and the ELBO on the same ``k`` draws (``mean_s log w_s``) per row.
+
+        On the same draws ``IWAE_k >= ELBO_k`` holds exactly, row by row (Jensen), so the two
+        can be shown side by side without the one-draw ELBO's noise putting it above the bound.
+        """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.eval_seed.state.assign(np.array([seed, 2], dtype="int64"))
         x = tf.convert_to_tensor(x, dtype=self.dtype)
-        return np.asarray(self._iwae(x, tf.constant(k, dtype="int32")))
+        both = np.asarray(self._iwae(x, tf.constant(k, dtype="int32")))
+        return both[:, 0], both[:, 1]
 
     def encode(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
         """The encoder's ``(mu, logvar)`` for every row of ``x`` (for the diagnostics)."""
@@ -290,8 +299,10 @@ class Trainer:
         for step in tf.range(steps):
             log_w = self.vae.log_weights(x[step * per_step : (step + 1) * per_step], k,
                                          self.eval_seed)
-            out = out.write(step, tf.reduce_logsumexp(log_w, axis=0) - log_k)
-        return out.concat()
+            out = out.write(step, tf.stack(
+                [tf.reduce_logsumexp(log_w, axis=0) - log_k, tf.reduce_mean(log_w, axis=0)],
+                axis=1))
+        return out.concat()  # (rows, 2): IWAE_k, ELBO_k
 
     def _decoder_ar_impl(self, z: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         return self.vae.decoder([z, x], training=False)

@@ -112,6 +112,7 @@ class TrialRow:
     collapsed: bool | None
     history: dict[str, list[Any]] = field(default_factory=dict)
     iwae: float | None = None
+    elbo_k: float | None = None  # the ELBO on the IWAE bound's draws (never above ``iwae``)
     fail_reason: str = ""
     confirms: str | None = None  # a confirmation run: its source trial ("#12") or reference
 
@@ -211,6 +212,7 @@ def _row(t: optuna.trial.FrozenTrial, config: StudyConfig) -> TrialRow:
         collapsed=collapsed if isinstance(collapsed, bool) else None,
         history=history if isinstance(history, dict) else {},
         iwae=_float(u.get(keys.ATTR_IWAE)),
+        elbo_k=_float(u.get(keys.ATTR_ELBO_K)),
         fail_reason=str(u.get(keys.ATTR_FAIL_REASON, "")),
         confirms=confirms_label(u.get(keys.ATTR_CONFIRMS)),
     )

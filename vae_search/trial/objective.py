@@ -255,11 +255,13 @@ class Objective:
             seed=seed,
         )
 
-    def iwae(self, trainer: Trainer, samples: int | None = None) -> float:
+    def iwae(self, trainer: Trainer, samples: int | None = None) -> dict[str, float]:
         """The IWAE bound on the validation split (``samples`` draws, by default
-        ``collapse.iwae_samples``; the study seed's), nats per example."""
+        ``collapse.iwae_samples``; the study seed's) and the ELBO on the same draws, nats per
+        example, as the user attrs to store."""
         k = samples or self.config.collapse.iwae_samples
-        return float(trainer.iwae(self.x_val, k, seed=self.config.seed).mean())
+        iwae, elbo = trainer.bounds(self.x_val, k, seed=self.config.seed)
+        return {keys.ATTR_IWAE: float(iwae.mean()), keys.ATTR_ELBO_K: float(elbo.mean())}
 
     def decoder_only_nll(self, *, between_epochs: Callable[[], None] | None = None) -> float:
         """Train the decoder without a latent code: see :mod:`vae_search.trial.baseline`."""
@@ -370,7 +372,7 @@ class Objective:
             # on_finish runs.
             reports.submit(set_user_attrs, trial, attrs, constraints)
             if iwae is not None:
-                reports.submit(set_user_attrs, trial, {keys.ATTR_IWAE: iwae.result()})
+                reports.submit(set_user_attrs, trial, iwae.result())
         reports.flush()
         if self.on_finish is not None and not pruned:
             self.on_finish(trial, trainer, self.dataset)
