@@ -39,6 +39,11 @@ KERNEL_WAIT = 30.0  # seconds: stopping a process or queueing a forwarded signal
 
 # Every fault test runs one trial at a time and as a population (its own loop).
 POPULATIONS = pytest.mark.parametrize("population", ["1", "2"], ids=["one", "population"])
+# The signal tests, pairwise: each signal and each population size once per storage. SIGINT and
+# SIGTERM differ only in the exit status (tests/test_loop.py), so their product with the
+# population sizes would double the slowest tests for no new path.
+SIGNALS = pytest.mark.parametrize(("signum", "population"), [
+    (signal.SIGINT, "1"), (signal.SIGTERM, "2")], ids=["SIGINT-one", "SIGTERM-population"])
 
 
 def study_trials(url: str, name: str) -> Trials:

@@ -98,7 +98,6 @@ def test_bench_quick_prints_every_measurement():
         "trials/min seed_mse 6: --workers 1 --population auto",
         "trials/min seed_mse 6: Optuna + Model.fit loop",
         "trials/min seed_mse 6: ratios",
-        "trials/min digits_made 6: ratios",
         "trials/min sequences 2: default",
         "trials/min sequences 2: ratios",
     ):

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from tests.conftest import subprocess_env, write_tiny_toml
 from tests.faults import (
     POPULATIONS,
+    SIGNALS,
     assert_stopped_cleanly,
     finished,
     freeze,
@@ -284,9 +285,7 @@ def test_two_local_workers_on_a_sqlite_file(tmp_path):
 
 
 @pytest.mark.postgres
-@pytest.mark.slow
-@POPULATIONS
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@SIGNALS  # in the default suite: what a user's Ctrl-C meets most (the default starts workers)
 def test_signal_stops_all_local_workers_cleanly(tmp_path, pg_url, study_name, signum, population):
     epochs = 30
     toml = _toml(tmp_path, epochs=epochs, batch_size=32)

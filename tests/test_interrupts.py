@@ -18,6 +18,7 @@ from tests.conftest import subprocess_env, write_tiny_toml
 from tests.faults import (
     FINISHED,
     POPULATIONS,
+    SIGNALS,
     assert_stopped_cleanly,
     signal_frozen,
     study_trials,
@@ -96,8 +97,7 @@ def _interrupt_and_resume(
         assert (t.params, t.intermediate_values, t.value) == (params, values, value)
 
 
-@POPULATIONS
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@SIGNALS
 def test_signal_on_sqlite_keeps_finished_trials_and_resumes(tmp_path, signum, population):
     # A population's running members are failed as interrupted, the finished ones kept.
     _interrupt_and_resume(tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", "faults", signum,
@@ -112,8 +112,7 @@ def test_sigterm_during_the_first_trace_is_clean(tmp_path, population):
 
 
 @pytest.mark.postgres
-@POPULATIONS
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@SIGNALS
 def test_signal_on_postgresql_keeps_finished_trials_and_resumes(
     tmp_path, pg_url, signum, population
 ):

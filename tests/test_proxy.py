@@ -93,8 +93,7 @@ def test_three_workers_behind_the_proxy_exact_budget_and_a_killed_trial_recovere
 
 
 @pytest.mark.postgres
-@pytest.mark.slow
-@POPULATIONS
+@POPULATIONS  # in the default suite: it once failed there alone
 def test_sigterm_stops_a_worker_behind_the_proxy_cleanly(
     tmp_path, pg_url, study_name, population  # noqa: F811 (fixture)
 ):
