@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["BUDGET_POLL", "FAIL_SURPLUS", "BudgetGate", "BudgetReached"]
 
 BUDGET_POLL = 2.0  # seconds between budget checks while other workers' trials decide it
+WAIT_NOTICE = 10.0  # seconds a wait on other workers' trials lasts before the run says why
 FAIL_SURPLUS = "surplus"  # fail_reason prefix of a trial not run because the budget was met
 
 
@@ -131,8 +132,13 @@ class BudgetGate:
 
     def slot_free(self, study: optuna.Study) -> bool:
         """Wait until a new trial may be asked for (True) or the budget is met (False)."""
+        began = time.monotonic()
+        # A wait as long as a trial is the normal end of a run with several workers; say why
+        # only once it lasts (sooner when a dead worker's trial would go stale sooner).
+        notice = min(WAIT_NOTICE, self.grace_period / 2) if self.grace_period else WAIT_NOTICE
         while (free := self.poll(study)) is None:
-            self._waiting(study)
+            if time.monotonic() - began >= notice:
+                self._waiting(study)
             self.reap(study)
             time.sleep(BUDGET_POLL)
         return free
