@@ -125,10 +125,10 @@ def test_run_options_are_frozen_and_cover_every_run_argument():
     (8, 5, 2, 5, ["starting 5 workers, not 8", "warning: 5 workers are more than the 2 CPU"]),
     (3, 10, 2, 3, ["warning: 3 workers are more than the 2 CPU cores"]),
     (4, 3, 8, 3, ["starting 3 workers, not 4: only 3 trials are left"]),
-    # auto: one per core, at most one per TRIALS_PER_WORKER (20) trials left, silently
+    # auto: one per core, at most one per TRIALS_PER_WORKER (50) trials left, silently
     (AUTO_WORKERS, 200, 2, 2, []),
-    (AUTO_WORKERS, 39, 2, 1, []),
-    (AUTO_WORKERS, 40, 8, 2, []),
+    (AUTO_WORKERS, 99, 2, 1, []),
+    (AUTO_WORKERS, 100, 8, 2, []),
     (AUTO_WORKERS, 1000, 8, 8, []),
     (AUTO_WORKERS, 5, 1, 1, []),
 ])
@@ -162,8 +162,8 @@ def test_workers_above_the_trials_left_start_one_process(tiny_toml, tmp_path):
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="auto starts one worker per core")
 def test_default_workers_use_the_cores_and_say_so(tiny_toml, tmp_path):
-    """With no --workers, 40 trials left start 2 worker processes on 2 cores or more (at most
-    one per 20 trials left), and the run says what it chose; fewer trials stay in one
+    """With no --workers, 100 trials left start 2 worker processes on 2 cores or more (at most
+    one per 50 trials left), and the run says what it chose; fewer trials stay in one
     process."""
     toml = tiny_toml(train={"epochs": 1}, search={"klstart": [0, 0], "annealtime": [0, 1]},
                      pruner={"name": "none"})
@@ -181,10 +181,10 @@ def test_default_workers_use_the_cores_and_say_so(tiny_toml, tmp_path):
     assert "starting" not in err  # one worker: this process
     assert len({t.user_attrs[keys.ATTR_WORKER] for t in
                 optuna.load_study(study_name="tiny", storage=url).trials}) == 1
-    err = run(43)  # 40 left
-    assert "starting 2 workers" in err and "(auto: " in err and "40 trials left" in err, err
+    err = run(103)  # 100 left
+    assert "starting 2 workers" in err and "(auto: " in err and "100 trials left" in err, err
     trials = optuna.load_study(study_name="tiny", storage=url).trials
-    assert len(trials) == 43
+    assert len(trials) == 103
     assert len({t.user_attrs[keys.ATTR_WORKER] for t in trials[3:]}) == 2
 
 

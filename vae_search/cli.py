@@ -219,7 +219,7 @@ def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.Argumen
     parser.add_argument(
         "--workers", type=workers_arg, default="auto", metavar="K|auto",
         help="local worker processes sharing the study and its --trials budget (default "
-        "auto: one per CPU core, at most one per 20 trials left; never more than the trials "
+        "auto: one per CPU core, at most one per 50 trials left; never more than the trials "
         "left); more machines can join with the same --storage",
     )
     parser.add_argument(

@@ -30,9 +30,10 @@ MAX_POPULATION = 32  # more only adds sampler lag (constant-liar trials) for lit
 MEMORY_SHARE = 0.25  # of the available memory a population may take
 UNKNOWN_MEMORY = 2**31  # bytes assumed available when the machine does not say
 # --workers auto: one more worker process for every this many trials left, up to the cores. A
-# worker's start-up (TensorFlow's import, traces, the data) costs about as much CPU as ten
-# trials of the default study, so a short run stays in one process.
-TRIALS_PER_WORKER = 20
+# worker's start-up (TensorFlow's import, traces, the data) is paid again by each process:
+# measured on 2 cores, 2 workers were 0.87x one at 40 trials and 1.45x at 200
+# (docs/performance.md), so a short run stays in one process.
+TRIALS_PER_WORKER = 50
 
 
 def cpu_cores() -> int:
