@@ -1,5 +1,6 @@
-"""What every command line shares: the exit codes, the defaults, and the argument types that
-check a value as the user typed it (one line and exit 2 when it is wrong).
+"""What every command line shares: the exit codes, the defaults, the argument types that check
+a value as the user typed it (one line and exit 2 when it is wrong), and the ``--storage``,
+``--study-name`` and ``--artifacts`` arguments of every command.
 
 Split from :mod:`vae_search.cli` (the parsers and the dispatcher), which re-exports these names.
 Imports nothing heavier than the storage URL parser.
@@ -38,10 +39,13 @@ __all__ = [
     "EXIT_USAGE",
     "OneLineParser",
     "STORAGE_ENV",
+    "add_artifacts_arg",
+    "add_storage_args",
     "bounded_int",
     "default_storage",
     "error_line",
     "population_arg",
+    "positive_or_auto",
     "workers_arg",
     "port_problem",
     "positive_float",
@@ -199,20 +203,21 @@ def port_problem(host: str, port: int) -> str | None:
 positive_int = bounded_int(1)
 
 
-def workers_arg(text: str) -> int:
-    """``--workers``: a positive int, or ``auto`` (:data:`AUTO_WORKERS`)."""
-    if text.strip().lower() == "auto":
-        return AUTO_WORKERS
-    return positive_int(text)
-
-
-def population_arg(text: str) -> int:
-    """``--population``: a positive int, or ``auto`` (:data:`AUTO_POPULATION`)."""
-    if text.strip().lower() == "auto":
-        return AUTO_POPULATION
-    return positive_int(text)
 nonneg_int = bounded_int(0)
 port_number = bounded_int(1, 65535, noun="a port number")
+
+
+def positive_or_auto(auto: int) -> Callable[[str], int]:
+    """An argparse ``type``: a positive whole number, or ``auto`` (returned as ``auto``)."""
+
+    def parse(text: str) -> int:
+        return auto if text.strip().lower() == "auto" else positive_int(text)
+
+    return parse
+
+
+workers_arg = positive_or_auto(AUTO_WORKERS)  # --workers K|auto
+population_arg = positive_or_auto(AUTO_POPULATION)  # --population P|auto
 
 
 def default_storage() -> str:
@@ -227,6 +232,7 @@ def storage_url_arg(text: str) -> StorageURL:
     except StorageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
+
 def study_name(text: str) -> str:
     """An argparse ``type`` for ``--study-name``: not blank, short enough for every storage."""
     from vae_search.config.schema import study_name_problem
@@ -234,3 +240,36 @@ def study_name(text: str) -> str:
     if problem := study_name_problem(text):
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def add_storage_args(
+    parser: argparse.ArgumentParser, *, study_name_help: str | None,
+    what: str = "SQLAlchemy URL of the study database, or grpc://HOST:PORT for the proxy",
+) -> None:
+    """``--storage`` (default ``$VAE_SEARCH_STORAGE``, else the SQLite file), parsed once into
+    a :class:`~vae_search.storage.url.StorageURL` (a malformed URL is a usage error), and
+    ``--study-name``: the same two arguments for every command.
+
+    Args:
+        parser: The command's parser.
+        study_name_help: What ``--study-name`` means for this command (``None``: no such
+            argument, e.g. for ``serve``).
+        what: What ``--storage`` names, for its help.
+    """
+    parser.add_argument(
+        "--storage", type=storage_url_arg, default=default_storage(),
+        help=f"{what} (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE})",
+    )
+    if study_name_help is not None:
+        parser.add_argument("--study-name", type=study_name, default=None, help=study_name_help)
+
+
+def add_artifacts_arg(parser: argparse.ArgumentParser, *aliases: str) -> None:
+    """``--artifacts DIR|s3://BUCKET`` (default ``$VAE_SEARCH_ARTIFACTS``): the one artifact
+    store of a study, the same for every worker and the dashboard."""
+    parser.add_argument(
+        "--artifacts", *aliases, default=os.environ.get(ARTIFACTS_ENV) or None,
+        help=f"artifact store: a directory every worker and the dashboard share, or "
+        f"s3://BUCKET (the [s3] extra) (default: ${ARTIFACTS_ENV}, else a directory beside "
+        "the SQLite file, e.g. vae_search-artifacts/, or ./vae_search-artifacts for servers)",
+    )

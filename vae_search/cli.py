@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -37,6 +36,8 @@ from vae_search.arguments import (
     EXIT_USAGE,
     STORAGE_ENV,
     OneLineParser,
+    add_artifacts_arg,
+    add_storage_args,
     bounded_int,
     default_storage,
     error_line,
@@ -46,7 +47,6 @@ from vae_search.arguments import (
     port_problem,
     positive_float,
     positive_int,
-    storage_url_arg,
     study_name,
     trial_choice,
     workers_arg,
@@ -147,39 +147,6 @@ def exiting(status: int) -> int:
 def console() -> None:
     """The ``vae-search`` executable."""
     sys.exit(exiting(main()))
-
-def add_storage_args(
-    parser: argparse.ArgumentParser, *, study_name_help: str | None,
-    what: str = "SQLAlchemy URL of the study database, or grpc://HOST:PORT for the proxy",
-) -> None:
-    """``--storage`` (default ``$VAE_SEARCH_STORAGE``, else the SQLite file), parsed once into
-    a :class:`~vae_search.storage.url.StorageURL` (a malformed URL is a usage error), and
-    ``--study-name``: the same two arguments for every command.
-
-    Args:
-        parser: The command's parser.
-        study_name_help: What ``--study-name`` means for this command (``None``: no such
-            argument, e.g. for ``serve``).
-        what: What ``--storage`` names, for its help.
-    """
-    parser.add_argument(
-        "--storage", type=storage_url_arg, default=default_storage(),
-        help=f"{what} (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE})",
-    )
-    if study_name_help is not None:
-        parser.add_argument("--study-name", type=study_name, default=None, help=study_name_help)
-
-
-def add_artifacts_arg(parser: argparse.ArgumentParser, *aliases: str) -> None:
-    """``--artifacts DIR|s3://BUCKET`` (default ``$VAE_SEARCH_ARTIFACTS``): the one artifact
-    store of a study, the same for every worker and the dashboard."""
-    parser.add_argument(
-        "--artifacts", *aliases, default=os.environ.get(ARTIFACTS_ENV) or None,
-        help=f"artifact store: a directory every worker and the dashboard share, or "
-        f"s3://BUCKET (the [s3] extra) (default: ${ARTIFACTS_ENV}, else a directory beside "
-        "the SQLite file, e.g. vae_search-artifacts/, or ./vae_search-artifacts for servers)",
-    )
-
 
 def build_run_parser(prog: str = "python -m vae_search.run") -> argparse.ArgumentParser:
     parser = OneLineParser(
