@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
     def body(signals: SignalState) -> int:
         config = resolve_config(options)
-        if options.workers == 1 or options.child:  # a child is one worker, whatever it says
+        if options.workers == 1:  # so are a --workers parent's children (their argv)
             return run_worker(options, config, signals)
         return run_pool(options, config, signals)  # several, or auto
 

@@ -103,11 +103,11 @@ def plan(study: optuna.Study, config: StudyConfig, top: int, *,
     families = config.search.families  # a reference is a linear warm-up of the family
     chosen = healthy[:top]
     if len(families) > 1:  # the best of each family, compared on new seeds
-        chosen = []
+        chosen, kept = [], {t.number for t in healthy}
         for family in families:
             own = [t for t in ranked if t.params.get(FAMILY, families[0]) == family]
             # a family none of whose trials kept its code is confirmed on its best trial
-            chosen += [t for t in own if t in healthy][:top] or own[:min(top, 1)]
+            chosen += [t for t in own if t.number in kept][:top] or own[:min(top, 1)]
     planned: list[Planned] = [(t.number, dict(t.params)) for t in chosen]
     if references and "linear" in config.search.schedule and (
             "warmup" in families or (len(families) == 1 and families[0] != "cyclical")):
@@ -264,7 +264,7 @@ def _work(options: ConfirmOptions, study: optuna.Study, config: StudyConfig, tot
     # A confirmation run trains every epoch and is never pruned: worth a worker sooner.
     size, _ = pool_size(options.workers, max(1, runs_left(study)), cpus,
                         per_worker=RUNS_PER_WORKER)
-    if size > 1 and options.worker_index is None:  # a child never starts workers of its own
+    if size > 1:
         check_shareable(options.storage)
         threads = options.threads or max(1, cpus // size)
         codes, received = supervise(

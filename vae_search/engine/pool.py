@@ -60,6 +60,7 @@ def pool_size(requested: int, trials_left: int, cpus: int,
 
 
 def _child_command(options: RunOptions, index: int, threads: int) -> list[str]:
+    # "--workers 1": a child is one worker (the default, auto, would start workers of its own).
     argv = [sys.executable, "-m", "vae_search.run", "--workers", "1", "--worker-index",
             str(index), "--threads", str(threads), "--trials", str(options.trials),
             "--study", str(options.study), "--quiet"]
