@@ -21,6 +21,7 @@ from vae_search.report.rows import (
     COMPLETE,
     WARMUP_BINS,
     TrialRow,
+    by_family,
     study_config,
     trial_rows,
 )
@@ -161,10 +162,8 @@ def _family_trace(fig: go.Figure, diag: Sequence[TrialRow]) -> None:
     than one, with the family's median I(x;z) and IWAE (complete trials) in the hover."""
     import plotly.graph_objects as go
 
-    families: dict[str, list[TrialRow]] = {}
-    for r in diag:
-        families.setdefault(r.family or "warmup", []).append(r)
-    if len(families) < 2:
+    families = by_family(diag)
+    if not families:
         return
     points, texts = [], []
     for name, sel in families.items():

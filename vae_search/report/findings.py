@@ -22,6 +22,7 @@ from vae_search.report.rows import (
     StateCounts,
     TrialRow,
     best_rows,
+    by_family,
     study_config,
     trial_rows,
 )
@@ -154,10 +155,8 @@ def family_table(diag: Sequence[TrialRow]) -> Table:
     """The collapse rate, I(x;z) and IWAE of each remedy family, in the order first seen, when
     the trials ran more than one (``search.families``). The IWAE is the median over the
     family's complete trials (a pruned trial has none)."""
-    families: dict[str, list[TrialRow]] = {}
-    for r in diag:
-        families.setdefault(r.family or "warmup", []).append(r)
-    if len(families) < 2:
+    families = by_family(diag)
+    if not families:
         return (), []
     out = []
     for name, sel in families.items():

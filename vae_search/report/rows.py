@@ -20,8 +20,8 @@ from vae_search.trial.space import TrialParams, params_from_mapping
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["WARMUP_BINS", "StateCounts", "TrialRow", "best_rows", "confirms_label", "elbo_value",
-           "is_confirmation", "study_config", "trial_rows"]
+__all__ = ["WARMUP_BINS", "StateCounts", "TrialRow", "best_rows", "by_family", "confirms_label",
+           "elbo_value", "is_confirmation", "study_config", "trial_rows"]
 
 COMPLETE, PRUNED, FAIL, RUNNING = "COMPLETE", "PRUNED", "FAIL", "RUNNING"
 FINISHED_STATES = (COMPLETE, PRUNED, FAIL)  # the trials a report shows
@@ -244,3 +244,12 @@ def best_rows(rows: Sequence[TrialRow], n: int) -> list[TrialRow]:
     """The ``n`` complete trials with the highest value, best first."""
     complete = [r for r in rows if r.state == COMPLETE and r.value is not None]
     return sorted(complete, key=lambda r: -r.value)[:n]  # type: ignore[operator]
+
+
+def by_family(rows: Sequence[TrialRow]) -> dict[str, list[TrialRow]]:
+    """``rows`` by remedy family, in the order first seen; empty unless the trials ran more
+    than one family (``search.families``): a one-family study has nothing to compare."""
+    families: dict[str, list[TrialRow]] = {}
+    for r in rows:
+        families.setdefault(r.family or "warmup", []).append(r)
+    return families if len(families) > 1 else {}
