@@ -305,9 +305,10 @@ class Objective:
             trial.study.set_user_attr(keys.STUDY_ATTR_DECODER_ONLY_NLL, nll)
         epochs = c.train.epochs
         params = suggest(trial, c.search, epochs, c.model)
-        schedule = params.make_schedule(epochs)
+        steering = Steering.of(params, epochs)
+        schedule = steering.schedule
         # A set-point trial's beta is the controller's: never planned to reach 1 (epochs).
-        full_epoch = Steering.of(params, epochs).prune_ready
+        full_epoch = steering.prune_ready
         seed = trial_seed(c.seed, trial.number)
         # A confirmation run repeats a chosen schedule with a new seed: it is never pruned and
         # reports no intermediate values (the pruner's medians stay the search's own).
