@@ -17,6 +17,7 @@ from vae_search.engine.confirm import (
     ConfirmError,
     ConfirmGate,
     enqueue,
+    lacking,
     main,
     plan,
     reference_params,
@@ -68,6 +69,15 @@ def test_reference_schedules_span_the_box_on_the_best_trials_other_parameters():
         assert "cycles" not in r and "ratio" not in r
 
 
+def confirmation_runs(study):
+    """The confirmation runs, and apart the surplus ones: a run two workers queued at the
+    same instant is failed before training (see the next test)."""
+    every = [t for t in study.get_trials() if keys.ATTR_CONFIRMS in t.user_attrs]
+    surplus = [t for t in every
+               if str(t.user_attrs.get(keys.ATTR_FAIL_REASON, "")).startswith("surplus")]
+    return [t for t in every if t not in surplus], surplus
+
+
 def test_confirm_runs_seeds_outside_the_budget_and_stores_the_table(tmp_path, tiny_toml, capsys):
     toml = tiny_toml(train={"epochs": 4}, search={"klstart": [0, 2], "annealtime": [0, 2]})
     url = f"sqlite:///{tmp_path / 'c.db'}"
@@ -78,7 +88,8 @@ def test_confirm_runs_seeds_outside_the_budget_and_stores_the_table(tmp_path, ti
     assert "rate [95% CI]" in out and "no-warmup" in out
 
     study = optuna.load_study(study_name="tiny", storage=url)
-    runs = [t for t in study.get_trials() if keys.ATTR_CONFIRMS in t.user_attrs]
+    runs, surplus = confirmation_runs(study)
+    assert all(t.state == TrialState.FAIL and not t.intermediate_values for t in surplus)
     healthy = [t for t in study.get_trials(states=(TrialState.COMPLETE,))
                if keys.ATTR_CONFIRMS not in t.user_attrs
                and t.user_attrs[keys.ATTR_COLLAPSED] is False]
@@ -104,8 +115,8 @@ def test_confirm_runs_seeds_outside_the_budget_and_stores_the_table(tmp_path, ti
     assert "already has 4 finished trials" in capsys.readouterr().out
     # a re-run adds nothing: every schedule has its runs
     assert main(["--storage", url, "--top", "1", "--seeds", "2", "--quiet"]) == 0
-    assert len([t for t in optuna.load_study(study_name="tiny", storage=url).get_trials()
-                if keys.ATTR_CONFIRMS in t.user_attrs]) == 2 * schedules
+    assert len(confirmation_runs(optuna.load_study(study_name="tiny", storage=url))[0]) \
+        == 2 * schedules
     # the new figure, in the study for optuna-dashboard and in the report
     assert keys.FIG_COLLAPSE_PROBABILITY in stored_figures(study)
     assert keys.FIG_COLLAPSE_PROBABILITY in report_html(study)
@@ -144,6 +155,28 @@ def test_confirm_gate_runs_only_confirmation_runs(tmp_path):
     with pytest.raises(BudgetReached):
         gate.admit(sampled)
     assert sampled.user_attrs[keys.ATTR_FAIL_REASON].startswith("surplus")
+
+
+def test_confirm_gate_fails_a_run_two_workers_queued_at_once(tmp_path):
+    """Two workers that read the plan at the same instant queue the same missing run twice:
+    the later-numbered one is failed before training, whichever worker pops it."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}", direction="maximize")
+    gate = ConfirmGate()
+    assert enqueue(study, [("middle", {"x": 1}), ("longest", {"x": 2})], seeds=1) == 2
+    (label, params, _), _ = lacking(study)
+    for _ in range(2):  # both workers saw "middle" lacking one run
+        study.enqueue_trial(params, user_attrs={keys.ATTR_CONFIRMS: label})
+    first, second = study.ask(), study.ask()
+    assert first.number < second.number
+    gate.admit(first)
+    with pytest.raises(BudgetReached):
+        gate.admit(second)
+    assert "same confirmation run" in second.user_attrs[keys.ATTR_FAIL_REASON]
+    study.tell(second, state=TrialState.FAIL)
+    assert [label for label, _, _ in lacking(study)] == ["longest"]  # the worker asks again
+    third = gate.ask(study)
+    gate.admit(third)
+    assert third.user_attrs[keys.ATTR_CONFIRMS] == "longest" and not gate.slot_free(study)
 
 
 def test_confirm_is_bounded_listed_and_cancelled(tmp_path, tiny_toml, capsys):
@@ -238,13 +271,17 @@ def test_confirm_with_workers_on_postgresql(pg_url, tiny_toml, capsys):
     assert main(["--storage", pg_url, "--study-name", name, "--top", "1", "--seeds", "2",
                  "--workers", "2", "--quiet"]) == 0
     study = optuna.load_study(study_name=name, storage=pg_url)
-    runs = [t for t in study.get_trials() if keys.ATTR_CONFIRMS in t.user_attrs]
+    runs, _ = confirmation_runs(study)
     assert runs and all(t.state == TrialState.COMPLETE for t in runs)
     assert {t.user_attrs[keys.ATTR_WORKER] for t in runs}  # run by the children
     table = study.user_attrs[keys.STUDY_ATTR_CONFIRMATION]
-    assert sum(row["runs"] for row in table) == len(runs)
-    # no sampled trial slipped in, and the search's budget is untouched
-    assert len(study.get_trials()) == 3 + len(runs)
+    assert sum(row["runs"] for row in table) == len(runs) == 2 * len(table)
+    # no sampled trial trained (two workers asking at once fail one before training), and
+    # the search's budget is untouched
+    others = [t for t in study.get_trials() if t not in runs][3:]
+    assert all(t.state == TrialState.FAIL and not t.intermediate_values
+               and t.user_attrs[keys.ATTR_FAIL_REASON].startswith("surplus") for t in others)
+    assert finished_count(study) == 3
     optuna.delete_study(study_name=name, storage=pg_url)
 
 

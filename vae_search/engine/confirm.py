@@ -52,6 +52,8 @@ REFERENCES = ("no-warmup", "middle", "longest")  # the reference schedules, in t
 # A confirm run is asked for only while one is queued; a trial sampled instead (another worker
 # took the last run in between) is failed before training with this reason.
 FAIL_NO_RUN = f"{FAIL_SURPLUS}: no confirmation run was left in the queue; it was not run"
+FAIL_SURPLUS_RUN = (f"{FAIL_SURPLUS}: another worker queued the same confirmation run at the "
+                    "same instant; it was not run")
 FAIL_CANCELLED = "cancelled: vae-search confirm --cancel"  # a queued run that never started
 MAX_RUNS = 200  # new runs one confirm plans without --yes (7,791 were once queued by mistake)
 RUNS_PER_WORKER = 4  # --workers auto: one more worker per this many runs left, up to the cores
@@ -125,20 +127,26 @@ def plan(study: optuna.Study, config: StudyConfig, top: int, *,
     return planned
 
 
-def _have(study: optuna.Study) -> Counter[Any]:
-    """Runs per schedule that count as done or under way (queued, running, finished)."""
+def _have(study: optuna.Study, *, below: int | None = None) -> Counter[Any]:
+    """Runs per schedule that count as done or under way (queued, running, finished), of
+    those numbered below ``below`` if given."""
     from optuna.trial import TrialState
 
     return Counter(
         t.user_attrs[keys.ATTR_CONFIRMS]
         for t in study.get_trials(deepcopy=False, states=(
             TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED))
-        if is_confirmation(t)
+        if is_confirmation(t) and (below is None or t.number < below)
     )
 
 
 def _plan_entries(study: optuna.Study) -> list[dict[str, Any]]:
     return list(study.user_attrs.get(keys.STUDY_ATTR_CONFIRM_PLAN, []))
+
+
+def _wanted(study: optuna.Study, label: int | str) -> int:
+    """The runs the plan wants of schedule ``label`` (0 once ``--cancel`` dropped it)."""
+    return next((e["seeds"] for e in _plan_entries(study) if e["confirms"] == label), 0)
 
 
 def lacking(study: optuna.Study) -> list[tuple[int | str, dict[str, Any], int]]:
@@ -230,8 +238,9 @@ class ConfirmGate:
 
     @staticmethod
     def ask(study: optuna.Study) -> optuna.Trial:
-        """Queue one run of the first schedule that lacks one, and ask for it (a run that
-        another worker starts at the same instant only adds a seed)."""
+        """Queue one run of the first schedule that lacks one, and ask for it (two workers
+        that do so at the same instant queue the same run twice: :meth:`admit` fails the
+        later one)."""
         todo = lacking(study)
         if todo:
             label, params, _ = todo[0]
@@ -239,9 +248,22 @@ class ConfirmGate:
         return study.ask()
 
     def admit(self, trial: optuna.Trial, *, wait: bool = True) -> None:
-        if keys.ATTR_CONFIRMS not in trial.user_attrs:
-            trial.set_user_attr(keys.ATTR_FAIL_REASON, FAIL_NO_RUN)
-            raise BudgetReached(FAIL_NO_RUN)
+        """The reservation check at run start; raises :class:`BudgetReached` if surplus.
+
+        A run is admitted only if fewer runs of its schedule than planned are numbered below
+        it (queued, running or finished). Trials are numbered in the order they were queued,
+        so of two workers that queued the same missing run at once, the later one is failed
+        before training and its worker asks again.
+        """
+        label = trial.user_attrs.get(keys.ATTR_CONFIRMS)
+        if label is None:
+            reason = FAIL_NO_RUN
+        elif _have(trial.study, below=trial.number)[label] >= _wanted(trial.study, label):
+            reason = FAIL_SURPLUS_RUN
+        else:
+            return
+        trial.set_user_attr(keys.ATTR_FAIL_REASON, reason)
+        raise BudgetReached(reason)
 
 
 def _child_command(options: ConfirmOptions, name: str, index: int, threads: int) -> list[str]:
