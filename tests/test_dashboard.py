@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import subprocess_env
-from tests.test_report import MIXED, make_trial, new_study
+from tests.test_report import MIXED, families_study, make_trial, new_study
 from vae_search import keys
 from vae_search.report import dashboard
 from vae_search.storage._optuna import study_id, study_system_attrs
@@ -84,6 +84,7 @@ def test_dashboard_study_page_shows_our_collapse_map_in_chromium(tmp_path):
         study.add_trial(make_trial(i, state=state, klstart=ks, annealtime=at, latent_dim=d,
                                    reduction=red, active=active, elbo=elbo, stop=stop))
     assert not study_system_attrs(study)  # no figures yet
+    families = families_study(tmp_path, "browser-families")  # same file: served beside it
     url = f"sqlite:///{tmp_path / 's.db'}"
     port = _free_port()
     server = subprocess.Popen(
@@ -122,6 +123,15 @@ def test_dashboard_study_page_shows_our_collapse_map_in_chromium(tmp_path):
         plot = html[start:start + 200_000]
         assert "main-svg" in plot and "Collapse probability by schedule" in plot
         assert "errorbar" in plot and "search trials (mean)" in plot
+        # a study searching remedy families: the rates by family, with their intervals
+        dom = _chromium([f"--virtual-time-budget={PAGE_BUDGET_MS}", "--dump-dom",
+                         f"{base}/dashboard/studies/{study_id(families)}"],
+                        tmp_path / "profile-families")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        start = dom.stdout.index(f'id="user-defined-plot:{keys.FIG_COLLAPSE_PROBABILITY}"')
+        plot = dom.stdout[start:start + 200_000]
+        assert "main-svg" in plot and "search trials by remedy family" in plot
+        assert "family: free_bits" in plot and "errorbar" in plot
 
         CI_ARTIFACTS.mkdir(exist_ok=True)
         shot = CI_ARTIFACTS / "dashboard-study-page.png"

@@ -529,11 +529,9 @@ def test_findings_scripts_read_a_study(mixed, tmp_path, script, args, expect):
     assert expect in proc.stdout
 
 
-def test_findings_and_the_probability_figure_compare_remedy_families(tmp_path):
-    """A study searching two families gets a by-family table (rate with its Wilson interval,
-    I(x;z), IWAE over complete trials) and a by-family trace in the collapse-probability
-    figure; a one-family study gets neither."""
-    study = new_study(tmp_path, "families")
+def families_study(tmp_path, name: str = "families") -> optuna.Study:
+    """A study searching two remedy families (warm-up collapses 2/2, free bits 1/3)."""
+    study = new_study(tmp_path, name)
     config = tiny_config(search={"families": ["warmup", "free_bits"]})
     study.set_user_attr(keys.STUDY_ATTR_CONFIG, config.comparable())
     family = CategoricalDistribution(["warmup", "free_bits"])
@@ -550,6 +548,14 @@ def test_findings_and_the_probability_figure_compare_remedy_families(tmp_path):
             state=state, value=t.value, params={**t.params, "family": name},
             distributions={**t.distributions, "family": family}, user_attrs=attrs,
             intermediate_values=t.intermediate_values))
+    return study
+
+
+def test_findings_and_the_probability_figure_compare_remedy_families(tmp_path):
+    """A study searching two families gets a by-family table (rate with its Wilson interval,
+    I(x;z), IWAE over complete trials) and a by-family trace in the collapse-probability
+    figure; a one-family study gets neither."""
+    study = families_study(tmp_path)
     f = report.findings(study)
     header, rows = f.by_family
     assert header[0] == "family" and header[-1] == "median IWAE"
