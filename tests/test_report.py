@@ -564,6 +564,11 @@ def test_findings_and_the_probability_figure_compare_remedy_families(tmp_path):
     assert by_name["free_bits"][1:4] == ("3", "1", "33% [6%, 79%]")
     assert by_name["warmup"][-1] == "-30.00" and by_name["free_bits"][-1] == "-27.00"
     assert "collapse rate by remedy family" in report.findings_text(study)
+    best_header, best = f.best
+    assert best_header[:2] == ("trial", "family")
+    assert {row[1] for row in best} == {"warmup", "free_bits"}
+    summary = report.summary_table(study)  # what run prints at its end
+    assert "family" in summary.splitlines()[2] and "collapse rate by remedy family" in summary
     fig = collapse_probability_figure(study)
     (trace,) = [t for t in fig.data if t.name == "search trials by remedy family"]
     assert list(trace.x) == ["family: warmup", "family: free_bits"]
@@ -572,6 +577,7 @@ def test_findings_and_the_probability_figure_compare_remedy_families(tmp_path):
 
 def test_a_one_family_study_has_no_family_table_or_trace(mixed):
     assert report.findings(mixed).by_family == ((), [])
+    assert "family" not in report.findings(mixed).best[0]
     assert "by remedy family" not in report.findings_text(mixed)
     fig = collapse_probability_figure(mixed)
     assert all(t.name != "search trials by remedy family" for t in fig.data)

@@ -105,8 +105,12 @@ def _best_table(rows: Sequence[TrialRow], n: int, decoder_only_nll: float | None
     references, the distance from the linear optimum: > 0 where the nonlinear VAE beats it)."""
     gap = BEST_HEADER.index("gap to decoder-only") + 1
     header = BEST_HEADER[:gap] + ((GAP_TO_PPCA,) if references else ()) + BEST_HEADER[gap:]
+    families = bool(by_family(rows))  # comparing remedy families: say whose each trial is
+    if families:
+        header = header[:1] + ("family",) + header[1:]
     return header, [(
-        str(r.number), str(r.p.klstart), str(r.p.annealtime), str(r.p.latent_dim),
+        str(r.number), *((r.family or "-",) if families else ()),
+        str(r.p.klstart), str(r.p.annealtime), str(r.p.latent_dim),
         r.p.reduction, _number(r.value), _number(r.elbo_k), _number(r.iwae),
         _number(gap_to_decoder_only(r.value, decoder_only_nll)), *_gap_to_ppca(r, references),
         str(r.active_units) if r.active_units is not None else "-",
@@ -253,11 +257,14 @@ def summary_table(study: optuna.Study, rows: int = BEST_ROWS) -> str:
         f"{counts.pruned} pruned, {counts.fail} failed, {counts.running} running; "
         f"{counts.collapsed} collapsed"
     ]
-    header, best = _best_table(trial_rows(study), rows, stored_baseline(study),
-                               stored_references(study))
+    trials = trial_rows(study)
+    header, best = _best_table(trials, rows, stored_baseline(study), stored_references(study))
     if not best:
         lines.append("no complete trials yet")
         return "\n".join(lines)
     lines.append(f"best {len(best)} by validation ELBO (nats/example, higher is better):")
     lines.append(text_table(header, best))
+    families = family_table([r for r in trials if r.diagnosed and r.params is not None])
+    if families[1]:
+        lines.append(f"{FAMILY_TITLE}:\n" + text_table(*families))
     return "\n".join(lines)
