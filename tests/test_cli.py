@@ -207,6 +207,27 @@ def test_tensorflow_warnings_only_with_debug():
     assert "retracing" in debug.stderr
 
 
+def test_tensorflow_is_imported_with_its_native_log_quiet(tmp_path):
+    """TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, at import: a run must set it first. (Its
+    native "E"-level notices, e.g. oneDNN's Eigen fallback for int32 ops, show only on some
+    CPUs, so the next test alone could pass on a machine that never prints them.)"""
+    code = (
+        "import os, sys\n"
+        "class Watch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'tensorflow':\n"
+        "            print('level at import:', os.environ.get('TF_CPP_MIN_LOG_LEVEL'))\n"
+        "            sys.meta_path.remove(self)\n"
+        "sys.meta_path.insert(0, Watch())\n"
+        "from vae_search.run import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = _python(code, "--trials", "1", "--epochs", "2", "--workers", "1", "--quiet",
+                   "--storage", f"sqlite:///{tmp_path / 'q.db'}")
+    assert proc.returncode == 0, proc.stderr
+    assert "level at import: 3" in proc.stdout, proc.stdout
+
+
 @pytest.mark.parametrize("study", ["seed_mse", "sequences"])  # the default; a token model
 def test_a_normal_run_prints_no_tensorflow_warnings(tmp_path, study):
     proc = subprocess.run(  # as a newcomer first runs it
