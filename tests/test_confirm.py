@@ -301,3 +301,23 @@ def test_plan_takes_the_best_of_each_remedy_family(tmp_path):
             distributions=dists, user_attrs={keys.ATTR_COLLAPSED: collapsed}))
     labels = [label for label, _ in plan(study, config, top=2)]
     assert labels[:3] == [0, 4, 3], labels  # warm-up's best (all collapsed), then free bits' 2
+
+
+def test_the_confirmation_table_names_families_and_the_code_they_keep():
+    """I(x;z) is a column (the remedies are compared on it); the family column appears once
+    the confirmed schedules span several families."""
+    from vae_search.report.confirmation import ConfirmationRow, confirmation_table
+
+    def row(label, family, mi):
+        return ConfirmationRow(schedule=label, klstart=1, annealtime=2, latent_dim=4,
+                               reduction="sum", runs=5, collapsed=0, rate_low=0.0,
+                               rate_high=0.43, active_median=3, active_min=2, active_max=4,
+                               elbo_mean=-60.0, elbo_sd=0.1, iwae_mean=-59.9, mi_median=mi,
+                               family=family)
+
+    header, rows = confirmation_table([row("#1", "warmup", 0.004), row("#2", "free_bits", 1.5)])
+    assert header[:2] == ("schedule", "family")
+    assert [r[1] for r in rows] == ["warmup", "free_bits"]
+    assert [r[header.index("I(x;z) median")] for r in rows] == ["0.00", "1.50"]
+    header, rows = confirmation_table([row("#1", "warmup", None)])
+    assert "family" not in header and rows[0][header.index("I(x;z) median")] == "-"

@@ -45,7 +45,7 @@ __all__ = [
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
 CONFIRMATION_HEADER = ("schedule", "klstart", "annealtime", "latent", "reduction", "runs",
                        "collapsed", "rate [95% CI]", "active median [min, max]",
-                       "ELBO mean ± sd", "IWAE mean")
+                       "I(x;z) median", "ELBO mean ± sd", "IWAE mean")
 CONFIRM_COLOR = "#9467bd"
 FAMILY_COLOR = "#2ca02c"  # the search by remedy family
 
@@ -86,6 +86,8 @@ class ConfirmationRow:
     elbo_mean: float
     elbo_sd: float  # 0 for a single run
     iwae_mean: float | None
+    mi_median: float | None = None  # I(x;z), nats (None: a table stored before it was kept)
+    family: str | None = None  # the remedy family the schedule trains with
 
     @property
     def rate(self) -> float:
@@ -102,6 +104,7 @@ class ConfirmationRow:
             self.reduction, str(self.runs), str(self.collapsed),
             f"{self.rate:.0%} [{self.rate_low:.0%}, {self.rate_high:.0%}]",
             f"{self.active_median:g} [{self.active_min}, {self.active_max}]",
+            f"{self.mi_median:.2f}" if self.mi_median is not None else "-",
             f"{self.elbo_mean:.2f} ± {self.elbo_sd:.2f}",
             f"{self.iwae_mean:.2f}" if self.iwae_mean is not None else "-",
         )
@@ -113,6 +116,7 @@ def _summarize(label: str, runs: Sequence[TrialRow]) -> ConfirmationRow:
     active = [r.active_units or 0 for r in runs]
     elbos = [r.value for r in runs if r.value is not None]
     iwaes = [r.iwae for r in runs if r.iwae is not None]
+    infos = [r.mutual_info for r in runs if r.mutual_info is not None]
     low, high = wilson_interval(collapsed, len(runs))
     return ConfirmationRow(
         schedule=label, klstart=p.klstart, annealtime=p.annealtime, latent_dim=p.latent_dim,
@@ -121,6 +125,7 @@ def _summarize(label: str, runs: Sequence[TrialRow]) -> ConfirmationRow:
         active_max=max(active), elbo_mean=statistics.fmean(elbos),
         elbo_sd=statistics.stdev(elbos) if len(elbos) > 1 else 0.0,
         iwae_mean=statistics.fmean(iwaes) if iwaes else None,
+        mi_median=statistics.median(infos) if infos else None, family=runs[0].family,
     )
 
 
@@ -141,8 +146,12 @@ def confirmation_rows(rows: Sequence[TrialRow]) -> list[ConfirmationRow]:
 def confirmation_table(
     rows: Sequence[ConfirmationRow],
 ) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """The confirmation table as (header, rows) of strings."""
-    return CONFIRMATION_HEADER, [r.cells() for r in rows]
+    """The confirmation table as (header, rows) of strings; with schedules of several remedy
+    families, each row names its family."""
+    if len({r.family for r in rows}) < 2:
+        return CONFIRMATION_HEADER, [r.cells() for r in rows]
+    return (CONFIRMATION_HEADER[:1] + ("family",) + CONFIRMATION_HEADER[1:],
+            [(c[0], r.family or "-", *c[1:]) for r, c in ((r, r.cells()) for r in rows)])
 
 
 PROBABILITY_TITLE = "Collapse probability by schedule (95% Wilson intervals)"
