@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from tests.conftest import stored_figures, tiny_config
 from vae_search import keys
+from vae_search.cli import ConfirmOptions
 from vae_search.engine.budget import BudgetReached
 from vae_search.engine.confirm import (
     MAX_RUNS,
@@ -247,6 +248,11 @@ def test_plan_takes_the_best_non_collapsed_trials(tmp_path):
         distributions=dists))
     with pytest.raises(ConfirmError, match="--like 3: .* no complete or pruned search trial"):
         plan(study, config, top=0, like=3)
+    # --trial N: trial N too, whatever its rank (collapsed here), once, before the references
+    named = plan(study, config, top=1, trials=[1, 2])
+    assert [label for label, _ in named] == [2, 1, *REFERENCES]
+    with pytest.raises(ConfirmError, match="--trial 3: "):
+        plan(study, config, top=1, trials=[3])
 
 
 def test_confirm_help_and_nothing_to_confirm(capsys):
@@ -260,6 +266,9 @@ def test_confirm_help_and_nothing_to_confirm(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "nothing to confirm" in err
+    options = ConfirmOptions.parse(["--top", "0", "--no-references", "--trial", "4", "--trial",
+                                    "2", "--trial", "4"])
+    assert options.trials == (4, 2)  # something to confirm: the trials named, once each
 
 
 @pytest.mark.slow

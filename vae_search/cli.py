@@ -320,6 +320,9 @@ def build_confirm_parser(prog: str = "vae-search confirm") -> argparse.ArgumentP
                         f"ones (default {DEFAULT_CONFIRM_SEEDS})")
     parser.add_argument("--no-references", action="store_true",
                         help="repeat only the best trials, not the reference schedules")
+    parser.add_argument("--trial", type=nonneg_int, action="append", default=[], metavar="N",
+                        dest="trials", help="also repeat search trial N, whatever its rank "
+                        "(repeatable)")
     parser.add_argument("--like", type=nonneg_int, default=None, metavar="N",
                         help="the references take trial N's other parameters (latent dim, "
                         "reduction, ...) instead of the best trial's")
@@ -356,6 +359,7 @@ class ConfirmOptions:
     top: int = DEFAULT_CONFIRM_TOP
     seeds: int = DEFAULT_CONFIRM_SEEDS
     no_references: bool = False
+    trials: tuple[int, ...] = ()  # --trial N: search trials repeated whatever their rank
     like: int | None = None  # the references take this trial's other parameters
     join: bool = False
     yes: bool = False  # more than confirm.MAX_RUNS new runs
@@ -372,7 +376,8 @@ class ConfirmOptions:
               prog: str = "vae-search confirm") -> ConfirmOptions:
         parser = build_confirm_parser(prog)
         args = parser.parse_args(argv)
-        if args.top == 0 and args.no_references and not args.join:
+        args.trials = tuple(dict.fromkeys(args.trials))  # in order, once each
+        if args.top == 0 and args.no_references and not args.trials and not args.join:
             parser.error("--top 0 with --no-references: nothing to confirm (repeat some best "
                          "trials, or the references)")
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})

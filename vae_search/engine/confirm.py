@@ -84,14 +84,17 @@ def reference_params(best: dict[str, Any], space: SearchConfig) -> dict[str, dic
 
 
 def plan(study: optuna.Study, config: StudyConfig, top: int, *,
-         references: bool = True, like: int | None = None) -> list[Planned]:
+         references: bool = True, like: int | None = None,
+         trials: Sequence[int] = ()) -> list[Planned]:
     """The schedules to confirm: the ``top`` best complete, non-collapsed search trials (of each
-    remedy family when the study searches several; a family with none, its best trial), then
-    the references, on the parameters of trial ``like`` if given (named ``"no-warmup like #N"``
-    and so on), else of the best non-collapsed trial (else the best trial).
+    remedy family when the study searches several; a family with none, its best trial), the
+    search ``trials`` named (``--trial N``), then the references, on the parameters of trial
+    ``like`` if given (named ``"no-warmup like #N"`` and so on), else of the best
+    non-collapsed trial (else the best trial).
 
     Raises:
-        ConfirmError: the study has no complete search trial yet, or no trial ``like``.
+        ConfirmError: the study has no complete search trial yet, or no trial ``like`` or
+            ``trials``.
     """
     from optuna.trial import TrialState
 
@@ -110,21 +113,30 @@ def plan(study: optuna.Study, config: StudyConfig, top: int, *,
             own = [t for t in ranked if t.params.get(FAMILY, families[0]) == family]
             # a family none of whose trials kept its code is confirmed on its best trial
             chosen += [t for t in own if t.number in kept][:top] or own[:min(top, 1)]
+    chosen += [_search_trial(study, n, "--trial") for n in trials
+               if n not in {t.number for t in chosen}]
     planned: list[Planned] = [(t.number, dict(t.params)) for t in chosen]
     if references and "linear" in config.search.schedule and (
             "warmup" in families or (len(families) == 1 and families[0] != "cyclical")):
         base, suffix = (healthy or ranked)[0], ""
         if like is not None:
-            found = [t for t in study.get_trials(deepcopy=False, states=(
-                         TrialState.COMPLETE, TrialState.PRUNED))
-                     if t.number == like and t.params and not is_confirmation(t)]
-            if not found:
-                raise ConfirmError(f"--like {like}: study {study.study_name!r} has no complete "
-                                   "or pruned search trial with that number and parameters")
-            base, suffix = found[0], f" like #{like}"
+            base, suffix = _search_trial(study, like, "--like"), f" like #{like}"
         planned += [(name + suffix, params) for name, params
                     in reference_params(dict(base.params), config.search).items()]
     return planned
+
+
+def _search_trial(study: optuna.Study, number: int, flag: str) -> optuna.trial.FrozenTrial:
+    """Search trial ``number``, complete or pruned (its parameters are what is repeated)."""
+    from optuna.trial import TrialState
+
+    found = [t for t in study.get_trials(deepcopy=False, states=(
+                 TrialState.COMPLETE, TrialState.PRUNED))
+             if t.number == number and t.params and not is_confirmation(t)]
+    if not found:
+        raise ConfirmError(f"{flag} {number}: study {study.study_name!r} has no complete or "
+                           "pruned search trial with that number and parameters")
+    return found[0]
 
 
 def _have(study: optuna.Study, *, below: int | None = None) -> Counter[Any]:
@@ -322,7 +334,7 @@ def confirm(options: ConfirmOptions, signals: Any) -> int:
     config = stored_config(study)
     if not options.join:
         planned = plan(study, config, options.top, references=not options.no_references,
-                       like=options.like)
+                       like=options.like, trials=options.trials)
         added = enqueue(study, planned, options.seeds, limit=None if options.yes else MAX_RUNS)
         if not options.quiet:
             names = ", ".join(f"#{p}" if isinstance(p, int) else p for p, _ in planned)
