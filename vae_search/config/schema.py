@@ -68,6 +68,7 @@ FamilyName = Literal["warmup", "cyclical", "free_bits", "word_dropout", "aggress
 SamplerName = Literal["tpe", "random"]
 PrunerName = Literal["median", "hyperband", "none"]
 ObjectiveName = Literal["elbo", "pareto"]
+XlaMode = Literal["auto", "on", "off"]
 DATASETS = typing.get_args(DatasetName)
 FAMILIES = typing.get_args(FamilyName)
 LIKELIHOODS = typing.get_args(Likelihood)
@@ -103,7 +104,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (128, 64)  # encoder widths, mirrored by dense/made; gru: [units]
     context: int = -1  # made: previous dims each dim sees (0 = factorized, -1 = all)
     embedding_dim: int = 32  # gru: token embedding width
-    unroll: bool = False  # gru: unroll the recurrence (faster for short sequences)
+    unroll: bool = False  # gru without XLA: unroll the recurrence (faster for short sequences)
     builder: str = ""  # "package.module:function" -> (encoder, decoder): your own model
 
 
@@ -112,6 +113,10 @@ class TrainConfig:
     epochs: int = 30  # every trial trains exactly this many epochs unless pruned
     batch_size: int = 64
     learning_rate: float = 1e-3  # Adam
+    # The training step compiled by XLA: "auto" = for gru decoders (2x per epoch on this CPU;
+    # dense and made steps were slower: docs/performance.md). The same model and loss, but
+    # XLA draws its own random numbers, so a trial's numbers depend on it: compared on resume.
+    xla: XlaMode = "auto"
 
 
 @dataclass(frozen=True)

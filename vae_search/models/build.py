@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from vae_search.data.datasets import Dataset
     from vae_search.models.vae import VAE
 
-__all__ = ["TrainerSpec", "build_vae", "spec_for"]
+__all__ = ["TrainerSpec", "build_vae", "spec_for", "xla_step"]
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,21 @@ class TrainerSpec:
     variance: str = "learned"  # gaussian: learned | fixed
     context: int = -1  # made: previous dims each dim sees (-1 = all)
     embedding_dim: int = 32  # gru
-    unroll: bool = False  # gru: unrolled recurrence (short sequences)
+    unroll: bool = False  # gru: unrolled recurrence (short sequences), without XLA only
+    xla: bool = False  # the training step compiled by XLA (train.xla)
     batch_size: int = 64
     learning_rate: float = 1e-3
     dynamic_binarization: bool = False
     config: Any = None  # builder only: the StudyConfig handed to the user's function
+
+
+def xla_step(config: StudyConfig) -> bool:
+    """Whether a trial's training step is compiled by XLA (``train.xla``; ``"auto"``: a ``gru``
+    decoder, whose recurrence XLA fuses: 2x per epoch. A dense or MADE step, a few matmuls,
+    ran slower under XLA, and a user's model may use ops XLA lacks)."""
+    mode = config.train.xla
+    return mode == "on" or (mode == "auto" and config.model.decoder == "gru"
+                            and not config.model.builder)
 
 
 def spec_for(config: StudyConfig, dataset: Dataset, latent_dim: int) -> TrainerSpec:
@@ -52,6 +62,7 @@ def spec_for(config: StudyConfig, dataset: Dataset, latent_dim: int) -> TrainerS
         context=m.context,
         embedding_dim=m.embedding_dim,
         unroll=m.unroll,
+        xla=xla_step(config),
         batch_size=t.batch_size,
         learning_rate=t.learning_rate,
         dynamic_binarization=dataset.dynamic_binarization,
@@ -81,8 +92,11 @@ def build_vae(spec: TrainerSpec, *, seed: int = 0) -> VAE:
         from vae_search.models.gru import build_gru_decoder, build_gru_encoder
 
         v, d, e, u = spec.vocab_size, spec.latent_dim, spec.embedding_dim, spec.hidden[0]
-        encoder = build_gru_encoder(v, n, d, embedding_dim=e, units=u, unroll=spec.unroll)
-        decoder = build_gru_decoder(v, n, d, embedding_dim=e, units=u, unroll=spec.unroll)
+        # Under XLA the recurrence stays a loop: XLA compiles it whole, and unrolled it took
+        # 2.5-4x longer to compile for no faster epoch (docs/performance.md).
+        unroll = spec.unroll and not spec.xla
+        encoder = build_gru_encoder(v, n, d, embedding_dim=e, units=u, unroll=unroll)
+        decoder = build_gru_decoder(v, n, d, embedding_dim=e, units=u, unroll=unroll)
     elif spec.decoder == "builder":
         from vae_search.models.builder import build_user_model
 

@@ -110,6 +110,15 @@ class Trainer:
         self.encoder_optimizer = keras.optimizers.Adam(spec.learning_rate)
         self.encoder_optimizer.build(self.vae.encoder.trainable_weights)
         self.encoder_steps = tf.Variable(0, dtype="int64", trainable=False)  # inner steps taken
+        # The Adam steps: all weights, the decoder's alone, the encoder's alone (aggressive).
+        # With spec.xla each is an XLA cluster inside the compiled epoch (not the whole epoch:
+        # that was 13x slower on this CPU); the weights are bound here, as arguments they would
+        # be part of the trace key.
+        vae, encoder = self.vae, self.vae.encoder.trainable_weights
+        self._step = self._compiled(lambda x: vae.train_batch(x))
+        self._decoder_step = self._compiled(lambda x: vae.train_batch(x, vae.decoder_weights))
+        self._encoder_step = self._compiled(
+            lambda x: vae.train_batch(x, encoder, self.encoder_optimizer))
         self._reset = tf.function(self._reset_impl)
         self._train_epoch = tf.function(self._train_epoch_impl, reduce_retracing=True)
         # Any number of rows, one graph: artifacts encode 8 rows, the diagnostics the whole split.
@@ -125,6 +134,9 @@ class Trainer:
         # re-dispatched every layer (a GRU sequence's artifact took ~1 s); compiled, ~ms.
         codes = tf.TensorSpec([None, spec.latent_dim], "float32")
         self._decoder_ar = tf.function(self._decoder_ar_impl, input_signature=[codes, rows])
+
+    def _compiled(self, step: Any) -> Any:
+        return tf.function(step, jit_compile=True) if self.spec.xla else step
 
     # -- per trial -------------------------------------------------------------------------
 
@@ -253,22 +265,21 @@ class Trainer:
         for step in tf.range(steps):
             x = self._rows(x_train, order[step * batch : (step + 1) * batch])
             if inner_steps is None:
-                totals += tf.stack(self.vae.train_batch(x))
+                totals += tf.stack(self._step(x))
             else:  # aggressive: the encoder first, then one step of the decoder alone
                 self._encoder_steps(x_train, x, inner_steps)
-                totals += tf.stack(self.vae.train_batch(x, self.vae.decoder_weights))
+                totals += tf.stack(self._decoder_step(x))
         return tf.unstack(totals / tf.cast(steps, "float32"))
 
     def _encoder_steps(self, x_train: tf.Tensor, x: tf.Tensor, cap: tf.Tensor) -> None:
         """Encoder-only steps, the first on ``x``, then on random batches of its size, until
         a window's mean loss is not below the previous window's, or ``cap`` steps."""
         n, rows = tf.shape(x_train)[0], tf.shape(x)[0]
-        encoder = self.vae.encoder.trainable_weights
         previous = tf.constant(float("inf"))
         window = tf.constant(0.0)
         taken = tf.constant(0)
         while taken < cap:
-            loss, _, _ = self.vae.train_batch(x, encoder, self.encoder_optimizer)
+            loss, _, _ = self._encoder_step(x)
             window += loss
             taken += 1
             x = self._rows(x_train, keras.random.randint((rows,), 0, n, seed=self.shuffle_seed))
