@@ -145,7 +145,9 @@ def prepare(options: RunOptions, config: StudyConfig) -> tuple[Dataset, optuna.S
     from vae_search.data.datasets import load_dataset
     from vae_search.engine.sizing import check_fits
 
-    quiet_tensorflow(options.debug)  # a builder's check imports TensorFlow
+    # Before anything imports TensorFlow (a builder's check below, train() later), which reads
+    # its log level once, at import.
+    quiet_tensorflow(options.debug)
     dataset = load_dataset(config)
     check_fits(config, dataset)  # a model too large for the memory, before it is allocated
     if config.model.builder:
@@ -168,7 +170,7 @@ def train(study: optuna.Study, config: StudyConfig, dataset: Dataset, options: R
     # From here TensorFlow runs: a signal is held until the loop's first safe point (an
     # exception raised inside TensorFlow's import or C++ calls can surface as another error).
     signals.training = True
-    quiet_tensorflow(options.debug)  # before TensorFlow's import, which reads its log level
+    # TensorFlow is imported here; prepare() (always first) already set its log level.
     from vae_search.models import configure_threads
 
     configure_threads(options.threads)  # before any TensorFlow op
