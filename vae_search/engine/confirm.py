@@ -113,8 +113,8 @@ def plan(study: optuna.Study, config: StudyConfig, top: int, *,
             own = [t for t in ranked if t.params.get(FAMILY, families[0]) == family]
             # a family none of whose trials kept its code is confirmed on its best trial
             chosen += [t for t in own if t.number in kept][:top] or own[:min(top, 1)]
-    chosen += [_search_trial(study, n, "--trial") for n in trials
-               if n not in {t.number for t in chosen}]
+    picked = {t.number for t in chosen}
+    chosen += [_search_trial(study, n, "--trial") for n in trials if n not in picked]
     planned: list[Planned] = [(t.number, dict(t.params)) for t in chosen]
     if references and "linear" in config.search.schedule and (
             "warmup" in families or (len(families) == 1 and families[0] != "cyclical")):
