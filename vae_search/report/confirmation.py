@@ -22,6 +22,7 @@ from vae_search.report.rows import (
     WARMUP_BINS,
     TrialRow,
     by_family,
+    diagnosed_rows,
     study_config,
     trial_rows,
 )
@@ -202,7 +203,7 @@ def collapse_probability_figure(
     config = config or study_config(study)
     rows = trial_rows(study, config) if rows is None else rows
     confirmed = confirmation_rows(trial_rows(study, config, confirms=True))
-    diag = [r for r in rows if r.diagnosed and r.params is not None]
+    diag = diagnosed_rows(rows)
     if not diag and not confirmed:
         return message_figure(
             PROBABILITY_TITLE,

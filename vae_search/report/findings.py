@@ -23,6 +23,7 @@ from vae_search.report.rows import (
     TrialRow,
     best_rows,
     by_family,
+    diagnosed_rows,
     study_config,
     trial_rows,
 )
@@ -177,7 +178,7 @@ def findings(study: optuna.Study, rows: Sequence[TrialRow] | None = None) -> Fin
     rows = trial_rows(study, config) if rows is None else rows
     baseline = stored_baseline(study)
     references = stored_references(study)
-    diag = [r for r in rows if r.diagnosed and r.params is not None]
+    diag = diagnosed_rows(rows)
     states = StateCounts.of_rows(rows)
     counts = {"complete": states.complete, "pruned": states.pruned, "fail": states.fail,
               "diagnosed": len(diag), "collapsed": sum(1 for r in diag if r.collapsed)}
@@ -264,7 +265,7 @@ def summary_table(study: optuna.Study, rows: int = BEST_ROWS) -> str:
         return "\n".join(lines)
     lines.append(f"best {len(best)} by validation ELBO (nats/example, higher is better):")
     lines.append(text_table(header, best))
-    families = family_table([r for r in trials if r.diagnosed and r.params is not None])
+    families = family_table(diagnosed_rows(trials))
     if families[1]:
         lines.append(f"{FAMILY_TITLE}:\n" + text_table(*families))
     return "\n".join(lines)

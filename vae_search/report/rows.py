@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = ["WARMUP_BINS", "StateCounts", "TrialRow", "best_rows", "by_family", "confirms_label",
-           "elbo_value", "is_confirmation", "study_config", "trial_rows"]
+           "diagnosed_rows", "elbo_value", "is_confirmation", "study_config", "trial_rows"]
 
 COMPLETE, PRUNED, FAIL, RUNNING = "COMPLETE", "PRUNED", "FAIL", "RUNNING"
 FINISHED_STATES = (COMPLETE, PRUNED, FAIL)  # the trials a report shows
@@ -244,6 +244,11 @@ def best_rows(rows: Sequence[TrialRow], n: int) -> list[TrialRow]:
     """The ``n`` complete trials with the highest value, best first."""
     complete = [r for r in rows if r.state == COMPLETE and r.value is not None]
     return sorted(complete, key=lambda r: -r.value)[:n]  # type: ignore[operator]
+
+
+def diagnosed_rows(rows: Sequence[TrialRow]) -> list[TrialRow]:
+    """The trials with diagnostics and known parameters: what the collapse rates count."""
+    return [r for r in rows if r.diagnosed and r.params is not None]
 
 
 def by_family(rows: Sequence[TrialRow]) -> dict[str, list[TrialRow]]:
