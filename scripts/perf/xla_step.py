@@ -1,8 +1,9 @@
 """A trial's epoch with its step compiled by XLA (train.xla) or not, the GRU unrolled or a loop.
 
 Prints the first (tracing) epoch and the median fused epoch of each variant, alternated.
-Usage: PYTHONPATH=TREE python scripts/perf/xla_step.py STUDY LATENT graph,xla,graph-loop,xla-loop
-(one TensorFlow thread unless THREADS is set; "-loop": the recurrence not unrolled).
+Usage: PYTHONPATH=TREE python scripts/perf/xla_step.py STUDY LATENT graph,graph-loop,xla
+(one TensorFlow thread unless THREADS is set; "graph-loop": the recurrence not unrolled; under
+XLA build_vae always builds it as a loop, so "xla" is the loop).
 """
 
 import dataclasses
@@ -27,8 +28,7 @@ base = spec_for(config, data, latent)
 print("load", os.getloadavg(), "train", data.x_train.shape, flush=True)
 trainers = {}
 for v in variants:
-    spec = dataclasses.replace(base, xla=v.startswith("xla"),
-                               unroll=base.unroll and not v.endswith("loop"))
+    spec = dataclasses.replace(base, xla=v == "xla", unroll=base.unroll and v == "graph")
     trainer = Trainer(spec)
     trainer.reset(0)
     start = time.perf_counter()
