@@ -98,6 +98,8 @@ def test_confirm_runs_seeds_outside_the_budget_and_stores_the_table(tmp_path, ti
     assert len(runs) == 2 * schedules
     assert all(t.state == TrialState.COMPLETE for t in runs)
     assert all(not t.intermediate_values for t in runs)  # never reported, never pruned
+    # SQLite: one confirm worker (two could take the same queued run), whatever the cores
+    assert len({t.user_attrs[keys.ATTR_WORKER] for t in runs}) == 1
     assert len({t.user_attrs[keys.ATTR_SEED] for t in runs}) == len(runs)  # new seeds
     for t in runs:
         assert t.user_attrs[keys.ATTR_IWAE] >= t.value - 0.3  # IWAE_1000 >= ELBO up to MC noise

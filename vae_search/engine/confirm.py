@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from vae_search import keys
-from vae_search.cli import ConfirmOptions
+from vae_search.cli import AUTO_WORKERS, ConfirmOptions
 from vae_search.config.schema import ConfigError, SearchConfig, StudyConfig
 from vae_search.config.stored import stored_config
 from vae_search.engine.budget import FAIL_SURPLUS, BudgetGate, BudgetReached
@@ -298,6 +298,14 @@ def _work(options: ConfirmOptions, study: optuna.Study, config: StudyConfig, tot
     # A confirmation run trains every epoch and is never pruned: worth a worker sooner.
     size, _ = pool_size(options.workers, max(1, runs_left(study)), cpus,
                         per_worker=RUNS_PER_WORKER)
+    if size > 1 and options.storage.backend == "sqlite":
+        # Optuna hands out a queued run with a read and then a write, which SQLite does not
+        # lock together: two workers could take the same run (seen under load: one run trained
+        # twice, its twin left queued). PostgreSQL locks the row.
+        if options.workers != AUTO_WORKERS and not options.quiet:
+            print(f"note: confirm on SQLite runs one worker, not {options.workers} (two could "
+                  "take the same queued run); use PostgreSQL for more", file=sys.stderr)
+        size = 1
     if size > 1:
         check_shareable(options.storage)
         threads = options.threads or max(1, cpus // size)
