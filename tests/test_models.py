@@ -17,6 +17,7 @@ from vae_search.models import (
     get_trainer,
     kl_divergence,
 )
+from vae_search.models.adam import FusedAdam
 from vae_search.trial.metrics import bernoulli_log_likelihood, gaussian_kl, gaussian_log_likelihood
 
 RNG = np.random.default_rng(0)
@@ -152,6 +153,56 @@ def test_model_fit_recipe_runs():
     assert np.isfinite(hist.history["loss"][0])
     logs = vae.evaluate(X, batch_size=100, verbose=0, return_dict=True)
     assert logs["loss"] == pytest.approx(logs["recon"] + logs["kl"], rel=1e-4)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "xla"])
+def test_fused_adam_steps_as_keras_adam(compiled):
+    """FusedAdam is Keras' Adam through one kernel: the same weights after a few steps, eager
+    and inside an XLA cluster (the GRU step's), and the same optimizer variables to reset."""
+    def trained(optimizer):
+        vae = make_vae(likelihood="gaussian")
+        vae.compile(optimizer=optimizer)
+
+        def step(x):
+            return vae.train_batch(x)
+
+        fn = tf.function(step, jit_compile=True) if compiled else step
+        for i in range(5):
+            fn(tf.constant(X[i * 50:(i + 1) * 50]))
+        return vae, optimizer
+
+    ours, fused = trained(FusedAdam(1e-2))
+    theirs, adam = trained(keras.optimizers.Adam(1e-2))
+    assert int(fused.iterations.numpy()) == int(adam.iterations.numpy()) == 5
+    moved = 0
+    for a, b, init in zip(ours.trainable_weights, theirs.trainable_weights,
+                          make_vae(likelihood="gaussian").trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+        moved += not np.allclose(a.numpy(), init.numpy())
+    assert moved == len(ours.trainable_weights)  # every weight stepped
+    # two moments per weight, besides the counters Keras keeps
+    assert len(fused.variables) == len(adam.variables)
+
+
+def test_fused_adam_steps_an_embedding_on_its_summed_gradient():
+    """A row gathered twice: FusedAdam is Adam on the dense (summed) gradient; Keras' Adam,
+    given the IndexedSlices, squares the two slices apart and steps the row further."""
+    def stepped(optimizer, densify=False):
+        emb = keras.Variable(np.ones((4, 3), "float32"))
+        optimizer.build([emb])
+        for step in range(3):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.gather(emb, [0, 0, 1]) * [[1.0, 2, 3]] * (step + 1))
+            grads = tape.gradient(loss, [emb])
+            assert isinstance(grads[0], tf.IndexedSlices)
+            optimizer.apply([tf.convert_to_tensor(grads[0])] if densify else grads, [emb])
+        return emb.numpy()
+
+    ours = stepped(FusedAdam(0.1))
+    np.testing.assert_allclose(ours, stepped(keras.optimizers.Adam(0.1), densify=True),
+                               rtol=1e-5)
+    assert ours[2:].tolist() == np.ones((2, 3)).tolist()  # rows never gathered stay put
+    assert stepped(keras.optimizers.Adam(0.1))[0, 0] < ours[0, 0] - 0.05
 
 
 def test_fused_epoch_equals_the_separate_calls():

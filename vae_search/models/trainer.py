@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from vae_search._tf import keras, tf
+from vae_search.models.adam import FusedAdam
 from vae_search.models.build import TrainerSpec, build_vae
 from vae_search.models.seeding import Reseeder
 
@@ -97,7 +98,7 @@ class Trainer:
     def __init__(self, spec: TrainerSpec) -> None:
         self.spec = spec
         self.vae = build_vae(spec)
-        self.vae.compile(optimizer=keras.optimizers.Adam(spec.learning_rate))
+        self.vae.compile(optimizer=FusedAdam(spec.learning_rate))
         self.vae.optimizer.build(self.vae.trainable_weights)
         self.shuffle_seed = keras.random.SeedGenerator(0)
         self.binarize_seed = keras.random.SeedGenerator(0)
@@ -107,7 +108,7 @@ class Trainer:
             generators=(self.shuffle_seed, self.binarize_seed),
         )
         # Aggressive training's encoder-only steps (built here: its state is reset per trial).
-        self.encoder_optimizer = keras.optimizers.Adam(spec.learning_rate)
+        self.encoder_optimizer = FusedAdam(spec.learning_rate)
         self.encoder_optimizer.build(self.vae.encoder.trainable_weights)
         self.encoder_steps = tf.Variable(0, dtype="int64", trainable=False)  # inner steps taken
         # The Adam steps: all weights, the decoder's alone, the encoder's alone (aggressive).
