@@ -129,8 +129,9 @@ class TrialLoop:
         Stale trials of dead workers are failed first (and re-queued by the storage's retry
         callback), as Optuna's optimize loop does before each trial.
         """
-        if self.refill and None in self.slots:
-            self.gate.reap(self.study)
+        if not self.refill or None not in self.slots:
+            return  # every slot is training (the usual case: fill runs after each epoch)
+        self.gate.reap(self.study)
         room = self._warm_up_room()
         for slot, run in enumerate(self.slots):
             if run is not None or not self.refill:
