@@ -496,6 +496,31 @@ def test_figure_refresher_waits_refresh_seconds_between_refreshes(monkeypatch):
     assert len(saved) == 3 and never.refreshes == 0
 
 
+def test_figure_refresher_observes_a_workers_study_for_the_parent(monkeypatch):
+    """The --workers parent counts every worker's finished trials from the study (its
+    children draw no figures): the same rule, from the trials finished when it started."""
+    from vae_search.report import callbacks
+
+    now = [0.0]
+    saved: list[float] = []
+    monkeypatch.setattr(callbacks, "save_figures", lambda study: saved.append(now[0]))
+    refresher = report.FigureRefresher(5, seconds=30.0, finished=10, clock=lambda: now[0])
+    refresher.observe(None, 12)  # type: ignore[arg-type]
+    refresher.observe(None, 12)  # type: ignore[arg-type]
+    assert saved == []  # 2 new trials of the 5 wanted
+    now[0] = 1.0
+    refresher.observe(None, 15)  # type: ignore[arg-type]
+    assert saved == [1.0]  # the first refresh is not held back
+    now[0] = 20.0
+    refresher.observe(None, 30)  # type: ignore[arg-type]
+    assert saved == [1.0]  # too soon
+    now[0] = 31.0
+    refresher.observe(None, 30)  # type: ignore[arg-type]
+    assert saved == [1.0, 31.0] and refresher.finished == 30
+    report.FigureRefresher(0).observe(None, 100)  # type: ignore[arg-type]
+    assert saved == [1.0, 31.0]
+
+
 def test_runner_refreshes_figures_and_writes_artifacts(tmp_path, tiny_toml, capsys):
     from vae_search.run import main
 

@@ -25,11 +25,12 @@ if TYPE_CHECKING:
     import optuna
 
     from vae_search.engine.signals import SignalState
-    from vae_search.report import Progress
+    from vae_search.report import FigureRefresher, Progress
 
 __all__ = ["check_shareable", "pool_size", "run_pool", "supervise"]
 
-POOL_POLL = 1.0  # seconds between the parent's looks at its children and the study
+POOL_POLL = 1.0  # seconds between the parent's reads of the study
+EXIT_POLL = 0.1  # seconds between its looks at its children
 
 
 def pool_size(requested: int, trials_left: int, cpus: int,
@@ -129,11 +130,13 @@ def run_pool(options: RunOptions, config: StudyConfig, signals: SignalState) -> 
         print(f"study {study.study_name!r} on {options.storage.masked}: {done}/"
               f"{options.trials} trials finished; starting {size} workers ({threads} "
               f"TensorFlow thread(s) each){chosen}...", file=sys.stderr)
-    from vae_search.report import Progress
+    from vae_search.report import FigureRefresher, Progress
 
     codes, received = supervise(
         [_child_command(options, index, threads) for index in range(size)], options.storage,
         Progress(study, options.trials, enabled=not options.quiet), study,
+        figures=FigureRefresher(config.run.refresh_every, seconds=config.run.refresh_seconds,
+                                finished=done),
     )
     if received:
         print("interrupted: finished trials are kept; re-run the same command to resume",
@@ -149,7 +152,8 @@ def run_pool(options: RunOptions, config: StudyConfig, signals: SignalState) -> 
 
 
 def supervise(
-    commands: list[list[str]], storage: StorageURL, progress: Progress, study: optuna.Study
+    commands: list[list[str]], storage: StorageURL, progress: Progress, study: optuna.Study,
+    *, figures: FigureRefresher | None = None,
 ) -> tuple[list[int], int]:
     """Start one child per command, forward signals, draw the progress bar until all have
     exited (the bar is closed on return).
@@ -159,6 +163,7 @@ def supervise(
         storage: The storage URL, passed in ``$VAE_SEARCH_STORAGE``.
         progress: Redrawn from the study while the children run.
         study: The study the children work on.
+        figures: Refreshes the study's figures as trials finish (the children draw none).
 
     Returns:
         The children's exit statuses, and the signal received (0 if none).
@@ -186,10 +191,15 @@ def supervise(
         if received:  # a signal arrived while starting them
             procs[-1].send_signal(received[0])
     try:
+        read_at = time.monotonic()
         while any(proc.poll() is None for proc in procs):
-            time.sleep(POOL_POLL)
-            if not received:
-                progress.refresh(study)
+            time.sleep(EXIT_POLL)  # the last child's exit is seen at once, the study read less
+            if received or time.monotonic() - read_at < POOL_POLL:
+                continue
+            read_at = time.monotonic()
+            progress.refresh(study)
+            if figures is not None:
+                figures.observe(study, progress.finished)
         progress.refresh(study)
     finally:
         progress.close()

@@ -191,7 +191,9 @@ def train(study: optuna.Study, config: StudyConfig, dataset: Dataset, options: R
     if size > 1:  # P trials stacked into one model, at the widest searched latent dim
         widest = spec_for(config, dataset, max(config.search.latent_dim))
         slots = PopulationTrainer(get_trainer(widest), size)
-    refresher = FigureRefresher(config.run.refresh_every, seconds=config.run.refresh_seconds)
+    # A --workers parent draws the figures for its children (pool.supervise).
+    refresher = FigureRefresher(0 if options.child else config.run.refresh_every,
+                                seconds=config.run.refresh_seconds)
     run_trials(study, objective, slots, gate, signals=signals, progress=progress,
                callbacks=[progress, refresher])
 

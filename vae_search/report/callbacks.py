@@ -62,6 +62,11 @@ class Progress:
         self.trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         self.read_at = self.clock()
 
+    @property
+    def finished(self) -> int:
+        """Finished (complete or pruned) trials known now."""
+        return StateCounts.of_trials(self.trials.values(), confirms=self.confirms).finished
+
     def state(self) -> tuple[int, dict[str, Any]]:
         """What the bar shows: finished trials (capped at the budget) and the postfix, from
         the trials known now."""
@@ -106,22 +111,24 @@ class FigureRefresher:
     study); the default study finishes a trial about every 0.5 s, so ``every`` alone made the
     refreshes cost a fifth of a run. The first refresh is not held back (the dashboard gets
     figures early); later ones wait until ``seconds`` have passed, then happen at the next
-    trial, once ``every`` trials have finished since the last. The worker refreshes once more
-    at the end of a run whatever the timing. A failure to save (a locked database, say) is
-    reported once and never stops the study.
+    trial, once ``every`` trials have finished since the last. The run refreshes once more
+    at the end whatever the timing. A failure to save (a locked database, say) is reported
+    once and never stops the study. A worker calls it after each of its trials; the
+    ``--workers`` parent calls :meth:`observe` instead, and its children draw nothing.
 
     Args:
         every: Finished (complete or pruned) trials between refreshes; 0 = never (end only).
         seconds: The minimum time between two refreshes (``run.refresh_seconds``).
+        finished: Trials already finished when counting starts (:meth:`observe`).
         clock: Seconds, monotonic (tests pass their own).
     """
 
     def __init__(self, every: int, *, seconds: float = DEFAULT_REFRESH_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 finished: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self.every = every
         self.seconds = seconds
         self.clock = clock
-        self.finished = 0  # trials this worker finished
+        self.finished = finished  # trials finished (by this worker; all, for observe)
         self.pending = 0  # ... since the last refresh
         self.last: float | None = None  # when the last refresh started (None: none yet)
         self.refreshes = 0
@@ -144,6 +151,19 @@ class FigureRefresher:
             return
         self.finished += 1
         self.pending += 1
+        self._due(study)
+
+    def observe(self, study: optuna.Study, finished: int) -> None:
+        """The ``--workers`` parent's look at the study: ``finished`` trials so far, whoever
+        ran them. The parent draws the figures for its children (idle, it has the time; each
+        child would pay plotly's import and redraw the same figures)."""
+        if self.every <= 0:
+            return
+        self.pending += max(0, finished - self.finished)
+        self.finished = max(finished, self.finished)
+        self._due(study)  # also when trials that finished earlier waited for the interval
+
+    def _due(self, study: optuna.Study) -> None:
         if self.pending >= self.every and (
                 self.last is None or self.clock() - self.last >= self.seconds):
             self.refresh(study)
