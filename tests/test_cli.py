@@ -247,3 +247,20 @@ def test_install_test_deps_does_nothing_when_chromium_is_there():
     proc = subprocess.run([str(Path(REPO) / "scripts" / "install-test-deps")],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and proc.stdout == proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["plain", "under-a-tracer"])
+def test_a_process_that_loaded_tensorflow_exits_without_unloading_it(traced):
+    """TensorFlow's unloading took ~1 s a process: exiting() ends the process at once, its
+    output flushed and its status kept, unless a profiler or tracer waits for the exit."""
+    code = ("import atexit, sys\n"
+            "from vae_search._tf import tf\n"
+            "from vae_search.cli import exiting\n"
+            "atexit.register(lambda: print(' unloaded', end=''))\n"
+            f"{'sys.settrace(lambda *a: None)' if traced else ''}\n"
+            "print('stored', end='')\n"
+            "sys.exit(exiting(3))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 3
+    assert out.stdout == ("stored unloaded" if traced else "stored")

@@ -10,8 +10,10 @@ Nothing here imports Optuna, plotly or TensorFlow: ``vae-search --help`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -135,12 +137,25 @@ def exiting(status: int) -> int:
     Python's finalization puts the default handlers back, under which another Ctrl-C in the
     second or so TensorFlow takes to unload would kill the process with no exit status at all
     (-2) after it has closed its trials and said so.
+
+    A process that loaded TensorFlow exits here, without that unloading (0.97 s against 0.03 s
+    after the last line, measured; a ``--workers`` run paid it once per worker, in series with
+    its end): by now every trial, report and figure is stored and the streams are flushed.
+    Not under a profiler or tracer (``python -m cProfile``, coverage): they write at exit.
     """
     import signal
 
     if status in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+    if "tensorflow" in sys.modules and sys.getprofile() is None and sys.gettrace() is None:
+        import logging
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a closed pipe: nothing left to say
+                stream.flush()
+        os._exit(status)
     return status
 
 
