@@ -17,10 +17,24 @@ from vae_search.data.datasets import (
     SequenceModel,
     load_array,
     load_dataset,
+    load_digits,
     make_sequences,
     make_synthetic,
     resolve_data_path,
 )
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    import subprocess
+    import sys
+
+    from sklearn import datasets
+
+    np.testing.assert_array_equal(load_digits(), datasets.load_digits().data)
+    code = ("import sys; from vae_search.data.datasets import load_digits; load_digits(); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_digits_split_is_binary_and_fixed(tiny):
