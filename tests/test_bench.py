@@ -157,6 +157,7 @@ def test_a_nested_call_timer_times_the_parts_but_not_a_call_of_itself():
     ["--population", "-3"],
     ["--population", "many"],
     ["--worker", "seed_mse", "--worker-trials", "1,x"],
+    ["--trials-only", "--study", "mnist"],
 ])
 def test_bench_arguments_are_one_consistent_check(argv, capsys):
     from vae_search.bench.command import main
@@ -166,7 +167,7 @@ def test_bench_arguments_are_one_consistent_check(argv, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "error:" in err, err
-    assert "--population" in err or "--worker-trials" in err
+    assert "--population" in err or "--worker-trials" in err or "--study" in err
 
 
 def test_bench_population_auto_is_the_default():
@@ -176,3 +177,6 @@ def test_bench_population_auto_is_the_default():
     assert build_parser().parse_args([]).population == AUTO_POPULATION
     assert build_parser().parse_args(["--population", "auto"]).population == AUTO_POPULATION
     assert build_parser().parse_args(["--population", "4"]).population == 4
+    assert build_parser().parse_args([]).study is None  # every regime
+    chosen = build_parser().parse_args(["--study", "text", "--study", "seed_mse"]).study
+    assert chosen == ["text", "seed_mse"]

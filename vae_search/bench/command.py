@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vae_search.bench.trials import REGIMES
 from vae_search.bench.worker import help_startup, postgres_reachable, spawn_worker, worker_run
 from vae_search.cli import AUTO_POPULATION, OneLineParser, population_arg
 
@@ -237,6 +238,9 @@ def build_parser(prog: str = "vae-search bench") -> argparse.ArgumentParser:
                              "(trials/min section)")
     parser.add_argument("--trials-only", action="store_true",
                         help="only the trials/min section (whole studies side by side)")
+    parser.add_argument("--study", action="append", choices=REGIMES, metavar="NAME",
+                        help="trials/min section: only this regime (repeatable; default all: "
+                        f"{', '.join(REGIMES)})")
     parser.add_argument("--population", type=population_arg, default=AUTO_POPULATION,
                         metavar="P|auto",
                         help="the population size to time (default: auto, as run's "
@@ -356,7 +360,7 @@ def _trials_section(args: argparse.Namespace, started: float | None = None) -> i
     from vae_search.bench.trials import throughput_lines
 
     throughput_lines(_line, quick=args.quick, trials_200=args.trials_200,
-                     workers=args.workers_2,
+                     workers=args.workers_2, studies=args.study,
                      population=None if args.population == AUTO_POPULATION else args.population)
     _line("load average (1/5/15 min)", " ".join(f"{v:.2f}" for v in os.getloadavg()))
     if started is not None:

@@ -109,15 +109,16 @@ def fit_loop(study: str, trials: int, storage: str, epochs: int | None = None) -
 
 
 def throughput_lines(line: Any, *, quick: bool, trials_200: bool, workers: bool,
-                     population: int | None) -> None:
-    """Print trials per minute of each variant on every regime, and the default's ratios."""
+                     population: int | None, studies: Sequence[str] | None = None) -> None:
+    """Print trials per minute of each variant on every regime (or ``studies``), and the
+    default's ratios."""
     trials = 6 if quick else DEFAULT_TRIALS
     extra = ["--epochs", "4"] if quick else []
     pop = "auto" if population is None else str(population)
     with tempfile.TemporaryDirectory() as tmp:
         # --quick: the default study and one recurrent regime of two trials (the check that
         # every line prints; each variant is a process of its own)
-        for study in ("seed_mse", "sequences") if quick else REGIMES:
+        for study in studies or (("seed_mse", "sequences") if quick else REGIMES):
             sizes = [trials] + ([200] if trials_200 and not quick and study == "seed_mse"
                                 else [])
             if study not in STACKABLE:
