@@ -184,9 +184,9 @@ def test_fused_adam_steps_as_keras_adam(compiled):
     assert len(fused.variables) == len(adam.variables)
 
 
-def test_fused_adam_steps_an_embedding_on_its_summed_gradient():
-    """A row gathered twice: FusedAdam is Adam on the dense (summed) gradient; Keras' Adam,
-    given the IndexedSlices, squares the two slices apart and steps the row further."""
+def test_fused_adam_keeps_keras_update_for_an_embedding():
+    """A row gathered twice (IndexedSlices): FusedAdam steps it by Keras' own rule, which is
+    not Adam on the summed gradient (the GRU studies trained better with Keras' rule)."""
     def stepped(optimizer, densify=False):
         emb = keras.Variable(np.ones((4, 3), "float32"))
         optimizer.build([emb])
@@ -199,10 +199,13 @@ def test_fused_adam_steps_an_embedding_on_its_summed_gradient():
         return emb.numpy()
 
     ours = stepped(FusedAdam(0.1))
-    np.testing.assert_allclose(ours, stepped(keras.optimizers.Adam(0.1), densify=True),
-                               rtol=1e-5)
+    np.testing.assert_allclose(ours, stepped(keras.optimizers.Adam(0.1)), rtol=1e-6)
     assert ours[2:].tolist() == np.ones((2, 3)).tolist()  # rows never gathered stay put
-    assert stepped(keras.optimizers.Adam(0.1))[0, 0] < ours[0, 0] - 0.05
+    # on the dense gradient (the fused kernel) the repeated row steps less far
+    dense = stepped(FusedAdam(0.1), densify=True)
+    np.testing.assert_allclose(dense, stepped(keras.optimizers.Adam(0.1), densify=True),
+                               rtol=1e-5)
+    assert ours[0, 0] < dense[0, 0] - 0.05
 
 
 def test_fused_epoch_equals_the_separate_calls():
