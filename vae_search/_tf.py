@@ -7,6 +7,7 @@ descriptor level for the import only. Import errors still surface as Python exce
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -34,5 +35,10 @@ def _import_quietly():  # noqa: ANN202 - returns the tensorflow module
 tf = _import_quietly()
 
 import keras  # noqa: E402  (after TensorFlow, which it uses as backend)
+
+# TensorFlow's and Keras' imports leave ~350,000 objects that live as long as the process, and
+# every full pass of the collector walked them again: a worker of the default study spent
+# 0.7-0.8 s in three such passes. Frozen, they are left out of later passes (0.33 s in five).
+gc.freeze()
 
 __all__ = ["keras", "tf"]
