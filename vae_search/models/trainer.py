@@ -71,8 +71,11 @@ def executor_type() -> str:
     executor runs the ops in order on the calling thread and keeps the loop a functional
     ``While``: a seed_mse epoch 7-15% faster, digits_made 5-10%, text 2-8%, sequences (an XLA
     step) and synthetic the same, with the same results
-    (``scripts/perf/epoch_variants.py``). With two threads it was slower on synthetic, whose ops
-    can run side by side, so it is chosen only for one.
+    (``scripts/perf/epoch_variants.py``); two such processes side by side, as ``--workers 2``
+    runs them, 1-16% faster. With two threads it was slower on synthetic, whose ops can run side
+    by side, so it is chosen only for one; the population's epoch (P = 8, one thread) ran 30%
+    slower under it, so :class:`~vae_search.models.population.PopulationTrainer` keeps the
+    default.
     """
     one = tf.config.threading.get_intra_op_parallelism_threads() == 1
     return "SINGLE_THREADED_EXECUTOR" if one else ""
