@@ -320,32 +320,3 @@ def test_a_trial_configures_its_trainer_once(monkeypatch):
     assert [c["reduction"] for c in calls] == ["mean"] and calls[0]["free_bits"] == 0.5
     trainer.reset(2)  # the next user of the cached trainer: the defaults, not the last trial's
     assert float(trainer.vae.recon_scale) == 1.0 and float(trainer.vae.free_bits) == 0.0
-
-
-@pytest.mark.parametrize("inner_steps", [0, 3])
-def test_single_threaded_executor_trains_the_same_epochs(inner_steps):
-    """A one-thread worker traces and runs its epochs (plain and aggressive, whose encoder loop
-    breaks early) under TensorFlow's single-threaded executor: the same numbers as the default
-    executor's, epoch by epoch."""
-    xt, xv = tf.constant(X[:240]), tf.constant(X[240:])
-
-    def epochs(executor: str) -> list:
-        trainer = Trainer(spec())
-        trainer.executor = executor
-        trainer.reset(7)
-        return [trainer.run_epoch(xt, xv, beta=b, inner_steps=inner_steps) for b in (0.0, 0.5, 1.0)]
-
-    single = epochs("SINGLE_THREADED_EXECUTOR")
-    assert single == epochs("")
-    assert len({r.neg_elbo for r in single}) == 3  # they trained
-
-
-def test_the_executor_follows_the_thread_count(monkeypatch):
-    from vae_search.models import trainer as trainer_module
-
-    threads = tf.config.threading
-    monkeypatch.setattr(threads, "get_intra_op_parallelism_threads", lambda: 1)
-    assert trainer_module.executor_type() == "SINGLE_THREADED_EXECUTOR"
-    for many in (0, 2, 8):  # 0: TensorFlow's own choice
-        monkeypatch.setattr(threads, "get_intra_op_parallelism_threads", lambda n=many: n)
-        assert trainer_module.executor_type() == ""

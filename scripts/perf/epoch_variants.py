@@ -4,15 +4,16 @@ process (each variant its own trainer; medians of 15 epochs, three rounds altern
 computation).
 
 Usage: ``PYTHONPATH=. python scripts/perf/epoch_variants.py STUDY LATENT VARIANT...`` with
-VARIANT among ``graph`` (TensorFlow's default executor), ``single`` (its single-threaded
-executor, what a one-thread worker ships with: ``models.trainer.executor_type``), ``static``
-(full batches with a known shape in the loop, the partial batch after it) and ``encoder-once``
-(the active units from the validation pass's own posterior means); the last two run under the
-default executor.
+VARIANT among ``graph`` (as shipped: TensorFlow's default executor), ``single`` (its
+single-threaded executor, ``tf.experimental.function_executor_type``; not shipped: with one
+intra-op thread it deadlocks the aggressive epoch, whose encoder loop is a ``While`` inside the
+epoch's), ``static`` (full batches with a known shape in the loop, the partial batch after it)
+and ``encoder-once`` (the active units from the validation pass's own posterior means).
 oneDNN is a process setting: run ``TF_ENABLE_ONEDNN_OPTS=0`` (or 1) with ``graph`` alone, in
 alternated processes.
 """
 
+import contextlib
 import os
 import statistics
 import sys
@@ -68,15 +69,21 @@ classes = {"graph": Trainer, "static": StaticTrainer, "encoder-once": EncoderOnc
            "single": Trainer}
 
 
+def executor(variant: str) -> contextlib.AbstractContextManager[None]:
+    if variant == "single":
+        return tf.experimental.function_executor_type("SINGLE_THREADED_EXECUTOR")
+    return contextlib.nullcontext()
+
+
 print(f"{study} latent {latent}, oneDNN {os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}, "
       f"load {os.getloadavg()[0]:.2f}", flush=True)
 trainers = {}
 for variant in variants:
     trainer = classes[variant](spec)
-    trainer.executor = "SINGLE_THREADED_EXECUTOR" if variant == "single" else ""
     trainer.reset(0)
     start = time.perf_counter()
-    trainer.run_epoch(x_train, x_val, beta=1.0)
+    with executor(variant):  # the first call traces: under the executor it will run under
+        trainer.run_epoch(x_train, x_val, beta=1.0)
     print(f"{variant}: first epoch (trace) {time.perf_counter() - start:.2f} s", flush=True)
     trainers[variant] = trainer
 for rep in range(3):
@@ -85,7 +92,8 @@ for rep in range(3):
         times = []
         for _ in range(15):
             start = time.perf_counter()
-            result = trainer.run_epoch(x_train, x_val, beta=1.0)
+            with executor(variant):
+                result = trainer.run_epoch(x_train, x_val, beta=1.0)
             times.append(time.perf_counter() - start)
         print(f"round {rep} {variant}: epoch {statistics.median(times) * 1e3:.2f} ms, -ELBO "
               f"after 15 {result.neg_elbo:.4f}, active {result.active_units}, "

@@ -35,7 +35,6 @@ __all__ = [
     "Trainer",
     "clear_trainers",
     "configure_threads",
-    "executor_type",
     "get_trainer",
 ]
 
@@ -59,26 +58,6 @@ def configure_threads(threads: int | None) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
         except RuntimeError:  # already initialised in this process: keep what it has
             pass
-
-
-def executor_type() -> str:
-    """The executor the trainer's compiled calls run under: TensorFlow's single-threaded one
-    when this process runs one intra-op thread (what ``--workers`` gives each worker), else
-    the default ("").
-
-    The default executor hands each ready op to its inter-op pool and lowers a ``while`` loop
-    to Switch/Merge frames; with one thread that scheduling is pure cost. The single-threaded
-    executor runs the ops in order on the calling thread and keeps the loop a functional
-    ``While``: a seed_mse epoch 7-15% faster, digits_made 5-10%, text 2-8%, sequences (an XLA
-    step) and synthetic the same, with the same results
-    (``scripts/perf/epoch_variants.py``); two such processes side by side, as ``--workers 2``
-    runs them, 1-16% faster. With two threads it was slower on synthetic, whose ops can run side
-    by side, so it is chosen only for one; the population's epoch (P = 8, one thread) ran 30%
-    slower under it, so :class:`~vae_search.models.population.PopulationTrainer` keeps the
-    default.
-    """
-    one = tf.config.threading.get_intra_op_parallelism_threads() == 1
-    return "SINGLE_THREADED_EXECUTOR" if one else ""
 
 
 @dataclass(frozen=True)
@@ -118,7 +97,6 @@ class Trainer:
 
     def __init__(self, spec: TrainerSpec) -> None:
         self.spec = spec
-        self.executor = executor_type()  # traced and called under it (see executor_type)
         self.vae = build_vae(spec)
         self.vae.compile(optimizer=FusedAdam(spec.learning_rate))
         self.vae.optimizer.build(self.vae.trainable_weights)
@@ -167,8 +145,7 @@ class Trainer:
         """Fresh weights, optimizer state and noise streams, all derived from ``seed``, and the
         trial's training settings: one :meth:`configure`, with ``settings`` (its keywords; its
         defaults for those not given, so nothing is left from the trainer's previous trial)."""
-        with tf.experimental.function_executor_type(self.executor):
-            self._reset(tf.constant(seed, dtype="int64"))
+        self._reset(tf.constant(seed, dtype="int64"))
         self.configure(**settings)
 
     def configure(self, *, reduction: str = "sum", free_bits: float = 0.0,
@@ -238,11 +215,10 @@ class Trainer:
         args = (x_train, x_val, tf.constant(beta, dtype="float32"),
                 tf.constant(eval_seed, dtype="int64"),
                 tf.constant(active_threshold, dtype="float32"))
-        with tf.experimental.function_executor_type(self.executor):
-            if inner_steps > 0:
-                out = self._aggressive_epoch(*args, tf.constant(inner_steps, dtype="int32"))
-            else:
-                out = self._epoch(*args)
+        if inner_steps > 0:
+            out = self._aggressive_epoch(*args, tf.constant(inner_steps, dtype="int32"))
+        else:
+            out = self._epoch(*args)
         return EpochResult.of_row(out.numpy())
 
     def decode(self, z: np.ndarray) -> np.ndarray:
