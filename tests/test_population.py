@@ -116,8 +116,8 @@ def test_population_run_honours_trials_and_prunes_members_individually(tmp_path,
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     # Members trained side by side ended differently: a pruned one did not stop the others (a
     # trial running beside a pruned one reported past the pruned one's last epoch). Which trials
-    # are pruned depends on the numbers, and those on the TensorFlow threads of the process
-    # (set by whichever test first ran TensorFlow in this pytest worker): the check once asked
+    # are pruned moves with the numbers, which differ with the code and with the process the
+    # test runs in (likely the TensorFlow threads an earlier test left): the check once asked
     # for a complete trial numbered after a pruned one, and a run whose trials 0-4 completed
     # and 5-10 were pruned (members still ending at different epochs) failed it.
     def beside(a: optuna.trial.FrozenTrial, b: optuna.trial.FrozenTrial) -> bool:
