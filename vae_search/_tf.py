@@ -38,7 +38,8 @@ import keras  # noqa: E402  (after TensorFlow, which it uses as backend)
 
 # TensorFlow's and Keras' imports leave ~350,000 objects that live as long as the process, and
 # every full pass of the collector walked them again: a worker of the default study spent
-# 0.7-0.8 s in three such passes. Frozen, they are left out of later passes (0.33 s in five).
+# 1.13-1.15 s in nine full passes; frozen, they are left out of later passes (0.71-0.74 s in
+# eleven; scripts/perf/phases counts them).
 gc.freeze()
 
 __all__ = ["keras", "tf"]

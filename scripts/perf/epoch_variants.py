@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from vae_search._tf import keras, tf  # noqa: E402
 from vae_search.config.schema import load_config  # noqa: E402
 from vae_search.data.datasets import load_dataset  # noqa: E402
-from vae_search.models import configure_threads, spec_for  # noqa: E402
+from vae_search.models import configure_threads, kl_divergence, spec_for  # noqa: E402
 from vae_search.models.trainer import Trainer  # noqa: E402
 
 configure_threads(1)
@@ -54,7 +54,7 @@ class EncoderOnceTrainer(Trainer):
         mu, log_var = self.vae.posterior(x_val, training=False)  # the validation split, one chunk
         z = self.vae.sampling.sample(mu, log_var, self.eval_seed)
         val_recon = ops.mean(-self.vae.log_px(x_val, z, False))
-        val_kl = ops.mean(ops.sum(-0.5 * (1 + log_var - ops.square(mu) - ops.exp(log_var)), 1))
+        val_kl = ops.mean(ops.sum(kl_divergence(mu, log_var), axis=1))
         n_active = tf.reduce_sum(tf.cast(tf.math.reduce_variance(mu, axis=0) > active_threshold,
                                          "float32"))
         return tf.stack([loss, recon, kl, val_recon + val_kl, val_recon, val_kl, n_active])
