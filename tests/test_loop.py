@@ -199,3 +199,32 @@ def test_a_run_waiting_on_a_dead_workers_trial_says_so_and_for_how_long(tmp_path
     trials = optuna.load_study(study_name="tiny", storage=url).trials
     assert trials[0].state == TrialState.FAIL
     assert [t.state for t in trials[1:]] in ([TrialState.COMPLETE], [TrialState.PRUNED])
+
+
+def test_a_trial_whose_worker_stopped_before_its_first_heartbeat_is_failed_not_waited_for(
+        tmp_path, tiny_toml):
+    """Optuna's stale-trial check skips a RUNNING trial with no heartbeat at all (a worker
+    that lost the database, or was killed, while ``study.ask()`` sampled): the budget would wait
+    on it for ever. It is failed after the grace period, and not re-queued (it never trained)."""
+    import subprocess
+    import sys
+
+    from vae_search.config.schema import load_config
+    from vae_search.engine.study import open_study
+    from vae_search.storage.connection import make_storage
+    from vae_search.storage.heartbeat import UNBEATEN
+
+    toml = tiny_toml(run={"heartbeat_interval": 1, "grace_period": 3, "max_retry": 3})
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    config = load_config(toml)
+    study = open_study(config, make_storage(url, run=config.run))
+    with pytest.warns(UserWarning, match="Heartbeat"):  # asked outside Study.optimize
+        study.ask()  # and never beaten for
+    proc = subprocess.run([sys.executable, "-m", "vae_search.run", "--study", str(toml),
+                           "--storage", url, "--trials", "1", "--quiet"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs[keys.ATTR_FAIL_REASON] == UNBEATEN
+    assert [t.state for t in trials[1:]] in ([TrialState.COMPLETE], [TrialState.PRUNED])

@@ -85,15 +85,37 @@ def test_constraints_join_the_transaction_and_are_the_rows_set_constraint_writes
     assert f"{_CONSTRAINTS_KEY}:mutual_info" in second.system_attrs
 
 
-def test_constraints_set_constraint_refuses_or_ignores_still_do(study):
+def test_constraints_set_constraint_refuses_still_do(study):
     trial = study.ask()
     with pytest.raises(ValueError, match="NaN"):
         _optuna.set_user_attrs(trial, {"a": 1, "b": 2}, {"c": float("nan")})
     assert trial.user_attrs == {"a": 1, "b": 2}  # written first, as before
-    _optuna.set_user_attrs(trial, {"d": 1, "e": 2}, {"c": 1.0})
-    with pytest.warns(UserWarning, match="already set"):
-        _optuna.set_user_attrs(trial, {"f": 1, "g": 2}, {"c": 5.0})
-    assert study.trials[0].constraints == {"c": 1.0}
+    with pytest.raises(TypeError, match="float"):
+        _optuna.set_user_attrs(trial, {"d": 1, "e": 2}, {"c": "high"})
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "one_call"])
+def test_a_retried_trial_gets_its_own_constraints_not_its_predecessors(study, batched):
+    """Optuna's retry callback copies the failed trial's system attrs (constraints too) into
+    the re-queued one, and ``set_constraint`` would keep them with a warning."""
+    import warnings
+
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    failed = study.ask()
+    _optuna.set_user_attrs(failed, {"a": 1, "b": 2}, {"c": 1.0, "d": 2.0})
+    study.tell(failed, state=TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
+    retried = study.ask()
+    inherited = study.trials[1]
+    assert inherited.system_attrs.get("failed_trial") == 0
+    assert inherited.constraints == {"c": 1.0, "d": 2.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "already set" warning
+        _optuna.set_user_attrs(retried, {"a": 3, "b": 4} if batched else {},
+                               {"c": -1.0, "d": 0.5})
+    assert retried.constraints == {"c": -1.0, "d": 0.5}
+    assert study.trials[1].constraints == {"c": -1.0, "d": 0.5}
 
 
 def test_single_attr_and_in_memory_storage_use_the_public_call():
@@ -164,3 +186,23 @@ def test_cached_storage_is_what_get_storage_puts_before_an_rdb_storage(tmp_path)
     study = optuna.create_study(storage=served)
     trial = study.ask()
     served.record_heartbeat(_optuna.trial_id(trial))  # reaches the database's heartbeat rows
+
+
+def test_unbeaten_running_trials_are_those_without_a_heartbeat_row_past_the_grace_period(
+        tmp_path):
+    import time
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'beat.db'}", heartbeat=True)
+    storage.heartbeat_interval, storage.grace_period = 1, 1
+    study = optuna.create_study(storage=storage, study_name="beat")
+    with pytest.warns(UserWarning, match="Heartbeat"):
+        unbeaten, beaten, done = study.ask(), study.ask(), study.ask()
+    storage.record_heartbeat(_optuna.trial_id(beaten))
+    study.tell(done, 1.0)
+    assert _optuna.unbeaten_running_trials(study) == []  # younger than the grace period
+    time.sleep(1.2)
+    assert _optuna.unbeaten_running_trials(study) == [_optuna.trial_id(unbeaten)]
+    off = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path / 'off.db'}",
+                                                   heartbeat=False))
+    off.ask()
+    assert _optuna.unbeaten_running_trials(off) == []  # no heartbeats, no judgement

@@ -107,15 +107,12 @@ class BudgetGate:
 
     @staticmethod
     def reap(study: optuna.Study) -> None:
-        """Fail (and re-queue) stale trials of dead workers: Optuna's heartbeat check."""
-        import warnings
+        """Fail (and re-queue) stale trials of dead workers: Optuna's heartbeat check, plus
+        the trials that never had a heartbeat
+        (:func:`~vae_search.storage.heartbeat.fail_stale_trials`)."""
+        from vae_search.storage.heartbeat import fail_stale_trials
 
-        import optuna
-        from optuna.exceptions import ExperimentalWarning
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        fail_stale_trials(study)
 
     @staticmethod
     def ask(study: optuna.Study) -> optuna.Trial:

@@ -116,6 +116,7 @@ class TrialLoop:
         self.finished = 0  # trials this loop saw to the end (any state)
         self.completed = 0  # of which COMPLETE: the only ones the median rule reads
         self.unstarted: list[optuna.Trial] = []  # asked for, but never made it into a slot
+        self.unstarted_reason = "database connection lost"  # their fail_reason
 
     @property
     def running(self) -> int:
@@ -129,6 +130,8 @@ class TrialLoop:
         Stale trials of dead workers are failed first (and re-queued by the storage's retry
         callback), as Optuna's optimize loop does before each trial.
         """
+        if self.unstarted:  # a fault left them RUNNING; they hold a place in the budget
+            self._fail_unstarted()
         if not self.refill or None not in self.slots:
             return  # every slot is training (the usual case: fill runs after each epoch)
         self.gate.reap(self.study)
@@ -160,6 +163,8 @@ class TrialLoop:
                 self._tell(trial, state="FAIL")
                 return
             except BaseException:  # a lost connection, a signal: failed by fail_running
+                # Not beaten for from here: if it cannot be failed either, it goes stale.
+                self.heartbeats.discard(trial_id(trial))
                 self.unstarted.append(trial)
                 raise
 
@@ -281,12 +286,24 @@ class TrialLoop:
             except faults:
                 if self.slots[slot] is not None:
                     self._drop(slot)
-        # A trial asked for just before the fault may have no heartbeat yet: no stale-trial
-        # check would ever find it, so it is failed here (or at the next fault's retry).
+        self.unstarted_reason = reason
+        self._fail_unstarted()
+
+    def _fail_unstarted(self) -> None:
+        """Fail the trials asked for just before a fault that never reached a slot.
+
+        One that cannot be stored yet (the database is still down) is tried again at each
+        :meth:`fill`: it holds a place in the budget, and this worker may be the one waiting on
+        it. A worker that stops first leaves it to the stale-trial check (its heartbeats
+        stopped at the fault, or it never had one:
+        :func:`~vae_search.storage.heartbeat.fail_stale_trials`).
+        """
+        from optuna.exceptions import UpdateFinishedTrialError
+
         for trial in list(self.unstarted):
-            with contextlib.suppress(*faults):
+            with contextlib.suppress(*storage_faults()):
                 with contextlib.suppress(UpdateFinishedTrialError):
-                    trial.set_user_attr(keys.ATTR_FAIL_REASON, reason)
+                    trial.set_user_attr(keys.ATTR_FAIL_REASON, self.unstarted_reason)
                 self._tell(trial, state="FAIL")
                 self.unstarted.remove(trial)
 

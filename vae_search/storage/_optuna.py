@@ -10,6 +10,9 @@ changes what is relied on, instead of letting a worker break mid-study:
 * :func:`study_storage`, :func:`study_id`, :func:`study_system_attrs`, :func:`fresh_trial`: the
   storage behind a study, its id, and a trial's current row (no public accessors exist).
 * :func:`trial_id`: a running trial's id in its storage (the gRPC heartbeat relay needs it).
+* :func:`unbeaten_running_trials`: the running trials with no heartbeat row (Optuna's
+  stale-trial check skips them: they have nothing to be late against), from Optuna's RDB
+  schema.
 * :data:`ArtifactStore`: the artifact-store protocol type (only for annotations).
 * :data:`CachedStorage`: the in-process cache Optuna puts in front of an RDB storage (what
   ``optuna.storages.get_storage`` returns for one, and what Optuna's docs tell the gRPC proxy
@@ -20,6 +23,7 @@ Importing this module does not import Optuna: the names are resolved when first 
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -39,6 +43,7 @@ __all__ = [
     "study_storage",
     "study_system_attrs",
     "trial_id",
+    "unbeaten_running_trials",
 ]
 
 
@@ -77,6 +82,42 @@ def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     return trial._trial_id
 
 
+def unbeaten_running_trials(study: optuna.Study) -> list[int]:
+    """The ids of the study's RUNNING trials that have no heartbeat row and started longer
+    than the storage's grace period ago.
+
+    Optuna's stale-trial check (``fail_stale_trials``) only judges a trial by its last
+    heartbeat, so a trial whose worker stopped between creating it and its first heartbeat (a
+    connection dropped while ``study.ask()`` sampled, a worker killed there) stays RUNNING for
+    ever. Empty for a storage without heartbeats or other than Optuna's RDB storage (behind the
+    gRPC proxy, the proxy records a first heartbeat when a trial is created).
+
+    The start time is the creating process's local clock (as Optuna stores it), read against
+    this one's: workers on machines whose clocks differ by more than the grace period would
+    judge such a trial early or late.
+    """
+    import sqlalchemy
+    from optuna.storages import RDBStorage
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    backend = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(backend, RDBStorage) or backend.heartbeat_interval is None:
+        return []
+    grace = backend.grace_period or 2 * backend.heartbeat_interval  # Optuna's own default
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace)
+    trials = models.TrialModel.__table__
+    beats = models.TrialHeartbeatModel.__table__
+    query = (
+        sqlalchemy.select(trials.c.trial_id)
+        .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
+        .where(trials.c.study_id == study._study_id, trials.c.state == TrialState.RUNNING,
+               beats.c.trial_id.is_(None), trials.c.datetime_start < cutoff)
+    )
+    with backend.engine.connect() as conn:
+        return list(conn.scalars(query))
+
+
 def fresh_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
     """The trial's current row in the storage (its state may have been changed by another
     process, e.g. failed as stale by a worker that saw no heartbeat)."""
@@ -99,9 +140,11 @@ def set_user_attrs(
     against 27 ms on PostgreSQL; a trial's diagnostics (10 attrs) and its two constraints,
     6.5 ms against 9.5 ms on SQLite (load 0.9).
 
-    A constraint ``set_constraint`` would refuse (not a number, NaN) or ignore with a warning
-    (already set: a retried trial inherits its predecessor's system attrs) still goes through
-    ``set_constraint``, after the rest, so it raises or warns as before.
+    A constraint ``set_constraint`` would refuse (not a number, NaN) still goes through
+    ``set_constraint``, after the rest, so it raises as before. One already set is overwritten,
+    where ``set_constraint`` would keep the old value with a warning: a trial re-queued by
+    Optuna's retry callback inherits its failed predecessor's system attrs, constraints
+    included, and trains with its own seed, so its feasibility must be its own.
 
     Args:
         trial: A running trial.
@@ -117,7 +160,9 @@ def set_user_attrs(
     if write is None or not isinstance(backend, RDBStorage) or len(attrs) + len(system) < 2:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        late = dict(constraints or {})  # every constraint through the public call
+        for key, value in system.items():  # set_constraint's row, overwriting an inherited one
+            storage.set_trial_system_attr(trial._trial_id, key, value)
+            trial._cached_frozen_trial.system_attrs[key] = value
     else:
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
@@ -137,16 +182,15 @@ def _constraint_rows(
     trial: optuna.Trial, constraints: Mapping[str, float]
 ) -> tuple[dict[str, float], dict[str, float]]:
     """The system-attr rows ``trial.set_constraint`` would write for ``constraints``, and the
-    constraints it would refuse or ignore (left to it: it raises or warns)."""
+    constraints it would refuse (left to it: it raises)."""
     from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 
-    known = trial._cached_frozen_trial.system_attrs  # read when the trial started
     rows: dict[str, float] = {}
     late: dict[str, float] = {}
     for name, value in constraints.items():
         key = f"{_CONSTRAINTS_KEY}:{name}"
         if (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and not math.isnan(value) and key not in known):
+                and not math.isnan(value)):
             rows[key] = float(value)
         else:
             late[name] = value

@@ -31,7 +31,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vae_search.storage._optuna import study_id
+from vae_search import keys
+from vae_search.storage._optuna import study_id, study_storage, unbeaten_running_trials
 
 if TYPE_CHECKING:
     import optuna
@@ -42,6 +43,7 @@ __all__ = [
     "HEARTBEAT_KEY",
     "Heartbeats",
     "StaleTrialReaper",
+    "fail_stale_trials",
     "report_stale_trials",
     "served_storage",
 ]
@@ -103,6 +105,36 @@ class Heartbeats:
 
     def close(self) -> None:
         self._stop.set()
+
+
+UNBEATEN = ("no heartbeat: its worker stopped (a lost database connection, or killed) between "
+            "creating it and its first heartbeat; it never trained")
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's stale-trial check, and the same for trials that never had a heartbeat.
+
+    Optuna fails (and, with the retry callback, re-queues) a RUNNING trial whose last heartbeat
+    is older than the grace period, but skips one with no heartbeat at all: its worker stopped
+    between ``study.ask()`` creating it and the first beat, and it would hold a slot of the
+    budget for ever. Such a trial is failed once it is older than the grace period
+    (:func:`~vae_search.storage._optuna.unbeaten_running_trials`), with ``fail_reason``
+    :data:`UNBEATEN`, and not re-queued: it never trained.
+    """
+    import warnings
+
+    import optuna
+    from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    storage = study_storage(study)
+    for tid in unbeaten_running_trials(study):
+        with contextlib.suppress(UpdateFinishedTrialError):  # another worker was first
+            storage.set_trial_user_attr(tid, keys.ATTR_FAIL_REASON, UNBEATEN)
+            storage.set_trial_state_values(tid, TrialState.FAIL)
 
 
 def served_storage(backend: RDBStorage) -> BaseStorage:
@@ -222,19 +254,12 @@ class StaleTrialReaper:
 
     def sweep(self) -> None:
         """Fail (and re-queue) the stale trials of every study once."""
-        import warnings
-
-        import optuna
-        from optuna.exceptions import ExperimentalWarning
-
         self._refresh()
         for study in list(self._studies.values()):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                try:
-                    optuna.storages.fail_stale_trials(study)
-                except KeyError:  # the study was deleted meanwhile
-                    self._listed_at = -float("inf")
+            try:
+                fail_stale_trials(study)
+            except KeyError:  # the study was deleted meanwhile
+                self._listed_at = -float("inf")
 
     def run(self, stop: threading.Event) -> None:
         """Sweep every ``every`` seconds until ``stop`` is set; a database outage is reported
