@@ -319,3 +319,38 @@ def test_what_the_fuzzer_found_is_one_line(tmp_path, capsys, monkeypatch, argv, 
     monkeypatch.chdir(tmp_path)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert_main_error(capsys, [*argv, "--storage", f"sqlite:///{tmp_path}/none/s.db"], message)
+
+
+def test_optunas_read_retry_after_a_lost_connection_is_one_line(tmp_path):
+    """Optuna retries a failed read of the trials and logs the whole SQLAlchemy error (the SQL,
+    its parameters, a link) on the way; a worker shows the first line of the cause."""
+    import inspect
+
+    import sqlalchemy
+    from optuna.storages import RDBStorage
+
+    from vae_search.storage.connection import READ_RETRY, quiet_read_retries
+
+    assert READ_RETRY.strip() in inspect.getsource(RDBStorage._get_trials), (
+        "Optuna's read retry no longer logs the line quiet_read_retries shortens")
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(sqlalchemy.exc.OperationalError) as caught, engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT trial_id FROM trials WHERE trial_id > :n"),
+                     {"n": 3})
+    assert len(str(caught.value).splitlines()) > 1  # what Optuna would log as it is
+    import io
+    import logging
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_read_retries()
+    quiet_read_retries()  # idempotent
+    shown = io.StringIO()
+    handler = logging.StreamHandler(shown)
+    logging.getLogger("optuna").addHandler(handler)  # Optuna's loggers do not propagate
+    try:
+        logger = optuna.logging.get_logger("optuna.storages._rdb.storage")
+        logger.warning(f"{READ_RETRY}{caught.value!s}. Falling back to a slower alternative.")
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    assert shown.getvalue().splitlines() == [
+        "reading the trials failed (no such table: trials); reading them again"]

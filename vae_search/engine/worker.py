@@ -25,6 +25,7 @@ from vae_search.report.rows import StateCounts
 from vae_search.storage.connection import (
     error_reason,
     is_storage_fault,
+    quiet_read_retries,
     worker_seed,
 )
 
@@ -61,7 +62,8 @@ def open_worker_study(options: RunOptions, config: StudyConfig) -> optuna.Study:
 
 
 def setup_optuna() -> None:
-    """Optuna's warnings only, and a lost connection in a background thread in one line."""
+    """Optuna's warnings only; a lost connection in a background thread, or under one of
+    Optuna's reads (which it retries), in one line."""
     import warnings
 
     import optuna
@@ -70,6 +72,7 @@ def setup_optuna() -> None:
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _quiet_thread_storage_faults()
+    quiet_read_retries()
 
 
 def _quiet_thread_storage_faults() -> None:

@@ -17,6 +17,7 @@ Passwords in URLs are never printed: show a URL's ``masked`` form, and :func:`er
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import sqlite3
 import time
@@ -45,6 +46,7 @@ __all__ = [
     "load_study",
     "make_storage",
     "open_storage",
+    "quiet_read_retries",
     "storage_faults",
     "worker_seed",
 ]
@@ -85,6 +87,32 @@ def storage_faults() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover (grpcio is a dependency)
         return faults
     return (*faults, grpc.RpcError)
+
+
+READ_RETRY = "Caught an error from sqlalchemy: "  # how Optuna's RDB read retry begins its line
+
+
+class _OneLineReadRetry(logging.Filter):
+    """Optuna's RDB storage retries a failed read of the trials with a plainer query, and logs
+    the whole SQLAlchemy error (the SQL, its parameters, a link) on the way: a dropped
+    connection shows as a dozen lines. This keeps the first line of the cause (masked)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text.startswith(READ_RETRY):
+            cause = (text[len(READ_RETRY):].strip().splitlines() or [""])[0]
+            if cause.startswith("(") and ") " in cause:  # "(psycopg.OperationalError) ..."
+                cause = cause.split(") ", 1)[1]
+            record.msg = f"reading the trials failed ({mask_url(cause)}); reading them again"
+            record.args = ()
+        return True
+
+
+def quiet_read_retries() -> None:
+    """Optuna's read retry (a lost connection mid-read) in one line (idempotent)."""
+    logger = logging.getLogger("optuna.storages._rdb.storage")
+    if not any(isinstance(f, _OneLineReadRetry) for f in logger.filters):
+        logger.addFilter(_OneLineReadRetry())
 
 
 def in_chain(exc: BaseException | None, types: tuple[type[BaseException], ...]) -> bool:

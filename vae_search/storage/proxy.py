@@ -104,7 +104,7 @@ def serve(args: Any) -> int:
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RDBStorage
 
-    from vae_search.storage.connection import make_storage
+    from vae_search.storage.connection import make_storage, quiet_read_retries
     from vae_search.storage.heartbeat import StaleTrialReaper, report_stale_trials, served_storage
 
     if args.storage.proxy is not None:
@@ -113,6 +113,7 @@ def serve(args: Any) -> int:
     if problem := port_problem(args.host, args.port):
         raise StorageError(problem)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_read_retries()
     run = RunConfig(heartbeat_interval=args.heartbeat_interval,
                     grace_period=args.grace_period, max_retry=args.max_retry)
     backend = cast(RDBStorage, make_storage(args.storage, run=run, pool_size=args.threads + 1))
