@@ -13,9 +13,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vae_search.bench.timing import CallTimer
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = [
     "DEFAULT_STUDY", "help_startup", "postgres_reachable", "spawn_worker",
@@ -54,54 +57,58 @@ def _rss_mb() -> tuple[float, float]:
 
 def worker_run(url: str, trials: list[int], epochs: int) -> dict[str, Any]:
     """One worker: run ``max(trials)`` trials of the default study (``seed_mse``; its own
-    epochs when ``epochs`` is 0), as ``run`` does.
+    epochs when ``epochs`` is 0) through the trial loop ``vae-search run`` uses, one trial at
+    a time, as a ``--workers`` child does (``--quiet``, no figures, no report at the end).
 
     Returns:
         Peak/current RSS after each count in ``trials``, wall time, storage seconds and calls.
     """
-    import warnings
-
-    import optuna
-    from optuna.exceptions import ExperimentalWarning
-
-    from vae_search.config.schema import load_config
-    from vae_search.engine.study import open_study
+    from vae_search.cli import RunOptions
+    from vae_search.engine.budget import BudgetGate
+    from vae_search.engine.signals import SignalState
+    from vae_search.engine.worker import prepare, train
+    from vae_search.report import Progress
+    from vae_search.run import resolve_config
     from vae_search.storage._optuna import study_storage
-    from vae_search.storage.connection import make_storage
+    from vae_search.storage.report_writer import ReportWriter
     from vae_search.trial import objective as objective_module
-    from vae_search.trial.objective import Objective
 
-    warnings.filterwarnings("ignore", category=ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = load_config(DEFAULT_STUDY)
-    if epochs:
-        config, _ = config.with_epochs(epochs)
     name = f"bench-{os.getpid()}-{time.time_ns()}"
-    study = open_study(config, make_storage(url, run=config.run), study_name=name)
+    argv = ["--study", DEFAULT_STUDY, "--storage", url, "--study-name", name, "--trials",
+            str(max(trials)), "--workers", "1", "--worker-index", "0", "--population", "1",
+            "--quiet", *(["--epochs", str(epochs)] if epochs else [])]
+    options = RunOptions.parse(argv)
+    config = resolve_config(options)
+    dataset, study = prepare(options, config)
     timer = CallTimer(study_storage(study))
     # The objective's batched user-attr writes go to the storage's backend directly.
     objective_module.set_user_attrs = timer.wrap(
         "set_user_attrs (batched)", objective_module.set_user_attrs)
     # Waiting for the report thread (before a pruning check, at a trial's end) is storage time
     # on the training thread too.
-    from vae_search.storage.report_writer import ReportWriter
-
     ReportWriter.flush = timer.wrap("waiting for the report thread", ReportWriter.flush)  # type: ignore[method-assign]
     ReportWriter.__exit__ = timer.wrap(  # type: ignore[method-assign]
         "waiting for the report thread", ReportWriter.__exit__)
     rss: dict[int, tuple[float, float]] = {}
 
-    def measure(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.number + 1 in trials:
-            rss[trial.number + 1] = _rss_mb()
+    class Measured(Progress):
+        """The run's (silent) progress bar, plus the RSS after the chosen trial counts."""
 
-    objective = Objective(config, worker="bench")
+        def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            super().__call__(study, trial)
+            if trial.number + 1 in trials:
+                rss[trial.number + 1] = _rss_mb()
+
     start = time.perf_counter()
-    study.optimize(objective, n_trials=max(trials), callbacks=[measure])
+    train(study, config, dataset, options, SignalState(),
+          gate=BudgetGate(options.trials, grace_period=config.run.grace_period),
+          progress=Measured(study, options.trials, enabled=False), trials_left=options.trials)
     wall = time.perf_counter() - start
-    pruned = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.PRUNED)
+    pruned = sum(1 for t in study.trials if t.state.name == "PRUNED")
     epochs_run = sum(len(t.intermediate_values) for t in study.trials)
     if not url.startswith("sqlite"):
+        import optuna
+
         optuna.delete_study(study_name=name, storage=url)
     return {
         "rss": {str(k): v for k, v in rss.items()},
