@@ -228,3 +228,31 @@ def test_a_trial_whose_worker_stopped_before_its_first_heartbeat_is_failed_not_w
     assert trials[0].state == TrialState.FAIL
     assert trials[0].user_attrs[keys.ATTR_FAIL_REASON] == UNBEATEN
     assert [t.state for t in trials[1:]] in ([TrialState.COMPLETE], [TrialState.PRUNED])
+
+
+def test_a_trial_without_a_heartbeat_is_judged_by_the_checkers_own_clock(tmp_path):
+    """Failed once this process has seen it without a heartbeat for the grace period, whatever
+    its stored start time says (another machine's clock or time zone); a trial that gets its
+    first heartbeat meanwhile is left alone."""
+    from vae_search.storage._optuna import study_storage, trial_id
+    from vae_search.storage.connection import make_storage
+    from vae_search.storage.heartbeat import UNBEATEN, StaleTrials
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'c.db'}", heartbeat=True)
+    storage.heartbeat_interval, storage.grace_period = 1, 60
+    study = optuna.create_study(storage=storage, study_name="clock")
+    with pytest.warns(UserWarning, match="Heartbeat"):
+        orphan, late = study.ask(), study.ask()
+    now = [1000.0]
+    stale = StaleTrials(clock=lambda: now[0])
+    stale.check(study)  # first seen
+    now[0] += 59.0
+    stale.check(study)
+    assert {t.state for t in study.get_trials()} == {TrialState.RUNNING}
+    study_storage(study).record_heartbeat(trial_id(late))  # its worker was only slow
+    now[0] += 1.0
+    stale.check(study)
+    states = {t.number: t for t in study.get_trials()}
+    assert states[orphan.number].state == TrialState.FAIL
+    assert states[orphan.number].user_attrs[keys.ATTR_FAIL_REASON] == UNBEATEN
+    assert states[late.number].state == TrialState.RUNNING

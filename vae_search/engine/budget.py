@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from vae_search import keys
 from vae_search.report.rows import StateCounts
+from vae_search.storage.heartbeat import StaleTrials
 
 if TYPE_CHECKING:
     import optuna
@@ -70,6 +71,7 @@ class BudgetGate:
         self.warn = warn
         self.grace_period = grace_period
         self._told: set[int] = set()  # the running trials already named in a waiting line
+        self.stale = StaleTrials()
 
     def _waiting(self, study: optuna.Study) -> None:
         """One line per new set of trials this worker waits for."""
@@ -105,14 +107,11 @@ class BudgetGate:
     def _timed_out(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
-    @staticmethod
-    def reap(study: optuna.Study) -> None:
+    def reap(self, study: optuna.Study) -> None:
         """Fail (and re-queue) stale trials of dead workers: Optuna's heartbeat check, plus
         the trials that never had a heartbeat
-        (:func:`~vae_search.storage.heartbeat.fail_stale_trials`)."""
-        from vae_search.storage.heartbeat import fail_stale_trials
-
-        fail_stale_trials(study)
+        (:class:`~vae_search.storage.heartbeat.StaleTrials`)."""
+        self.stale.check(study)
 
     @staticmethod
     def ask(study: optuna.Study) -> optuna.Trial:

@@ -35,11 +35,12 @@ from vae_search import keys
 from vae_search.cli import AUTO_WORKERS, ConfirmOptions
 from vae_search.config.schema import ConfigError, SearchConfig, StudyConfig
 from vae_search.config.stored import stored_config
-from vae_search.engine.budget import FAIL_SURPLUS, BudgetGate, BudgetReached
+from vae_search.engine.budget import FAIL_SURPLUS, BudgetReached
 from vae_search.report.confirmation import confirmation_rows, confirmation_table
 from vae_search.report.findings import text_table
 from vae_search.report.rows import elbo_value, is_confirmation, trial_rows
 from vae_search.storage.connection import StorageError, load_study
+from vae_search.storage.heartbeat import StaleTrials
 from vae_search.trial.space import ANNEALTIME, CYCLES, FAMILY, KLSTART, RATIO, SCHEDULE
 
 if TYPE_CHECKING:
@@ -241,7 +242,11 @@ class ConfirmGate:
     """The trial loop's gate for confirm: ask while a planned run is not started, and run
     only confirmation runs (never the search's sampled trials)."""
 
-    reap = staticmethod(BudgetGate.reap)
+    def __init__(self) -> None:
+        self.stale = StaleTrials()
+
+    def reap(self, study: optuna.Study) -> None:
+        self.stale.check(study)
 
     def poll(self, study: optuna.Study) -> bool:
         return runs_left(study) > 0

@@ -296,7 +296,7 @@ class TrialLoop:
         :meth:`fill`: it holds a place in the budget, and this worker may be the one waiting on
         it. A worker that stops first leaves it to the stale-trial check (its heartbeats
         stopped at the fault, or it never had one:
-        :func:`~vae_search.storage.heartbeat.fail_stale_trials`).
+        :class:`~vae_search.storage.heartbeat.StaleTrials`).
         """
         from optuna.exceptions import UpdateFinishedTrialError
 

@@ -23,7 +23,6 @@ Importing this module does not import Optuna: the names are resolved when first 
 
 from __future__ import annotations
 
-import datetime
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -82,19 +81,15 @@ def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     return trial._trial_id
 
 
-def unbeaten_running_trials(study: optuna.Study) -> list[int]:
-    """The ids of the study's RUNNING trials that have no heartbeat row and started longer
-    than the storage's grace period ago.
+def unbeaten_running_trials(study: optuna.Study) -> tuple[float, list[int]]:
+    """The storage's grace period, and the ids of the study's RUNNING trials that have no
+    heartbeat row.
 
     Optuna's stale-trial check (``fail_stale_trials``) only judges a trial by its last
     heartbeat, so a trial whose worker stopped between creating it and its first heartbeat (a
     connection dropped while ``study.ask()`` sampled, a worker killed there) stays RUNNING for
-    ever. Empty for a storage without heartbeats or other than Optuna's RDB storage (behind the
-    gRPC proxy, the proxy records a first heartbeat when a trial is created).
-
-    The start time is the creating process's local clock (as Optuna stores it), read against
-    this one's: workers on machines whose clocks differ by more than the grace period would
-    judge such a trial early or late.
+    ever. ``(0.0, [])`` for a storage without heartbeats or other than Optuna's RDB storage
+    (behind the gRPC proxy, the proxy records a first heartbeat when a trial is created).
     """
     import sqlalchemy
     from optuna.storages import RDBStorage
@@ -103,19 +98,18 @@ def unbeaten_running_trials(study: optuna.Study) -> list[int]:
 
     backend = getattr(study._storage, "_backend", study._storage)
     if not isinstance(backend, RDBStorage) or backend.heartbeat_interval is None:
-        return []
+        return 0.0, []
     grace = backend.grace_period or 2 * backend.heartbeat_interval  # Optuna's own default
-    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace)
     trials = models.TrialModel.__table__
     beats = models.TrialHeartbeatModel.__table__
     query = (
         sqlalchemy.select(trials.c.trial_id)
         .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
         .where(trials.c.study_id == study._study_id, trials.c.state == TrialState.RUNNING,
-               beats.c.trial_id.is_(None), trials.c.datetime_start < cutoff)
+               beats.c.trial_id.is_(None))
     )
     with backend.engine.connect() as conn:
-        return list(conn.scalars(query))
+        return float(grace), list(conn.scalars(query))
 
 
 def fresh_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial:

@@ -43,7 +43,7 @@ __all__ = [
     "HEARTBEAT_KEY",
     "Heartbeats",
     "StaleTrialReaper",
-    "fail_stale_trials",
+    "StaleTrials",
     "report_stale_trials",
     "served_storage",
 ]
@@ -111,30 +111,53 @@ UNBEATEN = ("no heartbeat: its worker stopped (a lost database connection, or ki
             "creating it and its first heartbeat; it never trained")
 
 
-def fail_stale_trials(study: optuna.Study) -> None:
+class StaleTrials:
     """Optuna's stale-trial check, and the same for trials that never had a heartbeat.
 
     Optuna fails (and, with the retry callback, re-queues) a RUNNING trial whose last heartbeat
     is older than the grace period, but skips one with no heartbeat at all: its worker stopped
-    between ``study.ask()`` creating it and the first beat, and it would hold a slot of the
-    budget for ever. Such a trial is failed once it is older than the grace period
-    (:func:`~vae_search.storage._optuna.unbeaten_running_trials`), with ``fail_reason``
-    :data:`UNBEATEN`, and not re-queued: it never trained.
+    between ``study.ask()`` creating it and the first beat, and it would hold a place in the
+    budget for ever. Such a trial is failed once this process has seen it without a heartbeat
+    for the grace period (its own monotonic clock: no comparison of two machines' clocks or
+    time zones, as its stored start time would need), with ``fail_reason`` :data:`UNBEATEN`,
+    and not re-queued: it never trained. One instance per checking loop (a worker's budget
+    gate, the proxy's reaper).
+
+    Args:
+        clock: Seconds, monotonic (tests pass their own).
     """
-    import warnings
 
-    import optuna
-    from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
-    from optuna.trial import TrialState
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._first_seen: dict[tuple[int, int], float] = {}  # (study, trial id) -> when
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    storage = study_storage(study)
-    for tid in unbeaten_running_trials(study):
-        with contextlib.suppress(UpdateFinishedTrialError):  # another worker was first
-            storage.set_trial_user_attr(tid, keys.ATTR_FAIL_REASON, UNBEATEN)
-            storage.set_trial_state_values(tid, TrialState.FAIL)
+    def check(self, study: optuna.Study) -> None:
+        """One pass over ``study``: Optuna's check, then the trials without a heartbeat."""
+        import warnings
+
+        import optuna
+        from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        grace, ids = unbeaten_running_trials(study)
+        sid, now, unbeaten = study_id(study), self.clock(), set(ids)
+        # Forget what got a heartbeat or ended meanwhile; remember what is new.
+        seen = {key: at for key, at in self._first_seen.items()
+                if key[0] != sid or key[1] in unbeaten}
+        for tid in ids:
+            seen.setdefault((sid, tid), now)
+        self._first_seen = seen
+        storage = study_storage(study)
+        for tid in ids:
+            if now - seen[(sid, tid)] < grace:
+                continue
+            with contextlib.suppress(UpdateFinishedTrialError):  # another worker was first
+                storage.set_trial_user_attr(tid, keys.ATTR_FAIL_REASON, UNBEATEN)
+                storage.set_trial_state_values(tid, TrialState.FAIL)
+            del seen[(sid, tid)]
 
 
 def served_storage(backend: RDBStorage) -> BaseStorage:
@@ -236,6 +259,7 @@ class StaleTrialReaper:
         self.storage = storage
         self.every = every
         self.log = log
+        self.stale = StaleTrials()
         self._studies: dict[int, optuna.Study] = {}
         self._listed_at = -float("inf")
 
@@ -257,7 +281,7 @@ class StaleTrialReaper:
         self._refresh()
         for study in list(self._studies.values()):
             try:
-                fail_stale_trials(study)
+                self.stale.check(study)
             except KeyError:  # the study was deleted meanwhile
                 self._listed_at = -float("inf")
 
