@@ -325,6 +325,8 @@ def test_optunas_read_retry_after_a_lost_connection_is_one_line(tmp_path):
     """Optuna retries a failed read of the trials and logs the whole SQLAlchemy error (the SQL,
     its parameters, a link) on the way; a worker shows the first line of the cause."""
     import inspect
+    import io
+    import logging
 
     import sqlalchemy
     from optuna.storages import RDBStorage
@@ -338,9 +340,6 @@ def test_optunas_read_retry_after_a_lost_connection_is_one_line(tmp_path):
         conn.execute(sqlalchemy.text("SELECT trial_id FROM trials WHERE trial_id > :n"),
                      {"n": 3})
     assert len(str(caught.value).splitlines()) > 1  # what Optuna would log as it is
-    import io
-    import logging
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet_read_retries()
     quiet_read_retries()  # idempotent

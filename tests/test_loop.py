@@ -209,6 +209,7 @@ def test_a_trial_whose_worker_stopped_before_its_first_heartbeat_is_failed_not_w
     import subprocess
     import sys
 
+    from tests.conftest import subprocess_env
     from vae_search.config.schema import load_config
     from vae_search.engine.study import open_study
     from vae_search.storage.connection import make_storage
@@ -222,7 +223,7 @@ def test_a_trial_whose_worker_stopped_before_its_first_heartbeat_is_failed_not_w
         study.ask()  # and never beaten for
     proc = subprocess.run([sys.executable, "-m", "vae_search.run", "--study", str(toml),
                            "--storage", url, "--trials", "1", "--quiet"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=180)
+                          env=subprocess_env(), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     trials = optuna.load_study(study_name="tiny", storage=url).trials
     assert trials[0].state == TrialState.FAIL
