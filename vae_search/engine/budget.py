@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vae_search import keys
-from vae_search.report.rows import StateCounts
+from vae_search.report.rows import StateCounts, is_confirmation
 from vae_search.storage.heartbeat import StaleTrials
 
 if TYPE_CHECKING:
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["BUDGET_POLL", "FAIL_SURPLUS", "BudgetGate", "BudgetReached"]
 
 BUDGET_POLL = 2.0  # seconds between budget checks while other workers' trials decide it
+# Seconds a stale trial's failure may precede its re-queued copy: Optuna's stale check fails
+# the trial, then queues the copy (a read and a write later, ms apart, seconds at worst).
+REQUEUE_WAIT = 5.0
 WAIT_NOTICE = 10.0  # seconds a wait on other workers' trials lasts before the run says why
 FAIL_SURPLUS = "surplus"  # fail_reason prefix of a trial not run because the budget was met
 
@@ -61,16 +64,21 @@ class BudgetGate:
         warn: Says once why a wait began (a dead worker's trial may hold the budget until it
             goes stale: the user should know, and for how long).
         grace_period: ``run.grace_period``, for that line.
+        clock: Seconds, monotonic (tests pass their own).
     """
 
     def __init__(self, budget: int, *, deadline: float | None = None,
                  warn: Callable[[str], None] | None = None,
-                 grace_period: float | None = None) -> None:
+                 grace_period: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.budget = budget
         self.deadline = deadline
         self.warn = warn
         self.grace_period = grace_period
+        self.clock = clock
         self._told: set[int] = set()  # the running trials already named in a waiting line
+        self._failed: dict[int, float] = {}  # unexplained failures: when this gate saw each
+        self._looked = False  # the first look takes the failures already there as history
         self.stale = StaleTrials()
 
     def _waiting(self, study: optuna.Study) -> None:
@@ -118,13 +126,32 @@ class BudgetGate:
         """The sampler's next trial."""
         return study.ask()
 
+    def _requeue_pending(self, trials: list[optuna.trial.FrozenTrial]) -> int:
+        """Trials failed by the stale check whose re-queued copy is not in the study yet, for
+        ``REQUEUE_WAIT`` s after this gate first saw each (see the class)."""
+        from optuna.trial import TrialState
+
+        now = self.clock()
+        copied = {t.system_attrs.get("failed_trial") for t in trials}
+        pending = 0
+        for t in trials:
+            if (t.state != TrialState.FAIL or keys.ATTR_FAIL_REASON in t.user_attrs
+                    or t.number in copied or is_confirmation(t)):
+                continue
+            seen = self._failed.setdefault(t.number, now if self._looked else float("-inf"))
+            pending += now - seen < REQUEUE_WAIT
+        self._looked = True
+        return pending
+
     def poll(self, study: optuna.Study) -> bool | None:
         """One look, no waiting: a new trial may be asked for (True), the budget is met or the
         timeout passed (False), or the trials in flight may still fill it (None)."""
-        counts = self._counts(study, below=None)
+        trials = study.get_trials(deepcopy=False)
+        counts = StateCounts.of_trials(trials)
         if counts.finished >= self.budget or self._timed_out():
             return False
-        return True if counts.finished + counts.running < self.budget else None
+        in_flight = counts.running + self._requeue_pending(trials)
+        return True if counts.finished + in_flight < self.budget else None
 
     def slot_free(self, study: optuna.Study) -> bool:
         """Wait until a new trial may be asked for (True) or the budget is met (False)."""
