@@ -26,10 +26,12 @@ def _stale_failed(study: optuna.Study) -> int:
     return study.trials[-1].number
 
 
-def _requeue(study: optuna.Study, number: int) -> None:
-    """Its copy, as RetryFailedTrialCallback queues it."""
-    study.add_trial(create_trial(state=TrialState.WAITING, params={"latent_dim": 8},
-                                 distributions=DIST, system_attrs={"failed_trial": number}))
+def _requeue(study: optuna.Study, *history: int) -> None:
+    """The copy of the last trial of ``history``, as RetryFailedTrialCallback queues it: its
+    ``failed_trial`` is the first failed ancestor, ``retry_history`` lists them all."""
+    study.add_trial(create_trial(
+        state=TrialState.WAITING, params={"latent_dim": 8}, distributions=DIST,
+        system_attrs={"failed_trial": history[0], "retry_history": list(history)}))
 
 
 def test_a_stale_trial_failed_but_not_yet_requeued_holds_its_place(tmp_path):
@@ -44,7 +46,13 @@ def test_a_stale_trial_failed_but_not_yet_requeued_holds_its_place(tmp_path):
     assert gate.poll(study) is None
     _requeue(study, victim)
     assert gate.poll(study) is True  # ask pops the queued copy
-    assert study.ask().number == victim + 1 and study.trials[-1].params == {"latent_dim": 8}
+    copy = study.ask()
+    assert copy.number == victim + 1 and copy.params == {"latent_dim": 8}
+    # The copy dies too: its own copy names the original first and the copy last.
+    study.tell(copy, state=TrialState.FAIL)
+    assert gate.poll(study) is None
+    _requeue(study, victim, copy.number)
+    assert gate.poll(study) is True
 
 
 def test_a_failure_that_is_never_requeued_holds_its_place_only_briefly(tmp_path):

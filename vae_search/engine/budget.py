@@ -132,7 +132,8 @@ class BudgetGate:
         from optuna.trial import TrialState
 
         now = self.clock()
-        copied = {t.system_attrs.get("failed_trial") for t in trials}
+        # A copy lists every failed ancestor in retry_history (its failed_trial is the first).
+        copied = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
         pending = 0
         for t in trials:
             if (t.state != TrialState.FAIL or keys.ATTR_FAIL_REASON in t.user_attrs
