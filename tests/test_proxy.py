@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,27 @@ from vae_search.storage.url import StorageURL
 GRACE = 8  # the proxy's grace period in these tests (seconds without a heartbeat)
 
 
+@pytest.fixture
+def own_pg_url(pg_url: str) -> Iterator[str]:
+    """A database of the test's own on the test server, dropped afterwards.
+
+    A proxy fails the stale trials of every study in its database: two tests' proxies on one
+    database (under xdist) would reap each other's victims, and log it in the wrong log."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    name = f"vae_proxy_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @contextlib.contextmanager
 def running_proxy(
     url: str, log: Path, *, port: int | None = None, grace: int = GRACE
@@ -66,17 +88,17 @@ def running_proxy(
 @pytest.mark.slow
 @POPULATIONS
 def test_three_workers_behind_the_proxy_exact_budget_and_a_killed_trial_recovered(
-    tmp_path, pg_url, study_name, population  # noqa: F811 (fixture)
+    tmp_path, own_pg_url, study_name, population  # noqa: F811 (fixture)
 ):
     toml = _toml(tmp_path, epochs=30, batch_size=32, grace=GRACE)
     budget = 6
-    with running_proxy(pg_url, tmp_path / "serve.log") as (proxy_url, proxy):
+    with running_proxy(own_pg_url, tmp_path / "serve.log") as (proxy_url, proxy):
         procs = [_worker(toml, proxy_url, study_name, budget, "--population", population)
                  for _ in range(3)]
-        victim, victim_pid = _kill_mid_trial(pg_url, study_name, procs)
+        victim, victim_pid = _kill_mid_trial(own_pg_url, study_name, procs)
         results = _wait_all(procs)
         assert proxy.poll() is None, "the proxy died"
-    trials = optuna.load_study(study_name=study_name, storage=pg_url).trials
+    trials = optuna.load_study(study_name=study_name, storage=own_pg_url).trials
     _assert_recovered(procs, results, trials, victim, victim_pid, budget)
     assert HEARTBEAT_KEY not in trials[victim.number].system_attrs  # rows, not attrs
     assert len({t.user_attrs[keys.ATTR_WORKER] for t in _finished(trials)}) >= 2
@@ -85,7 +107,7 @@ def test_three_workers_behind_the_proxy_exact_budget_and_a_killed_trial_recovere
     assert "re-queued" in log and "Traceback" not in log, log
 
     # the figures were refreshed through the proxy, and every finished trial has its PNG
-    study = optuna.load_study(study_name=study_name, storage=pg_url)
+    study = optuna.load_study(study_name=study_name, storage=own_pg_url)
     assert set(keys.FIG_IDS) <= set(stored_figures(study))
     artifacts = list((tmp_path / "vae_search-artifacts").iterdir())  # named by artifact id
     assert len(artifacts) == budget, artifacts
@@ -95,21 +117,21 @@ def test_three_workers_behind_the_proxy_exact_budget_and_a_killed_trial_recovere
 @pytest.mark.postgres
 @POPULATIONS  # in the default suite: it once failed there alone
 def test_sigterm_stops_a_worker_behind_the_proxy_cleanly(
-    tmp_path, pg_url, study_name, population  # noqa: F811 (fixture)
+    tmp_path, own_pg_url, study_name, population  # noqa: F811 (fixture)
 ):
     toml = _toml(tmp_path, epochs=30, batch_size=32)
-    with running_proxy(pg_url, tmp_path / "serve.log") as (proxy_url, _):
+    with running_proxy(own_pg_url, tmp_path / "serve.log") as (proxy_url, _):
         proc = _worker(toml, proxy_url, study_name, 5, "--population", population)
         deadline = time.monotonic() + 120
         trial = None
         while trial is None and time.monotonic() < deadline:
             time.sleep(0.5)
-            trial, _ = _running_trial(pg_url, study_name, {proc.pid}, epochs=1)
+            trial, _ = _running_trial(own_pg_url, study_name, {proc.pid}, epochs=1)
         assert trial is not None, "no trial started"
         # Frozen, what the study shows is what the signal meets (tests/faults.py).
-        before = signal_frozen(proc, signal.SIGTERM, lambda: study_trials(pg_url, study_name))
+        before = signal_frozen(proc, signal.SIGTERM, lambda: study_trials(own_pg_url, study_name))
         _, err = proc.communicate(timeout=60)
-    after = study_trials(pg_url, study_name)
+    after = study_trials(own_pg_url, study_name)
     assert_stopped_cleanly(proc.returncode, err, signal.SIGTERM, before, after,
                            epochs=30)
     assert trial.number in before
@@ -118,30 +140,30 @@ def test_sigterm_stops_a_worker_behind_the_proxy_cleanly(
 @pytest.mark.postgres
 @pytest.mark.slow
 @POPULATIONS
-def test_workers_ride_out_a_proxy_restart(tmp_path, pg_url, study_name, population):  # noqa: F811
+def test_workers_ride_out_a_proxy_restart(tmp_path, own_pg_url, study_name, population):  # noqa: F811
     toml = _toml(tmp_path, epochs=12, batch_size=32)
     port = serve.free_port()
     budget = 4
-    with running_proxy(pg_url, tmp_path / "serve.log", port=port) as (proxy_url, proxy):
+    with running_proxy(own_pg_url, tmp_path / "serve.log", port=port) as (proxy_url, proxy):
         procs = [_worker(toml, proxy_url, study_name, budget, "--population", population)
                  for _ in range(2)]
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            running, _ = _running_trial(pg_url, study_name, {p.pid for p in procs}, 1)
+            running, _ = _running_trial(own_pg_url, study_name, {p.pid for p in procs}, 1)
             if running is not None:
                 break
         assert running is not None, "no trial started"
         proxy.send_signal(signal.SIGTERM)
         assert proxy.wait(timeout=30) == 0
         time.sleep(3)  # the workers' calls fail meanwhile
-    with running_proxy(pg_url, tmp_path / "serve.log", port=port):
+    with running_proxy(own_pg_url, tmp_path / "serve.log", port=port):
         results = _wait_all(procs)
     for code, _, err in results:
         assert code == 0, err
         assert "Traceback" not in err, err
     assert any("connection lost (proxy: UNAVAILABLE" in err for _, _, err in results), results
-    trials = optuna.load_study(study_name=study_name, storage=pg_url).trials
+    trials = optuna.load_study(study_name=study_name, storage=own_pg_url).trials
     assert len(_finished(trials)) == budget
     for t in _finished(trials):
         _assert_intact(t)
