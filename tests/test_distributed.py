@@ -33,6 +33,7 @@ from tests.faults import (
     thaw,
 )
 from vae_search import keys
+from vae_search.bench.loadtest import Database
 from vae_search.engine.budget import FAIL_SURPLUS
 from vae_search.storage.connection import worker_seed
 
@@ -204,15 +205,6 @@ def test_killed_worker_trial_fails_and_is_retried_elsewhere(
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_eight_workers_on_a_fresh_database_create_one_study(tmp_path, pg_url):
-    import sqlalchemy
-
-    scratch = f"vae_search_fresh_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{scratch}"'))
-    url = sqlalchemy.make_url(pg_url).set(database=scratch).render_as_string(
-        hide_password=False
-    )
     toml = _toml(tmp_path)
     start_at = time.time() + 6.0  # every process has imported Optuna by then
     code = (
@@ -226,7 +218,8 @@ def test_eight_workers_on_a_fresh_database_create_one_study(tmp_path, pg_url):
         "study = open_worker_study(options, config)\n"
         "print(study_id(study))\n"
     )
-    try:
+    with Database(pg_url) as scratch:
+        url = scratch.url
         procs = [
             subprocess.Popen(
                 [sys.executable, "-c", code, "--study", str(toml), "--storage", url],
@@ -242,10 +235,6 @@ def test_eight_workers_on_a_fresh_database_create_one_study(tmp_path, pg_url):
         summaries = optuna.get_all_study_summaries(storage=url)
         assert [s.study_name for s in summaries] == ["dist"]
         assert keys.STUDY_ATTR_CONFIG in summaries[0].user_attrs
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.mark.postgres

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from tests.test_distributed import (
 )
 from tests.test_hardening import assert_one_line_error
 from vae_search import keys
+from vae_search.bench.loadtest import Database
 from vae_search.storage import proxy as serve
 from vae_search.storage._optuna import trial_id
 from vae_search.storage.connection import StorageError, make_storage
@@ -46,23 +46,12 @@ GRACE = 8  # the proxy's grace period in these tests (seconds without a heartbea
 
 @pytest.fixture
 def own_pg_url(pg_url: str) -> Iterator[str]:
-    """A database of the test's own on the test server, dropped afterwards.
+    """A scratch database of the test's own on the test server, dropped afterwards.
 
     A proxy fails the stale trials of every study in its database: two tests' proxies on one
     database (under xdist) would reap each other's victims, and log it in the wrong log."""
-    import sqlalchemy
-    from sqlalchemy.engine import make_url
-
-    name = f"vae_proxy_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with Database(pg_url) as scratch:
+        yield scratch.url
 
 
 @contextlib.contextmanager
