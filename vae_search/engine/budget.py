@@ -100,8 +100,8 @@ class BudgetGate:
                   f"{self.budget}{stale}")
 
     @staticmethod
-    def _counts(study: optuna.Study, below: int | None) -> StateCounts:
-        """Finished trials, and running ones (only those numbered below ``below`` if given)."""
+    def _counts(study: optuna.Study, below: int) -> StateCounts:
+        """Finished trials, and the running ones numbered below ``below`` (the reservation)."""
         from optuna.trial import TrialState
 
         trials = study.get_trials(
@@ -109,7 +109,7 @@ class BudgetGate:
         )
         return StateCounts.of_trials(
             t for t in trials
-            if below is None or t.state != TrialState.RUNNING or t.number < below
+            if t.state != TrialState.RUNNING or t.number < below
         )
 
     def _timed_out(self) -> bool:
